@@ -1,0 +1,57 @@
+# translator: every target is a thin call of the `translator` command, so make and Python agree.
+#   make demo                 set up, then run the main job end to end
+#   make test                 set up, then run the test suite
+#   make data tokenizers CORPUS=multi30k-de-en
+#   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
+# Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
+# otherwise downloaded (with checksums) into ~/.cache/translator.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+CLI      = $(BIN)/translator
+CORPUS  ?= multi30k-de-en
+CONFIG  ?= configs/demo.yaml
+RUN     ?= runs/$(basename $(notdir $(CONFIG)))
+INPUT   ?= /dev/stdin
+SPLIT   ?= test
+
+.PHONY: setup data tokenizers train translate evaluate demo test bench clean
+
+# The virtual environment is rebuilt only when pyproject.toml changes (the stamp is older).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+	$(CLI) data $(CORPUS)
+
+tokenizers: setup
+	$(CLI) tokenizers $(CORPUS)
+
+train: setup
+	$(CLI) train $(CONFIG) --run $(RUN)
+
+translate: setup
+	$(CLI) translate --run $(RUN) < $(INPUT)
+
+evaluate: setup
+	$(CLI) evaluate --run $(RUN) --split $(SPLIT)
+
+demo: setup
+	$(CLI) data multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en
+
+# pytest exits non-zero when a test fails and with 5 when it collected no test: both fail here.
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(CLI) bench
+
+clean:
+	rm -rf work runs bench/results .pytest_cache

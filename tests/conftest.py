@@ -1,0 +1,59 @@
+"""Shared fixtures: the data mirror, and small recipes written into a temporary directory."""
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def _mirror() -> Path | None:
+    candidate = Path(os.environ.get("TRANSLATOR_DATA") or REPOSITORY.parent / "shared" / "data")
+    return candidate if (candidate / "multi30k").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The read-only data mirror (TRANSLATOR_DATA, or ../shared/data beside the checkout)."""
+    path = _mirror()
+    if path is None:
+        pytest.skip("no data mirror: set TRANSLATOR_DATA to the shared/data directory")
+    return path.resolve()
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Downloads in tests go to a temporary cache, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_parallel_recipe(directory: Path, source_lines, target_lines, *, gz=False, name="toy") -> Path:
+    """A two-language recipe whose files live in ``directory/mirror`` (also reachable as file:// URLs)."""
+    mirror = directory / "mirror" / name
+    mirror.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for language, lines in (("xx", source_lines), ("yy", target_lines)):
+        data = b"".join(line + b"\n" if isinstance(line, bytes) else line.encode() + b"\n" for line in lines)
+        if gz:
+            data = gzip.compress(data, mtime=0)
+        file = mirror / f"train.{language}{'.gz' if gz else ''}"
+        file.write_bytes(data)
+        entries[language] = (f"{name}/{file.name}", file.as_uri(), sha256(data))
+    splits = "\n".join(
+        f"    {language}:\n      path: {path}\n      url: {url}\n      sha256: {digest}"
+        for language, (path, url, digest) in entries.items()
+    )
+    recipe = directory / f"{name}.yaml"
+    recipe.write_text(
+        f"name: {name}\ntask: translation\nformat: parallel\nlanguages: [xx, yy]\n"
+        f"default_pair: [xx, yy]\nsplits:\n  train:\n{splits}\n",
+        encoding="utf-8",
+    )
+    return recipe

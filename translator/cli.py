@@ -1,0 +1,126 @@
+"""The `translator` command: one subcommand per pipeline stage.
+
+    translator data CORPUS          prepare a corpus (clean, split) into work/CORPUS/
+    translator tokenizers CORPUS    train its SentencePiece tokenizer(s)
+
+Each subcommand imports what it needs when it runs, so `translator --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="mirror directory holding the corpus files (default: $TRANSLATOR_DATA; "
+                             "when neither is set, files are downloaded into ~/.cache/translator)")
+    parser.add_argument("--work-dir", default="work", help="where prepared corpora go (default: work)")
+
+
+def command_data(args) -> int:
+    from translator.corpora import Cleaning, prepare_corpus, resolve_corpus
+
+    recipe = resolve_corpus(args.corpus).recipe
+    cleaning = Cleaning(
+        max_length=args.max_length if args.max_length is not None else recipe.cleaning.get("max_length"),
+        max_ratio=args.max_ratio if args.max_ratio is not None else recipe.cleaning.get("max_ratio"),
+        deduplicate=args.deduplicate or bool(recipe.cleaning.get("deduplicate", False)),
+    )
+    manifest = prepare_corpus(args.corpus, args.work_dir, args.data_dir, cleaning)
+    direction = ""
+    if manifest["source_language"]:
+        direction = f" ({manifest['source_language']} -> {manifest['target_language']})"
+    print(f"{manifest['corpus']}{direction}, {manifest['task']}, from {manifest['data_from']}")
+    counts = manifest["counts"]
+    if "pool" in counts:
+        pool = counts["pool"]
+        print(f"  read {pool['read']:,} examples; dropped {pool['empty']:,} empty, "
+              f"{pool['duplicate']:,} duplicate; split with seed {manifest['seed']}")
+    unit = "characters" if manifest["task"] == "language_modeling" else "examples"
+    print(f"  {'split':<12}{'read':>12}{'kept':>12}  dropped ({unit})")
+    for split in ("train", "validation", "test"):
+        if split not in counts:
+            continue
+        row = counts[split]
+        dropped = {k: v for k, v in row.items() if k not in ("read", "kept", "unit") and v}
+        read = f"{row['read']:,}" if "read" in row else "-"
+        detail = ", ".join(f"{k} {v:,}" for k, v in dropped.items()) or "0"
+        print(f"  {split:<12}{read:>12}{row['kept']:>12,}  {detail}")
+    if counts.get("undecodable_lines_replaced"):
+        print(f"  {counts['undecodable_lines_replaced']} line(s) had bytes that are not UTF-8 (replaced)")
+    if manifest["filters"]:
+        print(f"  filters on train: {manifest['filters']}")
+    print(f"wrote {args.work_dir}/{manifest['corpus']}/ ({', '.join(manifest['outputs'])}, manifest.json)")
+    return 0
+
+
+def command_tokenizers(args) -> int:
+    from translator.tokenizers import train_tokenizers
+
+    card = train_tokenizers(args.corpus, args.work_dir, args.recipe)
+    settings = card["settings"]
+    vocabulary = f" ({settings['vocabulary']} vocabulary)" if "source" in card["sides"] else ""
+    print(f"{card['corpus']}: {settings['model_type']} tokenizer{vocabulary} from {card['recipe']}")
+    print(f"  {'model':<10}{'vocabulary':>12}{'pieces/sentence':>17}{'unk rate (validation)':>24}")
+    for name, model in card["models"].items():
+        validation = [v for k, v in model.items() if k.startswith("validation_")]
+        pieces = validation[0]["mean_pieces_per_sentence"] if validation else model["train"]["mean_pieces_per_sentence"]
+        unk = ", ".join(f"{v['unk_rate']:.4%}" for v in validation) or "no validation split"
+        print(f"  {name:<10}{model['vocabulary_size']:>12,}{pieces:>17.2f}{unk:>24}")
+    print(f"wrote {card['directory']}/ (card.json)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
+        "prepare corpora, train tokenizers and models, translate and evaluate.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
+                               description="Prepare a corpus from its recipe in corpora/.")
+    data.add_argument("corpus", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or recipe path")
+    _add_data_options(data)
+    data.add_argument("--max-length", type=int, default=None, help="drop training pairs longer than N words")
+    data.add_argument("--max-ratio", type=float, default=None,
+                      help="drop training pairs whose longer side has more than R times the words of the shorter")
+    data.add_argument("--deduplicate", action="store_true", help="drop repeated training pairs")
+    data.set_defaults(handler=command_data)
+
+    tokenizers = commands.add_parser("tokenizers", help="train the SentencePiece tokenizer(s) of a prepared corpus",
+                                     description="Train tokenizers from a recipe in tokenizers/.")
+    tokenizers.add_argument("corpus", help="a corpus prepared with `translator data`")
+    tokenizers.add_argument("--recipe", default=None,
+                            help="tokenizer recipe name or path (default: tokenizers/CORPUS.yaml, "
+                                 "else the corpus recipe's name, e.g. tokenizers/multi30k.yaml)")
+    tokenizers.add_argument("--work-dir", default="work", help="where prepared corpora are (default: work)")
+    tokenizers.set_defaults(handler=command_tokenizers)
+    return parser
+
+
+def _version() -> str:
+    from translator import __version__
+
+    return __version__
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from translator.corpora import CorpusError
+    from translator.tokenizers import TokenizerError
+
+    try:
+        return args.handler(args)
+    except (CorpusError, TokenizerError, FileNotFoundError) as error:
+        print(f"translator {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"translator {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

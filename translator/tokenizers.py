@@ -1,0 +1,269 @@
+"""Tokenizers: SentencePiece models trained from recipes in ``tokenizers/``, and ``Tokenizer``.
+
+A recipe (``tokenizers/NAME.yaml``) says how to cut text into pieces for one corpus:
+
+    model_type: bpe          # unigram | bpe | char | word
+    vocabulary: separate     # joint (one model for both sides) | separate (one per language)
+    vocab_size: 8000         # per model; ignored in char mode (every character is kept)
+    character_coverage: 1.0
+    byte_fallback: false     # unknown characters become UTF-8 byte pieces instead of <unk>
+    normalization: nmt_nfkc  # SentencePiece's default: NFKC, so a no-break space decodes as a
+                             # space; `identity` keeps every character as it is
+
+Every model has the same special ids, which the models rely on:
+pad = 0, unk = 1, <sos> = 2, <eos> = 3.
+
+``translator tokenizers CORPUS`` reads the prepared training split (``translator data``),
+trains the model(s) and writes ``work/<corpus>/tokenizers/<recipe>/``: ``<name>.model``,
+``<name>.vocab`` and ``card.json`` (corpus, settings, vocabulary size, mean pieces per
+sentence and the unknown-piece rate on the validation split).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from translator.corpora import read_manifest, read_prepared_split, resolve_corpus
+from translator.files import atomic_write_text
+
+PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_TYPES = ("unigram", "bpe", "char", "word")
+RECIPE_DEFAULTS = {
+    "corpus": None, "model_type": "unigram", "vocabulary": "separate", "vocab_size": 8000,
+    "character_coverage": 1.0, "byte_fallback": False, "normalization": "nmt_nfkc",
+    "input_sentence_size": 0,
+}
+NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer recipe or model is not what was expected."""
+
+
+class Tokenizer:
+    """A SentencePiece model with the toolkit's fixed special ids (pad 0, unk 1, <sos> 2, <eos> 3).
+
+    >>> tokenizer = Tokenizer("work/multi30k-de-en/tokenizers/multi30k-de-en/en.model")  # doctest: +SKIP
+    >>> ids = tokenizer.encode(["A dog runs."], add_eos=True)                            # doctest: +SKIP
+    >>> tokenizer.decode(ids)                                                            # doctest: +SKIP
+    ['A dog runs.']
+    """
+
+    pad_id, unk_id, sos_id, eos_id = PAD_ID, UNK_ID, SOS_ID, EOS_ID
+
+    def __init__(self, model_file: str | Path):
+        import sentencepiece
+
+        self.model_file = Path(model_file)
+        if not self.model_file.is_file():
+            raise FileNotFoundError(
+                f"tokenizer model {self.model_file} not found; train it with `translator tokenizers CORPUS`"
+            )
+        self._processor = sentencepiece.SentencePieceProcessor(model_file=str(self.model_file))
+        ids = (self._processor.pad_id(), self._processor.unk_id(), self._processor.bos_id(), self._processor.eos_id())
+        if ids != (PAD_ID, UNK_ID, SOS_ID, EOS_ID):
+            raise TokenizerError(
+                f"{self.model_file}: special ids (pad, unk, bos, eos) are {ids}, expected (0, 1, 2, 3). "
+                f"Train it with `translator tokenizers`, which fixes them."
+            )
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self._processor.get_piece_size()
+
+    def encode(self, texts, add_sos: bool = False, add_eos: bool = False):
+        """Text -> ids. A string gives a list of ids; a list of strings gives a list of lists."""
+        return self._processor.encode(texts, out_type=int, add_bos=add_sos, add_eos=add_eos)
+
+    def encode_as_pieces(self, texts):
+        return self._processor.encode(texts, out_type=str)
+
+    def decode(self, ids):
+        """Ids -> text; pad, <sos> and <eos> are dropped. A list of lists gives a list of strings."""
+        return self._processor.decode(ids)
+
+    def id_to_piece(self, index: int) -> str:
+        return self._processor.id_to_piece(index)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({str(self.model_file)!r}, vocabulary_size={self.vocabulary_size})"
+
+
+# ----------------------------------------------------------------------------- recipes
+
+def tokenizer_directories() -> list[Path]:
+    candidates = [Path.cwd() / "tokenizers", Path(__file__).resolve().parent.parent / "tokenizers"]
+    unique = []
+    for directory in candidates:
+        if directory.is_dir() and directory.resolve() not in [d.resolve() for d in unique]:
+            unique.append(directory)
+    return unique
+
+
+def find_recipe(corpus: str, recipe: str | None = None) -> Path:
+    """The recipe file: ``recipe`` (a path or a name), else tokenizers/<corpus>.yaml, else
+    tokenizers/<recipe name of the corpus>.yaml (so tokenizers/multi30k.yaml serves every pair)."""
+    if recipe and Path(recipe).suffix in (".yaml", ".yml"):
+        if not Path(recipe).is_file():
+            raise FileNotFoundError(f"tokenizer recipe {recipe} not found")
+        return Path(recipe)
+    names = [recipe] if recipe else [corpus, resolve_corpus(corpus).recipe.name]
+    for directory in tokenizer_directories():
+        for name in names:
+            if (directory / f"{name}.yaml").is_file():
+                return directory / f"{name}.yaml"
+    available = sorted({p.stem for d in tokenizer_directories() for p in d.glob("*.yaml")})
+    raise TokenizerError(
+        f"no tokenizer recipe {' or '.join(n + '.yaml' for n in names)} in "
+        f"{', '.join(str(d) for d in tokenizer_directories()) or 'tokenizers/'}; available: "
+        f"{', '.join(available) or 'none'}. Write one (see tokenizers/multi30k.yaml) or pass --recipe."
+    )
+
+
+def read_recipe(path: Path) -> dict:
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise TokenizerError(f"{path}: a tokenizer recipe is a YAML mapping")
+    unknown = set(raw) - set(RECIPE_DEFAULTS)
+    if unknown:
+        raise TokenizerError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RECIPE_DEFAULTS)}")
+    settings = {**RECIPE_DEFAULTS, **raw}
+    if settings["model_type"] not in MODEL_TYPES:
+        raise TokenizerError(f"{path}: model_type: '{settings['model_type']}' is not one of {list(MODEL_TYPES)}")
+    if settings["vocabulary"] not in ("joint", "separate"):
+        raise TokenizerError(f"{path}: vocabulary: '{settings['vocabulary']}' is not 'joint' or 'separate'")
+    if settings["normalization"] not in NORMALIZATIONS:
+        raise TokenizerError(f"{path}: normalization: '{settings['normalization']}' is not one of {list(NORMALIZATIONS)}")
+    if not 0.9 <= float(settings["character_coverage"]) <= 1.0:
+        raise TokenizerError(f"{path}: character_coverage: {settings['character_coverage']} is not in [0.9, 1.0]")
+    return settings
+
+
+# ----------------------------------------------------------------------------- training
+
+def _texts_of(columns: dict) -> dict[str, list[str]]:
+    """Lines to train on, by side: translation has source and target, the others text."""
+    if "source" in columns:
+        return {"source": columns["source"], "target": columns["target"]}
+    if len(columns["text"]) == 1:  # language modelling: one contiguous text
+        return {"text": columns["text"][0].split("\n")}
+    return {"text": columns["text"]}
+
+
+def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text: bool) -> None:
+    import sentencepiece
+
+    handle, input_file = tempfile.mkstemp(suffix=".txt", dir=prefix.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.writelines(line + "\n" for line in lines if line)
+    options = {
+        "input": input_file, "model_prefix": str(prefix), "model_type": settings["model_type"],
+        "vocab_size": int(settings["vocab_size"]), "character_coverage": float(settings["character_coverage"]),
+        "byte_fallback": bool(settings["byte_fallback"]), "normalization_rule_name": settings["normalization"],
+        "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": SOS_ID, "eos_id": EOS_ID,
+        "pad_piece": "<pad>", "unk_piece": "<unk>", "bos_piece": "<sos>", "eos_piece": "<eos>",
+        "input_sentence_size": int(settings["input_sentence_size"]), "shuffle_input_sentence": True,
+        "num_threads": os.cpu_count() or 1, "minloglevel": 2,
+    }
+    if settings["model_type"] == "char":
+        # Every character is a piece and the text comes back exactly: no normalization, no
+        # dummy prefix, spaces kept as they are, and (for a language model) newline as a piece.
+        options.update(vocab_size=len(set("".join(lines))) + 8, hard_vocab_limit=False,
+                       normalization_rule_name="identity", remove_extra_whitespaces=False,
+                       add_dummy_prefix=False)
+        if char_mode_text:
+            options["user_defined_symbols"] = ["\n"]
+    try:
+        sentencepiece.SentencePieceTrainer.train(**options)
+    except RuntimeError as error:
+        raise TokenizerError(
+            f"SentencePiece could not train a {settings['model_type']} model of {settings['vocab_size']} "
+            f"pieces: {error}. Lower vocab_size (or use model_type: bpe) in the tokenizer recipe."
+        ) from None
+    finally:
+        os.unlink(input_file)
+
+
+def _statistics(tokenizer: Tokenizer, lines: list[str]) -> dict:
+    lines = [line for line in lines if line]
+    encoded = tokenizer.encode(lines)
+    pieces = sum(len(ids) for ids in encoded)
+    unknown = sum(ids.count(UNK_ID) for ids in encoded)
+    return {"sentences": len(lines), "mean_pieces_per_sentence": round(pieces / max(len(lines), 1), 3),
+            "unk_rate": round(unknown / max(pieces, 1), 6)}
+
+
+def train_tokenizers(corpus: str, work_dir="work", recipe: str | None = None) -> dict:
+    """Train the tokenizer(s) of a prepared corpus; write models and card.json; return the card."""
+    recipe_path = find_recipe(corpus, recipe)
+    settings = read_recipe(recipe_path)
+    corpus_dir, manifest = read_manifest(corpus, work_dir)
+    if settings["corpus"] and settings["corpus"] not in (manifest["corpus"], resolve_corpus(corpus).recipe.name):
+        raise TokenizerError(f"{recipe_path}: corpus: is '{settings['corpus']}' but you asked for '{corpus}'")
+    train = _texts_of(read_prepared_split(corpus, "train", work_dir))
+    validation = _texts_of(read_prepared_split(corpus, "validation", work_dir)) \
+        if "validation" in manifest["split_files"] else None
+    is_text = manifest["task"] == "language_modeling"
+
+    if "source" in train:
+        languages = {"source": manifest["source_language"], "target": manifest["target_language"]}
+        if settings["vocabulary"] == "joint":
+            plan = {"joint": (train["source"] + train["target"], ["source", "target"])}
+        else:
+            plan = {languages[side]: (train[side], [side]) for side in ("source", "target")}
+    else:
+        plan = {"text": (train["text"], ["text"])}
+
+    out = corpus_dir / "tokenizers" / recipe_path.stem
+    out.mkdir(parents=True, exist_ok=True)
+    models, sides = {}, {}
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        for name, (lines, covers) in plan.items():
+            started = time.time()
+            _train_model(lines, Path(scratch) / name, settings, char_mode_text=is_text)
+            for suffix in (".model", ".vocab"):  # move into place only once trained
+                shutil.move(os.path.join(scratch, name + suffix), out / (name + suffix))
+            tokenizer = Tokenizer(out / f"{name}.model")
+            models[name] = {"file": f"{name}.model", "vocabulary_size": tokenizer.vocabulary_size,
+                            "train_seconds": round(time.time() - started, 2),
+                            "train": _statistics(tokenizer, lines)}
+            for side in covers:
+                sides[side] = name
+                if validation is not None:
+                    models[name][f"validation_{side}"] = _statistics(tokenizer, validation[side])
+    card = {
+        "corpus": manifest["corpus"], "task": manifest["task"], "recipe": _display(recipe_path),
+        "settings": settings, "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "sos": SOS_ID, "eos": EOS_ID},
+        "sides": sides, "languages": {"source": manifest.get("source_language"),
+                                      "target": manifest.get("target_language")},
+        "models": models, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(out / "card.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    card["directory"] = str(out)
+    return card
+
+
+def _display(path: Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_tokenizers(directory: str | Path) -> dict[str, Tokenizer]:
+    """The tokenizers of a trained recipe by side: {"source", "target"} or {"text"}."""
+    directory = Path(directory)
+    card_path = directory / "card.json"
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path} not found; train the tokenizers with `translator tokenizers CORPUS`")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    loaded = {name: Tokenizer(directory / info["file"]) for name, info in card["models"].items()}
+    return {side: loaded[name] for side, name in card["sides"].items()}
