@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, search_path
 
 TASKS = ("translation", "language_modeling", "classification")
 FORMATS = {
@@ -118,13 +118,8 @@ class CorpusSpec:
 
 
 def recipe_directories() -> list[Path]:
-    """Where recipes are looked up: ./corpora, then the corpora/ of this source checkout."""
-    candidates = [Path.cwd() / "corpora", Path(__file__).resolve().parent.parent / "corpora"]
-    unique = []
-    for directory in candidates:
-        if directory.is_dir() and directory.resolve() not in [d.resolve() for d in unique]:
-            unique.append(directory)
-    return unique
+    """Where corpus recipes are looked up: ./corpora, then the corpora/ of this source checkout."""
+    return search_path("corpora")
 
 
 def known_recipes() -> dict[str, Path]:

@@ -26,3 +26,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def search_path(folder: str) -> list[Path]:
+    """Where recipes in ``folder`` (corpora, tokenizers, configs) are looked up, in order:
+    ./folder in the working directory, then the folder of this source checkout."""
+    found = []
+    for directory in (Path.cwd() / folder, Path(__file__).resolve().parent.parent / folder):
+        if directory.is_dir() and directory.resolve() not in [d.resolve() for d in found]:
+            found.append(directory)
+    return found

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from translator.corpora import read_manifest, read_prepared_split, resolve_corpus
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, search_path
 
 PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
@@ -99,12 +99,7 @@ class Tokenizer:
 # ----------------------------------------------------------------------------- recipes
 
 def tokenizer_directories() -> list[Path]:
-    candidates = [Path.cwd() / "tokenizers", Path(__file__).resolve().parent.parent / "tokenizers"]
-    unique = []
-    for directory in candidates:
-        if directory.is_dir() and directory.resolve() not in [d.resolve() for d in unique]:
-            unique.append(directory)
-    return unique
+    return search_path("tokenizers")
 
 
 def find_recipe(corpus: str, recipe: str | None = None) -> Path:
