@@ -1,0 +1,455 @@
+"""Recurrent target decoder: embedding, stacked cells, optional attention, output layer.
+
+One layer covers the classic RNN decoders:
+- Sutskever et al. (2014), "Sequence to Sequence Learning with Neural Networks":
+  a deep LSTM started from the encoder's final states (`attention=None`);
+- Cho et al. (2014), "Learning Phrase Representations using RNN Encoder-Decoder
+  for Statistical Machine Translation": the encoder summary R is fed to every
+  step and to the output layer, s_t = f(s_{t-1}, y_{t-1}, R)
+  (`feed_context=True`);
+- Bahdanau et al. (2015), "Neural Machine Translation by Jointly Learning to
+  Align and Translate": c_t = attn(s_{t-1}, memory), s_t = f(s_{t-1},
+  [y_{t-1}; c_t]), output = proj(tanh(W [s_t; c_t])) (`attention="bahdanau"`);
+- Luong et al. (2015), "Effective Approaches to Attention-based Neural Machine
+  Translation": s_t = f(s_{t-1}, [y_{t-1}; h~_{t-1}]) (input feeding, sec. 3.3),
+  c_t = attn(s_t, memory), h~_t = tanh(W_c [c_t; s_t]), output = proj(h~_t)
+  (`attention="luong_dot"` or `"luong_general"`).
+
+Decoding works from an explicit, flat, batch-major cache (`initial_state`), so
+greedy and beam search can call `step` inside a `tf.function` and reorder the
+cache with ``ops.take(x, indices, axis=0)``.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from translator.attention import BahdanauAttention, LuongAttention
+from translator.checks import check_bool, check_choice, check_positive_int, check_rate
+from translator.embeddings import TokenEmbedding
+from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
+
+ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class RecurrentDecoder(keras.layers.Layer):
+    """Stacked recurrent decoder producing vocabulary logits.
+
+    Args:
+        vocabulary_size: target vocabulary size (id 0 is padding).
+        embedding_dim: width of the target embedding the decoder owns.
+        cell: 'lstm', 'gru' or 'rnn'.
+        units: hidden width of every decoder layer.
+        num_layers: number of stacked recurrent layers (default 1).
+        dropout: rate of the dropout on the target embedding and between
+            recurrent layers (not after the last), only when training.
+        attention: None, 'luong_dot', 'luong_general' or 'bahdanau'.
+            'luong_dot' needs the memory (encoder outputs) to be `units` wide.
+        feed_context: concatenate the encoder summary R (the top encoder
+            layer's final h) to the cell input at every step and to the input
+            of the output layer (Cho et al. 2014). With attention, R joins the
+            attentional layer's input: tanh(W [s_t; c_t; R]) for Bahdanau,
+            tanh(W_c [c_t; s_t; R]) for Luong.
+        tie_embeddings: compute logits as ``h @ E^T + b`` with the target
+            embedding table E (`TokenEmbedding.attend`) and a bias b of size
+            vocabulary_size. When the last hidden width differs from
+            embedding_dim, a linear layer without bias ("tied_projection")
+            first maps it to embedding_dim.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Initial state (`initial_state(encoder_final_states, memory, memory_mask)`):
+        Returns the cache, a flat dict of batch-major tensors:
+        - ``hidden_state_{i}`` [batch, units] for every layer i (0 = bottom),
+          and ``cell_state_{i}`` for LSTM;
+        - ``attentional_vector`` [batch, units], h~_{t-1} (zeros at the start),
+          with Luong attention only;
+        - ``memory`` [batch, source_time, memory_dim], ``projected_memory``
+          (the attention's `precompute(memory)`) and ``memory_mask`` (bool
+          [batch, source_time]), with attention only;
+        - ``encoder_context`` [batch, R width], with feed_context only.
+        States come from the encoder layer by layer: decoder layer i reads
+        encoder layer min(i, encoder_layers - 1), so a shallower encoder's top
+        layer starts the extra decoder layers; a decoder LSTM fed by a GRU/RNN
+        encoder starts both h and c from the encoder's h. If the encoder has
+        exactly num_layers layers with the same kind of state, all `units`
+        wide, the states are copied unchanged (Sutskever et al. 2014).
+        Otherwise (other depth, other cell, or a bidirectional encoder whose
+        states are 2 * units wide) every state passes through a learned
+        bridge, Dense(units, tanh), one per decoder state, owned by the
+        decoder. With ``encoder_final_states=None`` (a language model) pass
+        ``batch_size``: states start at zero.
+
+    Call arguments (teacher forcing, `decoder(target_input_ids, cache)`):
+        target_input_ids: int [batch, time], the shifted target (y_0..y_{T-1}).
+        cache: the dict from `initial_state`.
+        training: whether dropout is active.
+        return_attention: also return the attention weights.
+
+    Returns:
+        logits [batch, time, vocabulary_size]; with ``return_attention=True``
+        ``(logits, weights)`` with weights [batch, time, source_time] (None
+        without attention).
+
+    `step(previous_token_ids, cache, training=False)` advances one token:
+    previous_token_ids int [batch] -> ``(logits [batch, vocabulary_size],
+    new_cache, weights [batch, source_time] or None)``. It is pure tensor code
+    (traceable in `tf.function`). The teacher-forcing call runs the same step
+    computation with the same weights: with attention, in a `tf.while_loop`
+    over time (unknown length allowed); without attention, no step depends on
+    the previous step's output layer, so the stacked Keras RNN layers run over
+    the whole sequence at once (cuDNN on GPU) from the cache's states. Both
+    agree with calling `step` T times.
+
+    Masking:
+        Target padding is not masked: the decoder is causal, so padding after
+        the end of a target never changes the logits at the real positions
+        (the logits at padded positions are meaningless and must be masked by
+        the loss). The target embedding produces no Keras mask. Source padding
+        is masked in the attention through ``memory_mask`` (weight exactly 0),
+        and never reaches the initial states because the encoder's final
+        states skip it.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        embedding_dim,
+        cell,
+        units,
+        num_layers=1,
+        dropout=0.0,
+        attention=None,
+        feed_context=False,
+        tie_embeddings=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("vocabulary_size", vocabulary_size)
+        check_positive_int("embedding_dim", embedding_dim)
+        check_choice("cell", cell, tuple(RECURRENT_LAYERS))
+        check_positive_int("units", units)
+        check_positive_int("num_layers", num_layers)
+        check_rate("dropout", dropout)
+        check_choice("attention", attention, ATTENTION_TYPES)
+        check_bool("feed_context", feed_context)
+        check_bool("tie_embeddings", tie_embeddings)
+        self.vocabulary_size = vocabulary_size
+        self.embedding_dim = embedding_dim
+        self.cell = cell
+        self.units = units
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.attention = attention
+        self.feed_context = feed_context
+        self.tie_embeddings = tie_embeddings
+
+        self.embedding = TokenEmbedding(
+            vocabulary_size, embedding_dim, mask_zero=False, name="target_embedding"
+        )
+        self.dropout_layer = keras.layers.Dropout(dropout)
+        # Keras RNN layers: `step` uses their `.cell`, the no-attention path the whole layer.
+        self.recurrent_layers = [
+            RECURRENT_LAYERS[cell](
+                units, return_sequences=True, return_state=True, name=f"{cell}_{index}"
+            )
+            for index in range(num_layers)
+        ]
+        # One bridge per decoder state; built (and used) only when states cannot be copied.
+        self.bridge_layers = [
+            keras.layers.Dense(units, activation="tanh", name=f"bridge_{key}")
+            for key in self._state_keys()
+        ]
+        self.attention_layer = None
+        self.attentional_layer = None
+        if attention == "bahdanau":
+            self.attention_layer = BahdanauAttention(units, name="attention")
+        elif attention in ("luong_dot", "luong_general"):
+            score = attention.split("_")[1]
+            self.attention_layer = LuongAttention(units, score=score, name="attention")
+        if attention is not None:
+            self.attentional_layer = keras.layers.Dense(
+                units, activation="tanh", use_bias=False, name="attentional_layer"
+            )
+        self.output_layer = None
+        if not tie_embeddings:
+            self.output_layer = keras.layers.Dense(vocabulary_size, name="output_projection")
+        self.tied_projection = None  # created in build() when tying needs it
+        self.output_bias = None  # created in build() when tying
+        self._encoder_state_widths = None  # recorded for get_build_config()
+
+    # ------------------------------------------------------------------ cache layout
+
+    def _layer_state_keys(self, index):
+        names = ("hidden_state", "cell_state")[: STATE_COUNTS[self.cell]]  # [h, c] or [h]
+        return [f"{name}_{index}" for name in names]
+
+    def _state_keys(self):
+        return [key for index in range(self.num_layers) for key in self._layer_state_keys(index)]
+
+    def _recurrent_keys(self):
+        """Cache entries that change from step to step."""
+        keys = self._state_keys()
+        if self.attention in ("luong_dot", "luong_general"):
+            keys.append("attentional_vector")
+        return keys
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, target_input_ids_shape, cache_shape):
+        needed = ["memory"] if self.attention is not None else []
+        needed += ["encoder_context"] if self.feed_context else []
+        for key in needed:
+            if key not in cache_shape:
+                raise ValueError(f"the cache has no '{key}'; make it with initial_state()")
+        memory_width = cache_shape["memory"][-1] if self.attention else 0
+        context_width = cache_shape["encoder_context"][-1] if self.feed_context else 0
+
+        self.embedding.build()
+        input_width = self.embedding_dim + context_width
+        if self.attention == "bahdanau":
+            input_width += memory_width  # c_t
+        elif self.attention is not None:
+            input_width += self.units  # h~_{t-1}, input feeding
+        for index, layer in enumerate(self.recurrent_layers):
+            layer.build((None, None, input_width if index == 0 else self.units))
+
+        pre_output_width = self.units + context_width
+        if self.attention is not None:
+            self.attention_layer.build((None, self.units), (None, None, memory_width))
+            self.attentional_layer.build((None, self.units + memory_width + context_width))
+            pre_output_width = self.units
+
+        if self.tie_embeddings:
+            if pre_output_width != self.embedding_dim:
+                self.tied_projection = keras.layers.Dense(
+                    self.embedding_dim, use_bias=False, name="tied_projection"
+                )
+                self.tied_projection.build((None, pre_output_width))
+            self.output_bias = self.add_weight(
+                shape=(self.vocabulary_size,), initializer="zeros", name="output_bias"
+            )
+        else:
+            self.output_layer.build((None, pre_output_width))
+
+    def get_build_config(self):
+        if not self.built:
+            return None
+        return {
+            "cache_shape": self._build_shapes_dict["cache_shape"],
+            "encoder_state_widths": self._encoder_state_widths,
+        }
+
+    def build_from_config(self, config):
+        if not config:
+            return
+        if config.get("encoder_state_widths"):  # builds the bridge layers, if any are used
+            widths = config["encoder_state_widths"]
+            self._initial_rnn_states([[ops.zeros((1, w)) for w in layer] for layer in widths])
+        self.build(None, config["cache_shape"])
+
+    # ------------------------------------------------------------------ initial state
+
+    def initial_state(
+        self, encoder_final_states=None, memory=None, memory_mask=None, batch_size=None
+    ):
+        """Builds the decoding cache (see the class docstring for its keys).
+
+        Args:
+            encoder_final_states: `RecurrentEncoder`'s final states (a list per
+                layer of [h, c] or [h]); None for a decoder without encoder.
+            memory: encoder outputs [batch, source_time, memory_dim]; needed
+                with attention.
+            memory_mask: bool [batch, source_time], True on real source
+                tokens; None means no padding.
+            batch_size: only with ``encoder_final_states=None``.
+        """
+        if self.attention is not None and memory is None:
+            raise ValueError(f"attention={self.attention!r} needs memory; got None")
+        if self.feed_context and encoder_final_states is None:
+            raise ValueError("feed_context=True needs encoder_final_states; got None")
+        cache = self._initial_rnn_states(encoder_final_states, batch_size)
+        if self.attention in ("luong_dot", "luong_general"):
+            cache["attentional_vector"] = ops.zeros_like(cache["hidden_state_0"])
+        if self.attention is not None:
+            if memory_mask is None:
+                memory_mask = ops.ones_like(memory[:, :, 0], dtype="bool")
+            cache["memory"] = memory
+            cache["memory_mask"] = ops.cast(memory_mask, "bool")
+        if self.feed_context:
+            cache["encoder_context"] = encoder_final_states[-1][0]
+        if not self.built:
+            self.build(None, {key: tuple(value.shape) for key, value in cache.items()})
+        if self.attention is not None:
+            cache["projected_memory"] = self.attention_layer.precompute(memory)
+        return cache
+
+    def _initial_rnn_states(self, encoder_final_states, batch_size=None):
+        if encoder_final_states is None:
+            if batch_size is None:
+                raise ValueError("initial_state needs encoder_final_states or batch_size")
+            zeros = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+            return {key: zeros for key in self._state_keys()}
+        encoder_final_states = [list(states) for states in encoder_final_states]
+        if not encoder_final_states or not all(encoder_final_states):
+            raise ValueError("encoder_final_states must be a non-empty list of non-empty lists")
+        state_count = STATE_COUNTS[self.cell]
+        copy = len(encoder_final_states) == self.num_layers and all(
+            len(states) == state_count and all(state.shape[-1] == self.units for state in states)
+            for states in encoder_final_states
+        )
+        if not copy and not self.built:
+            self._encoder_state_widths = [
+                [int(state.shape[-1]) for state in states] for states in encoder_final_states
+            ]
+        cache = {}
+        for index in range(self.num_layers):
+            source = encoder_final_states[min(index, len(encoder_final_states) - 1)]
+            for position, key in enumerate(self._layer_state_keys(index)):
+                state = source[position] if position < len(source) else source[0]
+                if not copy:
+                    state = self.bridge_layers[index * state_count + position](state)
+                cache[key] = state
+        return cache
+
+    # ------------------------------------------------------------------ one step
+
+    def _advance(self, embedded, state, cache, training):
+        """One decoder step from the embedded previous token [batch, embedding_dim].
+
+        `state` holds the `_recurrent_keys()` entries, `cache` the constant
+        ones. Returns (pre_output, new_state, attention weights or None), where
+        pre_output is the vector the output projection maps to logits.
+        """
+        top_key = f"hidden_state_{self.num_layers - 1}"
+        context_pieces = [cache["encoder_context"]] if self.feed_context else []
+        weights = None
+
+        inputs = [embedded]
+        if self.attention == "bahdanau":  # attend with the previous top state s_{t-1}
+            context, weights = self.attention_layer(
+                state[top_key],
+                cache["memory"],
+                cache["memory_mask"],
+                projected_memory=cache["projected_memory"],
+            )
+            inputs.append(context)
+        elif self.attention is not None:  # Luong input feeding: h~_{t-1}
+            inputs.append(state["attentional_vector"])
+        hidden = ops.concatenate(inputs + context_pieces, axis=-1)
+
+        new_state = {}
+        for index, layer in enumerate(self.recurrent_layers):
+            if index > 0 and self.dropout > 0:
+                hidden = self.dropout_layer(hidden, training=training)
+            keys = self._layer_state_keys(index)
+            hidden, states = layer.cell(hidden, [state[key] for key in keys], training=training)
+            new_state.update(zip(keys, states))
+
+        if self.attention == "bahdanau":
+            pre_output = self.attentional_layer(
+                ops.concatenate([hidden, context] + context_pieces, axis=-1)
+            )
+        elif self.attention is not None:  # Luong: attend with the new top state s_t
+            context, weights = self.attention_layer(
+                hidden,
+                cache["memory"],
+                cache["memory_mask"],
+                projected_memory=cache["projected_memory"],
+            )
+            pre_output = self.attentional_layer(
+                ops.concatenate([context, hidden] + context_pieces, axis=-1)
+            )
+            new_state["attentional_vector"] = pre_output
+        else:
+            pre_output = ops.concatenate([hidden] + context_pieces, axis=-1)
+        return pre_output, new_state, weights
+
+    def _project(self, pre_output):
+        if not self.tie_embeddings:
+            return self.output_layer(pre_output)
+        if self.tied_projection is not None:
+            pre_output = self.tied_projection(pre_output)
+        return self.embedding.attend(pre_output) + self.output_bias
+
+    def step(self, previous_token_ids, cache, training=False):
+        """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights)."""
+        embedded = self.embedding(previous_token_ids)
+        if self.dropout > 0:
+            embedded = self.dropout_layer(embedded, training=training)
+        pre_output, new_state, weights = self._advance(embedded, cache, cache, training)
+        new_cache = dict(cache)
+        new_cache.update(new_state)
+        return self._project(pre_output), new_cache, weights
+
+    # ------------------------------------------------------------------ whole sequence
+
+    def call(self, target_input_ids, cache, training=None, return_attention=False):
+        embedded = self.embedding(target_input_ids)
+        if self.dropout > 0:
+            embedded = self.dropout_layer(embedded, training=training)
+        if self.attention is None:
+            pre_outputs, weights = self._decode_whole_sequence(embedded, cache, training), None
+        else:
+            pre_outputs, weights = self._decode_step_by_step(embedded, cache, training)
+        logits = self._project(pre_outputs)
+        if return_attention:
+            return logits, weights
+        return logits
+
+    def _decode_whole_sequence(self, embedded, cache, training):
+        """No attention: run each Keras RNN layer over all steps at once."""
+        context_pieces = []
+        if self.feed_context:  # R repeated over time: [batch, 1, width] * [batch, time, 1]
+            context = ops.expand_dims(cache["encoder_context"], 1)
+            context_pieces = [context * ops.ones_like(embedded[:, :, :1])]
+        hidden = ops.concatenate([embedded] + context_pieces, axis=-1)
+        for index, layer in enumerate(self.recurrent_layers):
+            if index > 0 and self.dropout > 0:
+                hidden = self.dropout_layer(hidden, training=training)
+            initial_state = [cache[key] for key in self._layer_state_keys(index)]
+            hidden = layer(hidden, initial_state=initial_state, training=training)[0]
+        return ops.concatenate([hidden] + context_pieces, axis=-1)
+
+    def _decode_step_by_step(self, embedded, cache, training):
+        """With attention: `_advance` in a tf.while_loop over time (length may be unknown)."""
+        time_major = ops.transpose(embedded, (1, 0, 2))
+        steps = ops.shape(time_major)[0]
+        inputs = tf.TensorArray(time_major.dtype, size=steps).unstack(time_major)
+        pre_outputs = tf.TensorArray(self.compute_dtype, size=steps)
+        all_weights = tf.TensorArray(self.compute_dtype, size=steps)
+        state = {key: cache[key] for key in self._recurrent_keys()}
+
+        def body(time, state, pre_outputs, all_weights):
+            pre_output, state, weights = self._advance(inputs.read(time), state, cache, training)
+            pre_outputs = pre_outputs.write(time, pre_output)
+            all_weights = all_weights.write(time, weights)
+            return time + 1, state, pre_outputs, all_weights
+
+        _, _, pre_outputs, all_weights = tf.while_loop(
+            lambda time, *_: time < steps,
+            body,
+            (tf.constant(0), state, pre_outputs, all_weights),
+            maximum_iterations=steps,  # lets XLA (jit_compile=True) size the TensorArrays
+        )
+        return (
+            ops.transpose(pre_outputs.stack(), (1, 0, 2)),
+            ops.transpose(all_weights.stack(), (1, 0, 2)),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "embedding_dim": self.embedding_dim,
+                "cell": self.cell,
+                "units": self.units,
+                "num_layers": self.num_layers,
+                "dropout": self.dropout,
+                "attention": self.attention,
+                "feed_context": self.feed_context,
+                "tie_embeddings": self.tie_embeddings,
+            }
+        )
+        return config
