@@ -57,3 +57,38 @@ def write_parallel_recipe(directory: Path, source_lines, target_lines, *, gz=Fal
         encoding="utf-8",
     )
     return recipe
+
+
+def write_toy_translation(directory: Path, pairs_by_split: dict, name="toy") -> Path:
+    """A translation corpus recipe (languages xx -> yy) over generated pairs, with a word-level
+    tokenizer recipe beside it; returns the corpus recipe path."""
+    mirror = directory / "mirror" / name
+    mirror.mkdir(parents=True, exist_ok=True)
+    splits = []
+    for split, pairs in pairs_by_split.items():
+        splits.append(f"  {split}:")
+        for language, side in (("xx", 0), ("yy", 1)):
+            data = "".join(pair[side] + "\n" for pair in pairs).encode()
+            file = mirror / f"{split}.{language}"
+            file.write_bytes(data)
+            splits.append(f"    {language}:\n      path: {name}/{file.name}\n      url: {file.as_uri()}\n"
+                          f"      sha256: {sha256(data)}")
+    recipe = directory / f"{name}.yaml"
+    recipe.write_text(f"name: {name}\ntask: translation\nformat: parallel\nlanguages: [xx, yy]\n"
+                      f"default_pair: [xx, yy]\nsplits:\n" + "\n".join(splits) + "\n", encoding="utf-8")
+    words = {w for pairs in pairs_by_split.values() for pair in pairs for w in " ".join(pair).split()}
+    (directory / f"{name}-tokenizer.yaml").write_text(
+        f"model_type: word\nvocabulary: joint\nvocab_size: {len(words) + 4}\n", encoding="utf-8")
+    return recipe
+
+
+def reversal_pairs(count: int, seed: int, symbols="abcdefghijkl", lengths=(3, 8)):
+    """Random symbol sequences and their reversal: ("c a f", "f a c")."""
+    import random
+
+    generator = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        sequence = [generator.choice(symbols) for _ in range(generator.randint(*lengths))]
+        pairs.append((" ".join(sequence), " ".join(reversed(sequence))))
+    return pairs

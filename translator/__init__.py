@@ -16,6 +16,9 @@ _EXPORTS = {
     "Tokenizer": "translator.tokenizers",
     "train_tokenizers": "translator.tokenizers",
     "load_tokenizers": "translator.tokenizers",
+    "Translator": "translator.translator",
+    "Seq2Seq": "translator.models",
+    "train": "translator.training",
 }
 
 __all__ = list(_EXPORTS)

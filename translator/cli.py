@@ -2,6 +2,8 @@
 
     translator data CORPUS          prepare a corpus (clean, split) into work/CORPUS/
     translator tokenizers CORPUS    train its SentencePiece tokenizer(s)
+    translator train CONFIG         train (or resume) a model into runs/NAME/
+    translator translate --run RUN  translate stdin to stdout, line by line
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -73,6 +75,54 @@ def command_tokenizers(args) -> int:
     return 0
 
 
+def command_train(args) -> int:
+    from translator.training import Trainer
+
+    Trainer(args.config, args.run).train()
+    return 0
+
+
+def command_translate(args) -> int:
+    import time
+    import warnings
+
+    from translator.translator import Translator
+
+    translator = Translator.load(args.run)
+    started, done = time.time(), 0
+
+    def flush(lines):
+        nonlocal done
+        with warnings.catch_warnings():  # reported below, with the line number in the input
+            warnings.simplefilter("ignore")
+            results = translator.translate_detailed(lines, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                                                    batch_size=args.batch_size, n_best=args.n_best)
+        for result in results:
+            if result.truncated:
+                print(f"\ntranslator translate: warning: line {done + 1} is longer than the model's limit of "
+                      f"{translator.max_source_length} pieces; only its beginning was translated", file=sys.stderr)
+            if args.n_best > 1:
+                for text, score in result.n_best:
+                    sys.stdout.write(f"{done}\t{score:.4f}\t{text}\n")
+            else:
+                sys.stdout.write(result.text + "\n")
+            done += 1
+        sys.stdout.flush()
+        rate = done / max(time.time() - started, 1e-9)
+        print(f"\rtranslated {done:,} lines ({rate:.1f} lines/s)", end="", file=sys.stderr, flush=True)
+
+    chunk = []
+    for line in sys.stdin:
+        chunk.append(line.rstrip("\n"))
+        if len(chunk) == args.chunk_size:
+            flush(chunk)
+            chunk = []
+    if chunk:
+        flush(chunk)
+    print(file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
@@ -98,6 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
                                  "else the corpus recipe's name, e.g. tokenizers/multi30k.yaml)")
     tokenizers.add_argument("--work-dir", default="work", help="where prepared corpora are (default: work)")
     tokenizers.set_defaults(handler=command_tokenizers)
+
+    train = commands.add_parser("train", help="train a model from a config; the same command resumes it",
+                                description="Train (or resume) the model of a config in configs/.")
+    train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-gru-attention.yaml")
+    train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
+    train.set_defaults(handler=command_train)
+
+    translate = commands.add_parser(
+        "translate", help="translate lines from stdin to stdout with a trained run",
+        description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
+                    "longer than the model's source limit is truncated to it, with a warning on stderr.")
+    translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
+    translate.add_argument("--beam-size", type=int, default=5, help="beam size; 1 is greedy search (default 5)")
+    translate.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (default 0.6)")
+    translate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    translate.add_argument("--n-best", type=int, default=1,
+                           help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
+    translate.add_argument("--chunk-size", type=int, default=1000,
+                           help="lines read before translating and writing them (default 1000)")
+    translate.set_defaults(handler=command_translate)
     return parser
 
 
@@ -109,12 +179,14 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from translator.config import ConfigError
     from translator.corpora import CorpusError
     from translator.tokenizers import TokenizerError
+    from translator.training import TrainingError
 
     try:
         return args.handler(args)
-    except (CorpusError, TokenizerError, FileNotFoundError) as error:
+    except (CorpusError, TokenizerError, ConfigError, TrainingError, FileNotFoundError) as error:
         print(f"translator {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -540,7 +540,7 @@ def _read_classification(spec: CorpusSpec, data_dir, report: dict):
         if split not in split_examples:
             continue
         examples = split_examples[split]
-        for text, label in examples:
+        for _, label in examples:
             if rename.get(str(label)) not in label_names:
                 raise CorpusError(f"corpus {spec.name}: label '{label}' is not among {label_names}")
         counts[split]["kept"] = len(examples)

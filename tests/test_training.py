@@ -1,0 +1,282 @@
+"""Training: learning on generated tasks, padding invariance, save/load, resumption, mirroring.
+
+The tasks go through the whole pipeline: a generated corpus recipe, `translator data`, a
+word-level tokenizer, `translator train` with configs/tiny.yaml's model.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPOSITORY, reversal_pairs, write_toy_translation
+
+from translator.config import SCHEMA, ConfigError, load_config, validate
+from translator.corpora import prepare_corpus, read_prepared_split
+from translator.tokenizers import train_tokenizers
+
+
+def make_task(directory: Path, name: str, pairs_by_split: dict) -> dict:
+    recipe = write_toy_translation(directory, pairs_by_split, name=name)
+    prepare_corpus(recipe, directory / "work", directory / "mirror")
+    tokenizer = directory / f"{name}-tokenizer.yaml"
+    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
+    return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
+
+
+def write_config(directory: Path, data: dict, model=None, training=None, name="toy") -> Path:
+    tiny = yaml.safe_load((REPOSITORY / "configs" / "tiny.yaml").read_text())
+    config = {"name": name, "data": data, "model": {**tiny["model"], **(model or {})},
+              "training": {**tiny["training"], **(training or {})}}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reversal(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reversal")
+    return directory, make_task(directory, "reverse", {
+        "train": reversal_pairs(4000, 1), "validation": reversal_pairs(200, 2), "test": reversal_pairs(300, 3)})
+
+
+def exact_match(run: Path, data: dict) -> float:
+    import keras
+
+    from translator.batching import pad
+    from translator.search import GreedyTranslator
+    from translator.tokenizers import load_tokenizers
+
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    tokenizers = load_tokenizers(run / "tokenizers")
+    test = read_prepared_split(data["corpus"], "test", data["work_dir"])
+    outputs = GreedyTranslator(model)(pad(tokenizers["source"].encode(test["source"])))
+    hypotheses = [tokenizers["target"].decode(ids) for ids in outputs]
+    return float(np.mean([h == r for h, r in zip(hypotheses, test["target"])]))
+
+
+def run_training(config: Path, run: Path):
+    from translator.training import Trainer
+
+    started = time.time()
+    Trainer(config, run, log=lambda *a: None).train()
+    return time.time() - started
+
+
+# ----------------------------------------------------------------------------- configs
+
+def test_an_unknown_config_key_fails_with_its_name_before_any_work(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"unknown key 'model.celll'; allowed keys in 'model': cell, "):
+        validate({"data": {"corpus": "x"}, "model": {"celll": "lstm"}})
+    with pytest.raises(ConfigError, match=r"'model.cell' is 'lstn'; expected one of 'lstm', 'gru', 'rnn'"):
+        validate({"data": {"corpus": "x"}, "model": {"cell": "lstn"}})
+    with pytest.raises(ConfigError, match=r"'training.dropout'|unknown key 'training.dropout'"):
+        validate({"data": {"corpus": "x"}, "training": {"dropout": 0.1}})
+    with pytest.raises(ConfigError, match=r"'training.epochs' is 0; expected a positive integer"):
+        validate({"data": {"corpus": "x"}, "training": {"epochs": 0}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {corpus: multi30k-de-en}\nmodel: {attention: luong}\n")
+    from translator.cli import main
+
+    assert main(["train", str(bad), "--run", str(tmp_path / "run")]) == 2
+    assert "'model.attention' is 'luong'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_reference_config_documents_every_key_with_its_default():
+    reference = load_config(REPOSITORY / "configs" / "reference.yaml")
+    text = (REPOSITORY / "configs" / "reference.yaml").read_text()
+    for section, keys in SCHEMA.items():
+        for key, (default, _) in keys.items():
+            assert f"  {key}:" in text, f"{section}.{key} is not documented in configs/reference.yaml"
+            if key != "corpus":
+                assert reference[section][key] == default, f"{section}.{key}"
+    for name in ("tiny", "multi30k-de-en-lstm", "multi30k-de-en-gru-attention"):
+        load_config(REPOSITORY / "configs" / f"{name}.yaml")
+
+
+# ----------------------------------------------------------------------------- learning
+
+def test_an_attention_model_learns_to_reverse_sequences(reversal, tmp_path):
+    directory, data = reversal
+    config = write_config(tmp_path, data, model={"attention": "luong_general"},
+                          training={"epochs": 10, "batch_tokens": 1024, "bleu_every": 0})
+    seconds = run_training(config, tmp_path / "run")
+    accuracy = exact_match(tmp_path / "run", data)
+    print(f"reversal with attention: exact match {accuracy:.1%} after {seconds:.0f} s")
+    assert accuracy >= 0.95
+
+
+def test_a_model_without_attention_learns_a_shorter_reversal(tmp_path):
+    data = make_task(tmp_path, "short", {"train": reversal_pairs(4000, 4, "abcdefgh", (2, 5)),
+                                         "validation": reversal_pairs(200, 5, "abcdefgh", (2, 5)),
+                                         "test": reversal_pairs(300, 6, "abcdefgh", (2, 5))})
+    config = write_config(tmp_path, data, model={"attention": None},
+                          training={"epochs": 20, "batch_tokens": 1024, "bleu_every": 0})
+    seconds = run_training(config, tmp_path / "run")
+    accuracy = exact_match(tmp_path / "run", data)
+    print(f"short reversal without attention: exact match {accuracy:.1%} after {seconds:.0f} s")
+    assert accuracy >= 0.9
+
+
+# ----------------------------------------------------------------------------- the model
+
+def build(**settings):
+    import keras
+
+    from translator.models import Seq2Seq
+
+    keras.utils.set_random_seed(7)
+    return Seq2Seq.from_settings({"embedding_dim": 8, "units": 12, **settings}, 17, 19)
+
+
+MODEL_VARIANTS = [
+    {"attention": None}, {"attention": "bahdanau"}, {"attention": "luong_dot"},
+    {"attention": "luong_general", "bidirectional": True, "encoder_layers": 2, "decoder_layers": 2},
+    {"cell": "gru", "feed_context": True}, {"cell": "rnn", "reverse_source": True, "attention": "bahdanau"},
+]
+
+
+@pytest.mark.parametrize("settings", MODEL_VARIANTS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_padding_never_changes_outputs_or_loss(settings):
+    from translator.models import sequence_loss
+
+    model = build(**settings)
+    source = np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype="int32")
+    target_input = np.array([[2, 5, 6], [2, 7, 0]], dtype="int32")
+    target_output = np.array([[5, 6, 3], [7, 3, 0]], dtype="int32")
+    short = np.asarray(model((source, target_input)))
+    padded = np.asarray(model((np.pad(source, ((0, 0), (0, 5))), np.pad(target_input, ((0, 0), (0, 4))))))
+    real = target_output != 0
+    np.testing.assert_allclose(padded[:, :3][real], short[real], atol=1e-5)
+    loss_short = sequence_loss(short, target_output)
+    loss_padded = sequence_loss(padded, np.pad(target_output, ((0, 0), (0, 4))))
+    np.testing.assert_allclose(np.array(loss_padded), np.array(loss_short), rtol=1e-5)
+
+
+def test_save_then_load_gives_identical_logits_and_the_file_alone_decodes(tmp_path):
+    import keras
+
+    from translator.search import GreedyTranslator
+
+    model = build(attention="bahdanau", bidirectional=True, encoder_layers=2, decoder_layers=2, cell="gru")
+    source = np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype="int32")
+    target = np.array([[2, 5, 6], [2, 7, 0]], dtype="int32")
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded((source, target))), np.asarray(model((source, target))))
+    assert GreedyTranslator(loaded)(source) == GreedyTranslator(model)(source)
+    code = ("import keras, numpy as np, translator.models; from translator.search import GreedyTranslator; "
+            f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True); "
+            "print(GreedyTranslator(m)(np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype='int32')))")
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == str(GreedyTranslator(model)(source))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("shape", ["stacked", "bidirectional"])
+def test_every_cell_stacked_and_bidirectional_trains_a_step(cell, shape):
+    import keras
+    import tensorflow as tf
+
+    from translator.models import sequence_loss
+
+    settings = {"encoder_layers": 2, "decoder_layers": 2} if shape == "stacked" else {"bidirectional": True}
+    model = build(cell=cell, attention="luong_general", **settings)
+    optimizer = keras.optimizers.Adam(0.01)
+    source = np.array([[5, 6, 7, 8], [9, 10, 11, 0]], dtype="int32")
+    target_input = np.array([[2, 8, 7, 6], [2, 11, 10, 0]], dtype="int32")
+    target_output = np.array([[8, 7, 6, 3], [11, 10, 3, 0]], dtype="int32")
+    losses = []
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss_sum, count = sequence_loss(model((source, target_input), training=True), target_output)
+            loss = loss_sum / count
+        gradients = tape.gradient(loss, model.trainable_variables)
+        assert all(g is not None and np.isfinite(np.asarray(tf.convert_to_tensor(g))).all() for g in gradients)
+        optimizer.apply(gradients, model.trainable_variables)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+# ----------------------------------------------------------------------------- resumption
+
+def read_log(run: Path):
+    with open(run / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_killed_mid_epoch_resumes_where_it_stopped(reversal, tmp_path):
+    directory, data = reversal
+    training = {"epochs": 2, "batch_tokens": 1024, "checkpoint_every": 5, "bleu_every": 0}
+    config = write_config(tmp_path, data, model={"dropout": 0.0}, training=training)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "translator", "train", str(config)]
+
+    uninterrupted = tmp_path / "uninterrupted"
+    subprocess.run([*command, "--run", str(uninterrupted)], check=True, env=environment, capture_output=True)
+    total_steps = int(read_log(uninterrupted)[-1]["step"])
+    per_epoch = total_steps // 2
+
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen([*command, "--run", str(run)], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = run / "checkpoints" / "checkpoint"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a checkpoint in the middle of the second epoch
+        if state_file.is_file() and "ckpt-" in state_file.read_text():
+            step = int(state_file.read_text().split("ckpt-")[1].split('"')[0])
+            if per_epoch < step < total_steps - 5 and step % per_epoch:
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model.keras").exists(), "the run finished before it could be interrupted"
+
+    resumed = subprocess.run([*command, "--run", str(run)], env=environment, capture_output=True, text=True)
+    (tmp_path / "resumed.stderr").write_text(resumed.stderr)
+    assert resumed.returncode == 0, [line for line in resumed.stderr.splitlines() if "Error" in line][-5:]
+    resumed_from = int(resumed.stdout.split("resuming")[1].split("from step ")[1].split(" ")[0].replace(",", ""))
+    assert per_epoch < resumed_from < total_steps
+    assert f"batch {resumed_from - per_epoch} of {per_epoch}" in resumed.stdout
+
+    import tensorflow as tf
+
+    checkpoint = tf.train.latest_checkpoint(run / "checkpoints")
+    iterations = [name for name, _ in tf.train.list_variables(checkpoint) if name.startswith("optimizer/_iterations/")]
+    assert int(tf.train.load_checkpoint(checkpoint).get_tensor(iterations[0])) == total_steps
+    final, reference = read_log(run)[-1], read_log(uninterrupted)[-1]
+    assert int(final["step"]) == total_steps
+    assert abs(float(final["validation_loss"]) - float(reference["validation_loss"])) < 1e-3
+
+
+# ----------------------------------------------------------------------------- distribution
+
+MIRRORED = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from translator.training import Trainer
+Trainer(sys.argv[1], sys.argv[2]).train()
+"""
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(reversal, tmp_path):
+    directory, data = reversal
+    training = {"epochs": 1, "batch_tokens": 1024, "bleu_every": 0}
+    single = write_config(tmp_path, data, training={**training, "strategy": "default"}, name="single")
+    mirrored = write_config(tmp_path, data, training={**training, "strategy": "mirrored"}, name="mirrored")
+    run_training(single, tmp_path / "single")
+    result = subprocess.run([sys.executable, "-c", MIRRORED, str(mirrored), str(tmp_path / "mirrored")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    one, two = read_log(tmp_path / "single")[-1], read_log(tmp_path / "mirrored")[-1]
+    assert one["step"] == two["step"]
+    assert abs(float(one["validation_loss"]) - float(two["validation_loss"])) < 2e-3 * float(one["validation_loss"])

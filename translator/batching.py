@@ -1,0 +1,94 @@
+"""Batches of sentences of similar length, sized by tokens, in an order fixed by (seed, epoch).
+
+With random batches of 64, half of all target positions in Multi30k are padding. Here the
+sentence pairs are sorted by length (ties broken at random), cut into batches whose padded
+size (sentences x longest sentence) stays within ``batch_tokens``, and the batches shuffled.
+The order of an epoch depends only on the seed and the epoch number, so a run resumed in the
+middle of an epoch skips exactly the batches it had already trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from translator.tokenizers import EOS_ID, PAD_ID, SOS_ID
+
+
+def length_batches(lengths, batch_tokens: int, max_batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Index arrays, one per batch, for one epoch.
+
+    ``lengths`` is the padded cost of each example (for a pair: the longer of its two sides).
+    A batch holds as many examples as fit in ``batch_tokens`` at the length of its longest
+    one, at most ``max_batch_size``, and always at least one.
+    """
+    lengths = np.asarray(lengths)
+    rng = np.random.RandomState((seed * 1_000_003 + epoch) % (2**32))
+    order = np.lexsort((rng.rand(len(lengths)), lengths))  # by length, random among equals
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < max_batch_size \
+                and (end - start + 1) * lengths[order[end]] <= batch_tokens:
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    rng.shuffle(batches)
+    return batches
+
+
+def pad(sequences, length: int | None = None) -> np.ndarray:
+    """A [batch, length] int32 array of the sequences, padded with PAD_ID at the end."""
+    length = length or max((len(s) for s in sequences), default=0)
+    out = np.full((len(sequences), length), PAD_ID, dtype=np.int32)
+    for row, sequence in enumerate(sequences):
+        out[row, :len(sequence)] = sequence[:length]
+    return out
+
+
+class TranslationBatches:
+    """Tokenized sentence pairs, served as (source, target_input, target_output) batches.
+
+    ``target_input`` is ``<sos> y1 .. yn`` and ``target_output`` is ``y1 .. yn <eos>`` (teacher
+    forcing); all three are padded with 0 to the longest sentence of the batch.
+    """
+
+    def __init__(self, source_ids, target_ids, batch_tokens=4096, max_batch_size=256, seed=1234):
+        if len(source_ids) != len(target_ids):
+            raise ValueError(f"{len(source_ids)} source and {len(target_ids)} target sentences: they must pair up")
+        self.source_ids = list(source_ids)
+        self.target_ids = list(target_ids)
+        self.batch_tokens, self.max_batch_size, self.seed = batch_tokens, max_batch_size, seed
+        self.lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(self.source_ids, self.target_ids)])
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return length_batches(self.lengths, self.batch_tokens, self.max_batch_size, self.seed, epoch)
+
+    def arrays(self, indices):
+        sources = [self.source_ids[i] for i in indices]
+        targets = [self.target_ids[i] for i in indices]
+        return (pad(sources), pad([[SOS_ID, *t] for t in targets]), pad([[*t, EOS_ID] for t in targets]))
+
+    def epoch(self, epoch: int, skip: int = 0):
+        """Yield the batches of one epoch as numpy arrays, leaving out the first ``skip``."""
+        for indices in self.batches(epoch)[skip:]:
+            yield self.arrays(indices)
+
+    def dataset(self, epoch: int, skip: int = 0):
+        """The same batches as a prefetching ``tf.data.Dataset``."""
+        import tensorflow as tf
+
+        spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
+        dataset = tf.data.Dataset.from_generator(lambda: self.epoch(epoch, skip), output_signature=(spec, spec, spec))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """The share of target positions that are padding in this epoch's batches."""
+        real = padded = 0
+        for indices in self.batches(epoch):
+            target_lengths = [len(self.target_ids[i]) + 1 for i in indices]
+            real += sum(target_lengths)
+            padded += len(indices) * max(target_lengths)
+        return 1.0 - real / padded

@@ -1,0 +1,154 @@
+"""Experiment configs: YAML files in configs/, checked against one schema before any work.
+
+Every key has a default (``configs/reference.yaml`` lists and explains them all); a config
+names only what it changes. An unknown key or a bad value is an error that names the key and
+says what is allowed, raised before data is read or a model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+CELLS = ("lstm", "gru", "rnn")
+ATTENTIONS = (None, "luong_dot", "luong_general", "bahdanau")
+SCHEDULES = ("constant", "inverse_sqrt", "cosine", "plateau")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+EARLY_STOPPING_METRICS = ("validation_loss", "validation_bleu")
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(low, high):
+    def check(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    check.describe = f"a number in [{low}, {high}]"
+    return check
+
+
+_positive_int.describe = "a positive integer"
+_non_negative_int.describe = "an integer >= 0"
+
+# section -> key -> (default, check); a check is a tuple of allowed values, a type, or a function.
+SCHEMA = {
+    "data": {
+        "corpus": (None, str),                    # a corpus prepared by `translator data`
+        "tokenizer": (None, (type(None), str)),   # tokenizer recipe name (default: as `translator tokenizers`)
+        "work_dir": ("work", str),
+        "max_source_length": (100, _positive_int),  # pieces; longer training pairs are skipped
+        "max_target_length": (100, _positive_int),
+    },
+    "model": {
+        "cell": ("lstm", CELLS),
+        "embedding_dim": (256, _positive_int),
+        "units": (512, _positive_int),
+        "encoder_layers": (1, _positive_int),
+        "decoder_layers": (1, _positive_int),
+        "bidirectional": (False, bool),
+        "reverse_source": (False, bool),
+        "attention": (None, ATTENTIONS),
+        "feed_context": (False, bool),
+        "tie_embeddings": (False, bool),
+        "dropout": (0.0, _number(0.0, 0.9)),
+    },
+    "training": {
+        "epochs": (10, _positive_int),
+        "batch_tokens": (4096, _positive_int),    # target tokens per batch (length-bucketed batches)
+        "max_batch_size": (256, _positive_int),
+        "learning_rate": (0.001, _number(1e-7, 10.0)),
+        "schedule": ("plateau", SCHEDULES),
+        "warmup_steps": (0, _non_negative_int),
+        "plateau_factor": (0.5, _number(0.01, 1.0)),
+        "plateau_patience": (1, _non_negative_int),
+        "min_learning_rate": (1e-5, _number(0.0, 10.0)),
+        "clip_norm": (1.0, _number(0.0, 1e6)),    # global gradient-norm clipping; 0 = off
+        "label_smoothing": (0.0, _number(0.0, 0.9)),
+        "early_stopping_metric": ("validation_loss", EARLY_STOPPING_METRICS),
+        "early_stopping_patience": (3, _non_negative_int),  # epochs without improvement; 0 = off
+        "bleu_every": (1, _non_negative_int),     # epochs between validation BLEU; 0 = never
+        "bleu_sentences": (500, _positive_int),   # validation sentences decoded for BLEU
+        "checkpoint_every": (200, _positive_int),  # steps between checkpoints of the last state
+        "seed": (1234, _non_negative_int),
+        "deterministic": (False, bool),
+        "strategy": ("default", STRATEGIES),
+        "jit_compile": (False, bool),
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config key or value is not allowed (the message names it and the allowed values)."""
+
+
+def _describe(check) -> str:
+    if isinstance(check, tuple) and not all(isinstance(c, type) for c in check):
+        return "one of " + ", ".join("null" if c is None else repr(c) for c in check)
+    if isinstance(check, type):
+        return {bool: "true or false", str: "a string", int: "an integer"}.get(check, check.__name__)
+    if isinstance(check, tuple):
+        return " or ".join("null" if c is type(None) else _describe(c) for c in check)
+    return getattr(check, "describe", "a valid value")
+
+
+def _valid(value, check) -> bool:
+    if isinstance(check, tuple) and not all(isinstance(c, type) for c in check):
+        return value in check
+    if isinstance(check, (type, tuple)):
+        return isinstance(value, check) and not (check is int and isinstance(value, bool))
+    return check(value)
+
+
+def defaults() -> dict:
+    return {section: {key: copy.deepcopy(default) for key, (default, _) in keys.items()}
+            for section, keys in SCHEMA.items()}
+
+
+def validate(raw: dict, source: str = "config") -> dict:
+    """Merge ``raw`` over the defaults and check every key and value; return the full config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config is a YAML mapping with sections {list(SCHEMA)}")
+    config = defaults()
+    for section, values in raw.items():
+        if section == "name":
+            continue
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section '{section}'; allowed: {['name', *SCHEMA]}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: '{section}' must be a mapping of keys to values")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(
+                    f"{source}: unknown key '{section}.{key}'; allowed keys in '{section}': "
+                    f"{', '.join(SCHEMA[section])}"
+                )
+            check = SCHEMA[section][key][1]
+            if isinstance(value, int) and not isinstance(value, bool) and check is not int \
+                    and getattr(check, "describe", "").startswith("a number"):
+                value = float(value)
+            if not _valid(value, check):
+                raise ConfigError(f"{source}: '{section}.{key}' is {value!r}; expected {_describe(check)}")
+            config[section][key] = value
+    if config["data"]["corpus"] is None:
+        raise ConfigError(f"{source}: 'data.corpus' is required (a corpus prepared by `translator data`)")
+    config["name"] = raw.get("name") or Path(source).stem
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} not found; see configs/ for the recipes")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return validate(raw or {}, str(path))

@@ -1,0 +1,109 @@
+"""The sequence-to-sequence model: source embedding, RecurrentEncoder, RecurrentDecoder.
+
+Sutskever et al. (2014) without attention, Cho et al. (2014) with the context fed at every
+step, Bahdanau et al. (2015) and Luong et al. (2015) with attention: all are the same model
+with other settings (see ``configs/reference.yaml``).
+
+Training uses teacher forcing: the decoder reads ``<sos> y1 .. yn`` and is scored on
+``y1 .. yn <eos>``; the loss skips padding. Translation uses ``encode`` once, then the
+decoder's ``step`` token by token (``translator.search``), from the same weights: a saved
+``.keras`` file is all that decoding needs, with no inference model to rebuild.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from translator.decoders import RecurrentDecoder
+from translator.embeddings import TokenEmbedding
+from translator.encoders import RecurrentEncoder
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class Seq2Seq(keras.Model):
+    """An RNN encoder-decoder.
+
+    Call: ``model((source_ids, target_input_ids), training=False)`` with int [batch, source_time]
+    and [batch, target_time] ids (0 = padding) returns logits [batch, target_time, target_vocabulary].
+
+    Masking: source padding is masked in the encoder (it never changes final states or
+    outputs) and in the attention (weight 0); target padding only produces logits at padded
+    positions, which ``sequence_loss`` ignores.
+    """
+
+    def __init__(self, source_vocabulary_size, target_vocabulary_size, cell="lstm", embedding_dim=256,
+                 units=512, encoder_layers=1, decoder_layers=1, bidirectional=False, reverse_source=False,
+                 attention=None, feed_context=False, tie_embeddings=False, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = {
+            "source_vocabulary_size": source_vocabulary_size, "target_vocabulary_size": target_vocabulary_size,
+            "cell": cell, "embedding_dim": embedding_dim, "units": units, "encoder_layers": encoder_layers,
+            "decoder_layers": decoder_layers, "bidirectional": bidirectional, "reverse_source": reverse_source,
+            "attention": attention, "feed_context": feed_context, "tie_embeddings": tie_embeddings,
+            "dropout": dropout,
+        }
+        self.source_embedding = TokenEmbedding(source_vocabulary_size, embedding_dim, name="source_embedding")
+        self.embedding_dropout = keras.layers.Dropout(dropout)
+        self.encoder = RecurrentEncoder(cell=cell, units=units, num_layers=encoder_layers,
+                                        bidirectional=bidirectional, dropout=dropout,
+                                        reverse_source=reverse_source, name="encoder")
+        self.decoder = RecurrentDecoder(vocabulary_size=target_vocabulary_size, embedding_dim=embedding_dim,
+                                        cell=cell, units=units, num_layers=decoder_layers, dropout=dropout,
+                                        attention=attention, feed_context=feed_context,
+                                        tie_embeddings=tie_embeddings, name="decoder")
+
+    @classmethod
+    def from_settings(cls, model_config: dict, source_vocabulary_size: int, target_vocabulary_size: int):
+        """Build from the ``model:`` section of an experiment config."""
+        model = cls(source_vocabulary_size, target_vocabulary_size, **model_config)
+        model.build_for_shapes()
+        return model
+
+    def build_for_shapes(self):
+        """Create every weight by running a tiny batch through the model."""
+        source = ops.convert_to_tensor([[4, 5, 0]], dtype="int32")
+        target = ops.convert_to_tensor([[2, 4]], dtype="int32")
+        self((source, target), training=False)
+
+    def encode(self, source_ids, training=False) -> dict:
+        """Run the encoder; return the decoder's cache (its initial state, memory and mask)."""
+        mask = ops.not_equal(source_ids, 0)
+        embedded = self.embedding_dropout(self.source_embedding(source_ids), training=training)
+        outputs, final_states = self.encoder(embedded, mask=mask, training=training)
+        return self.decoder.initial_state(final_states, outputs, mask)
+
+    def call(self, inputs, training=False, return_attention=False):
+        source_ids, target_input_ids = inputs
+        cache = self.encode(source_ids, training=training)
+        return self.decoder(target_input_ids, cache, training=training, return_attention=return_attention)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+    @classmethod
+    def from_config(cls, config):
+        model = cls(**config)
+        model.build_for_shapes()
+        return model
+
+
+def sequence_loss(logits, target_ids, label_smoothing: float = 0.0):
+    """Summed token cross-entropy over the real (non-zero) targets, and their count.
+
+    Label smoothing (Szegedy et al. 2016) mixes the one-hot target with the uniform
+    distribution: loss = (1 - e) * NLL + e * mean over the vocabulary of -log p.
+    Returns ``(loss_sum, token_count)``; the mean is their ratio (kept apart so that replicas
+    and batches of different sizes can be averaged exactly).
+    """
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    target_ids = ops.cast(target_ids, "int32")
+    nll = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(target_ids, -1), axis=-1), -1)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * ops.mean(log_probs, axis=-1)
+    mask = ops.cast(ops.not_equal(target_ids, 0), "float32")
+    return ops.sum(nll * mask), ops.sum(mask)
+
+
+def count_parameters(model: keras.Model) -> int:
+    return int(sum(int(ops.size(weight)) for weight in model.trainable_weights))

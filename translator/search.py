@@ -1,0 +1,226 @@
+"""Search: turning a trained model into token sequences, batched and compiled.
+
+Greedy and beam search each run inside one ``tf.function``: the encoder once, then a
+``tf.while_loop`` over the decoder's ``step`` with its explicit cache. Nothing is recomputed
+for the prefix, there is no Python loop per token or per sentence, and the loop stops as soon
+as every sentence is done.
+
+A model here is anything with ``encode(source_ids) -> cache`` and
+``decoder.step(previous_ids, cache) -> (logits, cache, attention_weights)`` whose cache is a
+dict of batch-major tensors; ``Seq2Seq`` is one, and the tests use a hand-built one.
+
+The length limit of each sentence is ``max_length_ratio * source_length + max_length_offset``
+(as in OpenNMT/fairseq), so a long source may produce a long translation while a short one
+cannot run away.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from translator.tokenizers import EOS_ID, PAD_ID, SOS_ID
+
+
+def length_limits(source_ids, max_length_ratio: float, max_length_offset: int):
+    """Per-sentence maximum output length (``<eos>`` included), int32 [batch]."""
+    source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source_ids, PAD_ID), tf.float32), axis=1)
+    return tf.cast(tf.math.ceil(source_lengths * max_length_ratio), tf.int32) + max_length_offset
+
+
+def greedy_search(model, source_ids, max_length_ratio: float = 2.0, max_length_offset: int = 10):
+    """Most probable next token at every step. Returns int32 [batch, time] ids, ``<eos>``
+    included where produced, padded with 0 after it."""
+    source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+    batch_size = tf.shape(source_ids)[0]
+    limits = length_limits(source_ids, max_length_ratio, max_length_offset)
+    cache = model.encode(source_ids, training=False)
+    tokens = tf.fill([batch_size], tf.constant(SOS_ID, tf.int32))
+    finished = tf.zeros([batch_size], tf.bool)
+    output = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+
+    def keep_going(step, tokens, finished, cache, output):
+        return tf.logical_not(tf.reduce_all(finished))
+
+    def advance(step, tokens, finished, cache, output):
+        logits, cache, _ = model.decoder.step(tokens, cache, training=False)
+        next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        next_tokens = tf.where(step + 1 >= limits, tf.constant(EOS_ID, tf.int32), next_tokens)
+        next_tokens = tf.where(finished, tf.constant(PAD_ID, tf.int32), next_tokens)
+        output = output.write(step, next_tokens)
+        finished = tf.logical_or(finished, tf.equal(next_tokens, EOS_ID))
+        return step + 1, next_tokens, finished, cache, output
+
+    _, _, _, _, output = tf.while_loop(
+        keep_going, advance, (tf.constant(0), tokens, finished, cache, output),
+        maximum_iterations=tf.reduce_max(limits),
+    )
+    return tf.transpose(output.stack())
+
+
+def _split_cache(first_cache: dict, cache: dict):
+    """Cache entries that ``step`` changes (the loop carries them) and those it returns as
+    they were (memory, its projection, the mask: computed once, never copied per step)."""
+    changing = {key: value for key, value in first_cache.items() if value is not cache.get(key)}
+    constant = {key: value for key, value in first_cache.items() if key not in changing}
+    return changing, constant
+
+
+def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0.6,
+                max_length_ratio: float = 2.0, max_length_offset: int = 10, return_attention: bool = False):
+    """Beam search with the GNMT length penalty ``((5 + length) / 6) ** length_penalty``.
+
+    As in fairseq: every step takes the ``2 * beam_size`` best one-token extensions of the
+    alive hypotheses of each sentence; those that end in ``<eos>`` and rank within the best
+    ``beam_size`` are finished (scored with the length penalty), and the best ``beam_size``
+    that do not end stay alive. A sentence is done when it has ``beam_size`` finished
+    hypotheses, or at its length limit, where ``<eos>`` is forced. With ``beam_size=1`` this
+    is exactly greedy search.
+
+    Returns ``(sequences, scores, attention)``: int32 [batch, beam, time] n-best lists sorted
+    by score (best first, ``<eos>``-terminated, 0-padded), float32 [batch, beam] penalized
+    log-probabilities, and float32 [batch, beam, time, source_time] attention weights of each
+    hypothesis (only with ``return_attention=True``, else None).
+    """
+    source_ids = tf.convert_to_tensor(source_ids, tf.int32)
+    batch_size, k = tf.shape(source_ids)[0], beam_size
+    limits = length_limits(source_ids, max_length_ratio, max_length_offset)  # [batch]
+    maximum = tf.reduce_max(limits)
+    negative_infinity = tf.constant(-1e9, tf.float32)
+
+    def penalty(length):
+        return tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, length_penalty)
+
+    def flatten(x):  # [batch, beam, ...] -> [batch * beam, ...]
+        return tf.reshape(x, tf.concat([[batch_size * k], tf.shape(x)[2:]], 0))
+
+    def unflatten(x):
+        return tf.reshape(x, tf.concat([[batch_size, k], tf.shape(x)[1:]], 0))
+
+    def gather_beams(x, beam_indices):  # x [batch, beam, ...], beam_indices [batch, n]
+        return tf.gather(x, beam_indices, batch_dims=1)
+
+    # Every beam of a sentence starts from the same encoder output.
+    cache = model.encode(source_ids, training=False)
+    cache = {key: tf.repeat(value, k, axis=0) for key, value in cache.items()}
+    start = tf.fill([batch_size * k], tf.constant(SOS_ID, tf.int32))
+    logits, first_cache, weights = model.decoder.step(start, cache, training=False)
+    changing, constant = _split_cache(first_cache, cache)
+    source_time = tf.shape(source_ids)[1]
+    if weights is None or not return_attention:
+        weights = tf.zeros([batch_size * k, source_time], tf.float32)
+    with_attention = return_attention
+
+    def expand(step, logits, weights, alive_sequences, alive_scores, alive_attention):
+        """The best 2k one-token extensions of the alive hypotheses of every sentence."""
+        vocabulary = tf.shape(logits)[-1]
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        log_probs = tf.reshape(log_probs, [batch_size, k, vocabulary])
+        at_limit = tf.reshape(step + 1 >= limits, [batch_size, 1, 1])
+        eos_only = tf.one_hot(EOS_ID, vocabulary, on_value=0.0, off_value=-1e9)
+        log_probs = tf.where(at_limit, log_probs + eos_only, log_probs)  # force <eos> at the limit
+        candidates = tf.reshape(alive_scores[:, :, None] + log_probs, [batch_size, k * vocabulary])
+        top_scores, top_indices = tf.math.top_k(candidates, k=2 * k)
+        beams, tokens = top_indices // vocabulary, top_indices % vocabulary
+        sequences = tf.concat([gather_beams(alive_sequences, beams), tokens[:, :, None]], axis=2)
+        attention = gather_beams(alive_attention, beams)
+        if with_attention:
+            attention = tf.concat([attention, gather_beams(unflatten(weights), beams)[:, :, None, :]], axis=2)
+        return sequences, top_scores, beams, tokens, attention
+
+    def body(step, logits, weights, changing, alive_sequences, alive_scores, alive_attention,
+             finished_sequences, finished_scores, finished_attention, done):
+        sequences, scores, beams, tokens, attention = expand(
+            step, logits, weights, alive_sequences, alive_scores, alive_attention)
+        ended = tf.equal(tokens, EOS_ID)
+        # Alive: the best k extensions that did not end.
+        alive_rank = tf.where(ended, negative_infinity, scores)
+        alive_scores, alive_pick = tf.math.top_k(alive_rank, k=k)
+        alive_sequences = gather_beams(sequences, alive_pick)
+        alive_attention = gather_beams(attention, alive_pick)
+        alive_beams = gather_beams(beams, alive_pick)
+        alive_tokens = gather_beams(tokens, alive_pick)
+        # Finished: the best k among the old finished and the extensions that ended now
+        # within the best k of this step (the candidates are sorted by score).
+        length = step + 1
+        in_beam = tf.range(2 * k)[None, :] < k
+        new_finished = tf.where(tf.logical_and(ended, in_beam), scores / penalty(length), negative_infinity)
+        padding = tf.zeros([batch_size, k, 1], tf.int32)
+        all_sequences = tf.concat([tf.concat([finished_sequences, padding], axis=2), sequences], axis=1)
+        all_scores = tf.concat([finished_scores, new_finished], axis=1)
+        if with_attention:
+            attention_padding = tf.zeros([batch_size, k, 1, source_time], tf.float32)
+            all_attention = tf.concat([tf.concat([finished_attention, attention_padding], axis=2), attention], axis=1)
+        else:
+            all_attention = tf.concat([finished_attention, attention], axis=1)
+        # A sentence already done keeps its finished set as it was (positions 0..k-1), so
+        # what other sentences of the batch do never changes its result.
+        _, pick = tf.math.top_k(all_scores, k=k)
+        pick = tf.where(done[:, None], tf.range(k)[None, :], pick)
+        finished_scores = gather_beams(all_scores, pick)
+        finished_sequences = gather_beams(all_sequences, pick)
+        finished_attention = gather_beams(all_attention, pick)
+        # A sentence is done with beam_size finished hypotheses, or at its length limit.
+        full = tf.reduce_all(finished_scores > negative_infinity / 2, axis=1)
+        done = tf.logical_or(done, tf.logical_or(length >= limits, full))
+        # Reorder the changing cache along the chosen beams, and take one step.
+        flat_beams = tf.reshape(alive_beams + tf.range(batch_size)[:, None] * k, [-1])
+        changing = {key: tf.gather(value, flat_beams) for key, value in changing.items()}
+        logits, new_cache, new_weights = model.decoder.step(
+            tf.reshape(alive_tokens, [-1]), {**constant, **changing}, training=False)
+        changing = {key: new_cache[key] for key in changing}
+        if new_weights is None or not with_attention:
+            new_weights = tf.zeros([batch_size * k, source_time], tf.float32)
+        return (step + 1, logits, new_weights, changing, alive_sequences, alive_scores, alive_attention,
+                finished_sequences, finished_scores, finished_attention, done)
+
+    def keep_going(step, *state):
+        return tf.logical_not(tf.reduce_all(state[-1]))
+
+    first_scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], negative_infinity)], 0)[None], [batch_size, 1])
+    attention_shape = [batch_size, k, 0, source_time] if with_attention else [batch_size, k, 0, 0]
+    state = (
+        tf.constant(0), logits, weights, changing,
+        tf.zeros([batch_size, k, 0], tf.int32), first_scores, tf.zeros(attention_shape, tf.float32),
+        tf.zeros([batch_size, k, 0], tf.int32), tf.fill([batch_size, k], negative_infinity),
+        tf.zeros(attention_shape, tf.float32), tf.zeros([batch_size], tf.bool),
+    )
+    time_shape = tf.TensorShape([None, None, None])
+    attention_time_shape = tf.TensorShape([None, None, None, None])
+    invariants = (
+        tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None]),
+        {key: tf.TensorShape([None]).concatenate(value.shape[1:]) for key, value in changing.items()},
+        time_shape, tf.TensorShape([None, None]), attention_time_shape,
+        time_shape, tf.TensorShape([None, None]), attention_time_shape, tf.TensorShape([None]),
+    )
+    final = tf.while_loop(keep_going, body, state, shape_invariants=invariants, maximum_iterations=maximum)
+    sequences, scores, attention = final[7], final[8], final[9]
+    return sequences, scores, (attention if with_attention else None)
+
+
+def strip_special(ids) -> list[list[int]]:
+    """Rows of ids up to (not including) the first ``<eos>``, without padding."""
+    rows = []
+    for row in ids.tolist() if hasattr(ids, "tolist") else ids:
+        out = []
+        for token in row:
+            if token == EOS_ID:
+                break
+            if token != PAD_ID:
+                out.append(token)
+        rows.append(out)
+    return rows
+
+
+class GreedyTranslator:
+    """Greedy search of one model, compiled once for any batch and sentence length."""
+
+    def __init__(self, model, max_length_ratio: float = 2.0, max_length_offset: int = 10):
+        self.model = model
+
+        def search(source_ids):
+            return greedy_search(model, source_ids, max_length_ratio, max_length_offset)
+
+        self._search = tf.function(search, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+
+    def __call__(self, source_ids) -> list[list[int]]:
+        return strip_special(self._search(tf.constant(source_ids, tf.int32)).numpy())

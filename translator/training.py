@@ -1,0 +1,390 @@
+"""Training: ``translator train CONFIG`` reads a prepared corpus, trains, and can always resume.
+
+The run directory (``runs/NAME/``) holds everything the run needs and makes:
+
+    config.yaml           the full config as used (defaults filled in)
+    tokenizers/           copies of the tokenizer models and card (the run is self-contained)
+    checkpoints/          the last training state: weights, optimizer, step, epoch, position
+                          in the epoch, early-stopping and schedule state (tf.train.Checkpoint)
+    best.keras            the model with the best validation score so far
+    model.keras           the final model (the best one), loadable with Keras safe mode
+    log.csv, tensorboard/ per-epoch figures, and per-step scalars for TensorBoard
+
+Interrupting a run (Ctrl-C, ``kill -9``) loses at most ``checkpoint_every`` steps: the same
+command continues from the last checkpoint, in the middle of an epoch if need be, with the
+same batches in the same order as an uninterrupted run.
+
+The loop is written out (a compiled step under ``strategy.run``) rather than ``model.fit``, so
+that one code path serves a single device, ``MirroredStrategy`` and
+``MultiWorkerMirroredStrategy`` (``model.fit`` fails under the latter in Keras 3,
+keras-team/keras#20585), and so that resumption is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from translator.batching import TranslationBatches
+from translator.config import load_config
+from translator.corpora import read_manifest, read_prepared_split
+from translator.files import atomic_write_text
+from translator.tokenizers import find_recipe, load_tokenizers
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on (the message says why and what to do)."""
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":  # every local GPU; without one, every logical CPU device
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker":  # workers and their roles come from the TF_CONFIG variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def prepare_run_directory(config: dict, run: Path) -> dict:
+    """Create (or check, when resuming) the run directory; copy the tokenizers into it."""
+    data = config["data"]
+    corpus_dir, manifest = read_manifest(data["corpus"], data["work_dir"])
+    if manifest["task"] != "translation":
+        raise TrainingError(f"corpus {data['corpus']} is a {manifest['task']} corpus; `translator train` "
+                            f"with a seq2seq config needs a translation corpus")
+    recipe = find_recipe(data["corpus"], data["tokenizer"])
+    source = corpus_dir / "tokenizers" / recipe.stem
+    if not (source / "card.json").is_file():
+        raise FileNotFoundError(f"{source}/card.json not found: run `translator tokenizers {data['corpus']}"
+                                f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
+    saved_config = run / "config.yaml"
+    if saved_config.is_file():
+        previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+        if previous != config:
+            changed = sorted(f"{section}.{key}" for section in config if isinstance(config[section], dict)
+                             for key in config[section]
+                             if previous.get(section, {}).get(key) != config[section][key])
+            raise TrainingError(
+                f"{run} holds a run with a different config (changed: {', '.join(changed) or 'name'}); "
+                f"resuming it would mix two experiments. Use another RUN=, or delete {run} to start over."
+            )
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        if (run / "tokenizers").exists():
+            shutil.rmtree(run / "tokenizers")
+        shutil.copytree(source, run / "tokenizers")
+        atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+    return manifest
+
+
+def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
+    """Tokenized (source, target) id lists of a prepared split."""
+    data = config["data"]
+    columns = read_prepared_split(data["corpus"], split, data["work_dir"])
+    sources = tokenizers["source"].encode(columns["source"])
+    targets = tokenizers["target"].encode(columns["target"])
+    if limit_length:  # long training pairs are skipped, never truncated
+        keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
+                and 0 < len(targets[i]) <= data["max_target_length"]]
+        sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
+    return sources, targets, columns
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def learning_rate(config: dict, step: int, total_steps: int, factor: float) -> float:
+    """The learning rate at ``step`` (1-based): linear warm-up, then the configured schedule."""
+    settings = config["training"]
+    base, warmup = settings["learning_rate"], settings["warmup_steps"]
+    if warmup and step <= warmup:
+        return base * step / warmup
+    schedule = settings["schedule"]
+    if schedule == "inverse_sqrt":
+        rate = base * math.sqrt(max(warmup, 1) / step)
+    elif schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        rate = settings["min_learning_rate"] + 0.5 * (base - settings["min_learning_rate"]) * (1 + math.cos(math.pi * progress))
+    else:  # constant, or plateau (whose factor shrinks when validation loss stalls)
+        rate = base
+    return max(rate * factor, settings["min_learning_rate"] if schedule == "plateau" else 0.0)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """Trains one Seq2Seq config into one run directory. ``Trainer(config_path, run).train()``."""
+
+    def __init__(self, config_path, run=None, log=print):
+        self.config = load_config(config_path)
+        self.run = Path(run or Path("runs") / self.config["name"])
+        self.log = log
+
+    def train(self) -> Path:
+        import keras
+        import tensorflow as tf
+
+        from translator.models import Seq2Seq, count_parameters
+
+        config, settings = self.config, self.config["training"]
+        manifest = prepare_run_directory(config, self.run)
+        keras.utils.set_random_seed(settings["seed"])
+        if settings["deterministic"]:
+            tf.config.experimental.enable_op_determinism()
+        tokenizers = load_tokenizers(self.run / "tokenizers")
+        train_sources, train_targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
+        validation_sources, validation_targets, validation_columns = read_pairs(
+            config, "validation", tokenizers, limit_length=False)
+        train_batches = TranslationBatches(train_sources, train_targets, settings["batch_tokens"],
+                                           settings["max_batch_size"], settings["seed"])
+        validation_batches = TranslationBatches(validation_sources, validation_targets,
+                                                settings["batch_tokens"], settings["max_batch_size"], 0)
+        batches_per_epoch = len(train_batches.batches(0))
+        total_steps = batches_per_epoch * settings["epochs"]
+
+        strategy = make_strategy(settings["strategy"])
+        with strategy.scope():
+            model = Seq2Seq.from_settings(config["model"], tokenizers["source"].vocabulary_size,
+                                          tokenizers["target"].vocabulary_size)
+            optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"])
+            optimizer.build(model.trainable_variables)
+            state_variable = tf.Variable("", dtype=tf.string, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable)
+        manager = tf.train.CheckpointManager(checkpoint, self.run / "checkpoints", max_to_keep=1)
+        state = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_epoch": None,
+                 "epochs_without_improvement": 0, "plateau_wait": 0, "plateau_best": None,
+                 "learning_rate_factor": 1.0, "history": [], "finished": False, "train_seconds": 0.0}
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            state = json.loads(state_variable.numpy().decode("utf-8"))
+            self.log(f"resuming {self.run} from step {state['step']:,} (epoch {state['epoch'] + 1}, "
+                     f"batch {state['batches_done']} of {batches_per_epoch})")
+            if state["finished"]:
+                self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
+                return self.run / "model.keras"
+        parameters = count_parameters(model)
+        self.log(f"{config['name']}: {config['data']['corpus']} ({manifest['source_language']} -> "
+                 f"{manifest['target_language']}), {len(train_batches):,} training pairs in "
+                 f"{batches_per_epoch} batches per epoch, target padding {train_batches.padding_fraction():.1%}")
+        self.log(f"model: {parameters:,} parameters ({config['model']['cell']}, "
+                 f"attention {config['model']['attention']}), strategy {settings['strategy']} "
+                 f"({strategy.num_replicas_in_sync} replica(s))")
+
+        train_step, evaluate_step = None, self._evaluation_step(model)
+        writer = tf.summary.create_file_writer(str(self.run / "tensorboard"))
+
+        def save_state():
+            state_variable.assign(json.dumps(state))
+            manager.save(checkpoint_number=state["step"])
+
+        from translator.search import GreedyTranslator
+        greedy = GreedyTranslator(model)
+        try:
+            while state["epoch"] < settings["epochs"]:
+                epoch = state["epoch"]
+                progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", "tok/s"],
+                                               unit_name="batch")
+                progress.update(state["batches_done"])
+                loss_sum = token_sum = 0.0
+                started = epoch_started = time.time()
+                dataset = strategy.experimental_distribute_dataset(
+                    train_batches.dataset(epoch, skip=state["batches_done"]))
+                if train_step is None:  # traced once, for any batch and sentence length
+                    train_step = self._training_step(model, optimizer, strategy, dataset.element_spec)
+                for source, target_input, target_output in dataset:
+                    state["step"] += 1
+                    rate = learning_rate(config, state["step"], total_steps, state["learning_rate_factor"])
+                    optimizer.learning_rate.assign(rate)
+                    batch_loss, batch_tokens = (float(x) for x in train_step(source, target_input, target_output))
+                    loss_sum += batch_loss
+                    token_sum += batch_tokens
+                    state["batches_done"] += 1
+                    elapsed = time.time() - epoch_started
+                    progress.update(state["batches_done"], [("loss", loss_sum / token_sum), ("lr", rate),
+                                                            ("tok/s", token_sum / max(elapsed, 1e-9))])
+                    if state["step"] % 20 == 0:
+                        with writer.as_default(step=state["step"]):
+                            tf.summary.scalar("train/loss", batch_loss / batch_tokens)
+                            tf.summary.scalar("train/learning_rate", rate)
+                    if state["step"] % settings["checkpoint_every"] == 0:
+                        state["train_seconds"] += time.time() - started
+                        started = time.time()
+                        save_state()
+                state["train_seconds"] += time.time() - started
+                row = self._end_epoch(state, model, evaluate_step, validation_batches, greedy,
+                                      validation_sources, validation_columns, tokenizers)
+                if token_sum:  # figures of this process's part of the epoch (all of it unless resumed)
+                    row["train_loss"] = round(loss_sum / token_sum, 5)
+                    row["train_tokens_per_second"] = round(token_sum / max(time.time() - epoch_started, 1e-9))
+                with writer.as_default(step=state["step"]):
+                    for key in ("validation_loss", "validation_bleu"):
+                        if row.get(key) is not None:
+                            tf.summary.scalar(f"validation/{key.split('_')[1]}", row[key])
+                stop = self._early_stop(state, row, model)
+                state["epoch"] += 1
+                state["batches_done"] = 0
+                state["history"].append(row)
+                self._write_log(state["history"])
+                if stop:
+                    self.log(f"early stopping: no improvement of {settings['early_stopping_metric']} "
+                             f"for {settings['early_stopping_patience']} epoch(s)")
+                    break
+                save_state()
+        except KeyboardInterrupt:
+            save_state()
+            self.log(f"\ninterrupted: state saved at step {state['step']:,}; run the same command to resume")
+            raise
+        best = self.run / "best.keras"
+        if not best.is_file():
+            self._save_model(model, best)
+        shutil.copyfile(best, self.run / ".model.keras.tmp")
+        os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
+        state["finished"] = True
+        save_state()
+        self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; best "
+                 f"{settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']}); "
+                 f"model: {self.run / 'model.keras'}")
+        return self.run / "model.keras"
+
+    # ------------------------------------------------------------------ compiled steps
+
+    def _training_step(self, model, optimizer, strategy, element_spec):
+        import tensorflow as tf
+
+        from translator.models import sequence_loss
+
+        settings = self.config["training"]
+        smoothing, clip = settings["label_smoothing"], settings["clip_norm"]
+        variables = model.trainable_variables
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_train(source, target_input, target_output):
+            context = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                logits = model((source, target_input), training=True)
+                loss_sum, count = sequence_loss(logits, target_output, smoothing)
+                global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+                loss = loss_sum / tf.maximum(global_count, 1.0)
+            gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense embeddings
+            # Sum the gradients of all replicas and clip the global gradient (as on one device);
+            # the optimizer sums replicas once more, hence the division.
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            if clip:
+                gradients, _ = tf.clip_by_global_norm(gradients, clip)
+            optimizer.apply([g / replicas for g in gradients], variables)
+            # What the loss reports is the plain cross-entropy, comparable across settings.
+            plain, _ = sequence_loss(logits, target_output, 0.0) if smoothing else (loss_sum, count)
+            return plain, count
+
+        jit = settings["jit_compile"]
+
+        @tf.function(input_signature=list(element_spec))
+        def train_step(source, target_input, target_output):
+            results = strategy.run(tf.function(replica_train, jit_compile=jit) if jit else replica_train,
+                                   args=(source, target_input, target_output))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+        return train_step
+
+    @staticmethod
+    def _evaluation_step(model):
+        import tensorflow as tf
+
+        from translator.models import sequence_loss
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 3)
+        def evaluate_step(source, target_input, target_output):
+            return sequence_loss(model((source, target_input), training=False), target_output, 0.0)
+
+        return evaluate_step
+
+    # ------------------------------------------------------------------ epoch end
+
+    def _end_epoch(self, state, model, evaluate_step, validation_batches, greedy, validation_sources,
+                   validation_columns, tokenizers) -> dict:
+        settings = self.config["training"]
+        loss_sum = token_sum = 0.0
+        for source, target_input, target_output in validation_batches.epoch(0):
+            batch_loss, batch_tokens = evaluate_step(source, target_input, target_output)
+            loss_sum += float(batch_loss)
+            token_sum += float(batch_tokens)
+        validation_loss = loss_sum / token_sum
+        row = {"epoch": state["epoch"] + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1),
+               "validation_loss": round(validation_loss, 5),
+               "validation_perplexity": round(math.exp(min(validation_loss, 50)), 3),
+               "learning_rate": float(learning_rate(self.config, max(state["step"], 1), 1, state["learning_rate_factor"]))}
+        if settings["bleu_every"] and (state["epoch"] + 1) % settings["bleu_every"] == 0:
+            row["validation_bleu"] = round(self._validation_bleu(greedy, validation_sources, validation_columns,
+                                                                 tokenizers), 3)
+        self.log(f"epoch {row['epoch']}: validation loss {validation_loss:.4f} (perplexity "
+                 f"{row['validation_perplexity']:.2f})" +
+                 (f", BLEU {row['validation_bleu']:.2f} on {min(settings['bleu_sentences'], len(validation_sources))} "
+                  f"sentences (greedy)" if "validation_bleu" in row else ""))
+        return row
+
+    def _validation_bleu(self, greedy, sources, columns, tokenizers) -> float:
+        import sacrebleu
+
+        from translator.batching import pad
+
+        count = min(self.config["training"]["bleu_sentences"], len(sources))
+        order = np.argsort([len(s) for s in sources[:count]], kind="stable")
+        hypotheses = [""] * count
+        for start in range(0, count, 128):
+            indices = order[start:start + 128]
+            outputs = greedy(pad([sources[i] for i in indices]))
+            for index, ids in zip(indices, outputs):
+                hypotheses[index] = tokenizers["target"].decode(ids)
+        return sacrebleu.corpus_bleu(hypotheses, [columns["target"][:count]]).score
+
+    def _early_stop(self, state, row, model) -> bool:
+        """Track the best epoch (saving best.keras), the plateau schedule and early stopping."""
+        settings = self.config["training"]
+        metric = settings["early_stopping_metric"]
+        value = row.get(metric)
+        # Reduce-on-plateau follows the validation loss.
+        if settings["schedule"] == "plateau":
+            if state["plateau_best"] is None or row["validation_loss"] < state["plateau_best"] - 1e-4:
+                state["plateau_best"], state["plateau_wait"] = row["validation_loss"], 0
+            else:
+                state["plateau_wait"] += 1
+                if state["plateau_wait"] > settings["plateau_patience"]:
+                    state["learning_rate_factor"] *= settings["plateau_factor"]
+                    state["plateau_wait"] = 0
+                    self.log(f"validation loss stalled: learning rate x{settings['plateau_factor']}")
+        if value is None:
+            return False
+        better = state["best"] is None or (value < state["best"] if metric == "validation_loss" else value > state["best"])
+        if better:
+            state["best"], state["best_epoch"], state["epochs_without_improvement"] = value, row["epoch"], 0
+            self._save_model(model, self.run / "best.keras")
+            return False
+        state["epochs_without_improvement"] += 1
+        patience = settings["early_stopping_patience"]
+        return bool(patience) and state["epochs_without_improvement"] >= patience
+
+    @staticmethod
+    def _save_model(model, path: Path):
+        temporary = path.with_name(f".{path.stem}.tmp.keras")
+        model.save(temporary)
+        os.replace(temporary, path)
+
+    def _write_log(self, history):
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row[k]) for k in keys) for row in history]
+        atomic_write_text(self.run / "log.csv", "\n".join(lines) + "\n")
+
+
+def train(config_path, run=None) -> Path:
+    """Train (or resume) the config into ``run`` (default ``runs/<config name>``); return model.keras."""
+    return Trainer(config_path, run).train()

@@ -1,0 +1,140 @@
+"""Translator: a trained run, ready to translate sentences from Python.
+
+    from translator import Translator
+    translator = Translator.load("runs/demo")
+    translator.translate(["Ein Hund läuft durch den Schnee."])            # beam search, size 5
+    ['A dog runs through the snow.']
+
+Sentences are sorted by length into batches (little padding) and returned in input order;
+the search is compiled once per setting and reused. An empty sentence gives an empty
+translation. A sentence longer than the model's source limit (``max_source_length`` pieces,
+from the run's config) is truncated to it, with a warning: nothing crashes on long input.
+A ``Translator`` may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from translator.batching import pad
+from translator.search import strip_special
+
+
+@dataclass
+class Translation:
+    """One sentence's translation with its details (see ``Translator.translate_detailed``)."""
+
+    source: str
+    text: str
+    source_pieces: list[str] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    score: float = 0.0  # log-probability, length-penalized under beam search
+    n_best: list[tuple[str, float]] = field(default_factory=list)
+    attention: np.ndarray | None = None  # [target pieces + <eos>, source pieces]
+    truncated: bool = False
+
+
+class Translator:
+    """Translates with the model and tokenizers of one run directory."""
+
+    def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length: int = 100):
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.max_source_length = max_source_length
+        self._compiled = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, run: str | Path, model_file: str = "model.keras") -> Translator:
+        """Load ``run/model.keras`` (Keras safe mode: no arbitrary code) and ``run/tokenizers``."""
+        import keras
+
+        import translator.models  # noqa: F401  (registers the model's classes for loading)
+        from translator.tokenizers import load_tokenizers
+
+        run = Path(run)
+        path = run / model_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: train the run first (`translator train CONFIG --run {run}`)")
+        model = keras.saving.load_model(path, safe_mode=True)
+        tokenizers = load_tokenizers(run / "tokenizers")
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        return cls(model, tokenizers["source"], tokenizers["target"], config["data"]["max_source_length"])
+
+    # ------------------------------------------------------------------ compiled search
+
+    def _search(self, beam_size, length_penalty, max_length_ratio, max_length_offset, return_attention):
+        import tensorflow as tf
+
+        from translator.search import beam_search
+
+        key = (beam_size, float(length_penalty), float(max_length_ratio), int(max_length_offset), return_attention)
+        with self._lock:
+            if key not in self._compiled:
+                def search(source_ids):
+                    return beam_search(self.model, source_ids, beam_size, length_penalty, max_length_ratio,
+                                       max_length_offset, return_attention=return_attention)
+
+                self._compiled[key] = tf.function(search, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+            return self._compiled[key]
+
+    # ------------------------------------------------------------------ translating
+
+    def translate(self, sentences, beam_size: int = 5, length_penalty: float = 0.6, batch_size: int = 64,
+                  max_length_ratio: float = 2.0, max_length_offset: int = 10) -> list[str]:
+        """Translate a list of sentences (or one string); return the best translations as strings."""
+        single = isinstance(sentences, str)
+        details = self.translate_detailed([sentences] if single else sentences, beam_size, length_penalty,
+                                          batch_size, max_length_ratio, max_length_offset, n_best=1)
+        texts = [detail.text for detail in details]
+        return texts[0] if single else texts
+
+    def translate_detailed(self, sentences, beam_size: int = 5, length_penalty: float = 0.6, batch_size: int = 64,
+                           max_length_ratio: float = 2.0, max_length_offset: int = 10, n_best: int | None = None,
+                           attention: bool = False) -> list[Translation]:
+        """Translations with pieces, scores, the n-best list (``n_best`` entries, default the
+        beam size) and, with ``attention=True``, the attention weights of the best one."""
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1; got {beam_size}")
+        n_best = beam_size if n_best is None else min(n_best, beam_size)
+        sentences = list(sentences)
+        encoded = self.source_tokenizer.encode(sentences)
+        original_lengths = [len(ids) for ids in encoded]
+        results: list[Translation | None] = [None] * len(sentences)
+        for index, (sentence, ids) in enumerate(zip(sentences, encoded)):
+            if not sentence.strip():
+                results[index] = Translation(source=sentence, text="", n_best=[("", 0.0)])
+            elif len(ids) > self.max_source_length:
+                warnings.warn(f"sentence {index + 1} has {len(ids)} pieces, more than the model's limit of "
+                              f"{self.max_source_length}: translating its first {self.max_source_length}",
+                              stacklevel=2)
+                encoded[index] = ids[:self.max_source_length]
+        todo = [i for i in range(len(sentences)) if results[i] is None]
+        todo.sort(key=lambda i: len(encoded[i]))
+        search = self._search(beam_size, length_penalty, max_length_ratio, max_length_offset, attention)
+        for start in range(0, len(todo), batch_size):
+            indices = todo[start:start + batch_size]
+            sequences, scores, weights = search(pad([encoded[i] for i in indices]))
+            sequences, scores = sequences.numpy(), scores.numpy()
+            for row, index in enumerate(indices):
+                hypotheses = strip_special(sequences[row])
+                texts = self.target_tokenizer.decode(hypotheses)
+                best = hypotheses[0]
+                results[index] = Translation(
+                    source=sentences[index], text=texts[0],
+                    source_pieces=[self.source_tokenizer.id_to_piece(i) for i in encoded[index]],
+                    pieces=[self.target_tokenizer.id_to_piece(i) for i in best],
+                    score=float(scores[row, 0]),
+                    n_best=[(t, float(s)) for t, s in zip(texts, scores[row]) if s > -1e8][:n_best],
+                    attention=None if weights is None else
+                    weights.numpy()[row, 0, :len(best) + 1, :len(encoded[index])],
+                    truncated=original_lengths[index] > self.max_source_length,
+                )
+        return results
