@@ -92,3 +92,26 @@ def reversal_pairs(count: int, seed: int, symbols="abcdefghijkl", lengths=(3, 8)
         sequence = [generator.choice(symbols) for _ in range(generator.randint(*lengths))]
         pairs.append((" ".join(sequence), " ".join(reversed(sequence))))
     return pairs
+
+
+def make_task(directory: Path, name: str, pairs_by_split: dict) -> dict:
+    """Prepare a generated translation task and its word tokenizer; return the config's data section."""
+    from translator.corpora import prepare_corpus
+    from translator.tokenizers import train_tokenizers
+
+    recipe = write_toy_translation(directory, pairs_by_split, name=name)
+    prepare_corpus(recipe, directory / "work", directory / "mirror")
+    tokenizer = directory / f"{name}-tokenizer.yaml"
+    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
+    return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
+
+
+def write_config(directory: Path, data: dict, model=None, training=None, name="toy") -> Path:
+    import yaml
+
+    tiny = yaml.safe_load((REPOSITORY / "configs" / "tiny.yaml").read_text())
+    config = {"name": name, "data": data, "model": {**tiny["model"], **(model or {})},
+              "training": {**tiny["training"], **(training or {})}}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

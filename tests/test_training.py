@@ -14,29 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import REPOSITORY, reversal_pairs, write_toy_translation
+from conftest import REPOSITORY, make_task, reversal_pairs, write_config
 
 from translator.config import SCHEMA, ConfigError, load_config, validate
-from translator.corpora import prepare_corpus, read_prepared_split
-from translator.tokenizers import train_tokenizers
-
-
-def make_task(directory: Path, name: str, pairs_by_split: dict) -> dict:
-    recipe = write_toy_translation(directory, pairs_by_split, name=name)
-    prepare_corpus(recipe, directory / "work", directory / "mirror")
-    tokenizer = directory / f"{name}-tokenizer.yaml"
-    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
-    return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
-
-
-def write_config(directory: Path, data: dict, model=None, training=None, name="toy") -> Path:
-    tiny = yaml.safe_load((REPOSITORY / "configs" / "tiny.yaml").read_text())
-    config = {"name": name, "data": data, "model": {**tiny["model"], **(model or {})},
-              "training": {**tiny["training"], **(training or {})}}
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from translator.corpora import read_prepared_split
 
 
 @pytest.fixture(scope="module")

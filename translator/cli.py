@@ -4,6 +4,8 @@
     translator tokenizers CORPUS    train its SentencePiece tokenizer(s)
     translator train CONFIG         train (or resume) a model into runs/NAME/
     translator translate --run RUN  translate stdin to stdout, line by line
+    translator evaluate --run RUN   translate a split, score it, write report.json/.md/.html
+    translator compare RUN_A RUN_B  paired bootstrap resampling of two evaluated runs
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +126,40 @@ def command_translate(args) -> int:
     return 0
 
 
+def command_evaluate(args) -> int:
+    from translator.evaluation import evaluate
+
+    report = evaluate(args.run, args.split, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                      batch_size=args.batch_size)
+    print(f"{report['run']} on {report['corpus']} {report['split']} ({report['sentences']:,} sentences, "
+          f"{report['search']}, {report['sentences_per_second']:.1f} sentences/s):")
+    for name, value in report["scores"].items():
+        print(f"  {name:<18} {value['score']:6.2f}   {value['signature']}")
+    print(f"report: {args.run}/report.json, {args.run}/report.md")
+    print(f"{Path(args.run).resolve() / 'report.html'}")
+    return 0
+
+
+def command_compare(args) -> int:
+    from translator.evaluation import compare
+
+    result = compare(args.run_a, args.run_b, args.split, args.samples)
+    print(f"paired bootstrap resampling, {result['samples']} samples, {result['split']} split "
+          f"(the first run is the baseline):")
+    for name, metrics in result["systems"].items():
+        parts = []
+        for metric, value in metrics.items():
+            part = f"{metric} {value['score']:.2f} ({value['mean']:.2f} +- {value['ci95']:.2f})"
+            if value["p_value"] is not None:
+                verdict = "significant" if value["p_value"] < 0.05 else "not significant"
+                part += f" p = {value['p_value']:.4f}, {verdict} at 0.05"
+            parts.append(part)
+        print(f"  {name}: " + "; ".join(parts))
+    for metric, signature in result["signatures"].items():
+        print(f"  {metric} signature: {signature}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
@@ -168,6 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--chunk-size", type=int, default=1000,
                            help="lines read before translating and writing them (default 1000)")
     translate.set_defaults(handler=command_translate)
+
+    evaluate = commands.add_parser("evaluate", help="translate a split, score it, write the report",
+                                   description="Translate a split of the run's corpus and score it with sacrebleu "
+                                               "(BLEU, chrF, TER, lowercased BLEU), writing report.json, report.md "
+                                               "and report.html into the run directory.")
+    evaluate.add_argument("--run", required=True, help="run directory")
+    evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
+    evaluate.add_argument("--beam-size", type=int, default=5, help="beam size; 1 is greedy (default 5)")
+    evaluate.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty (default 0.6)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    compare = commands.add_parser("compare", help="paired bootstrap resampling of two evaluated runs",
+                                  description="Compare two runs evaluated on the same split (sacrebleu's "
+                                              "paired bootstrap resampling; the first run is the baseline).")
+    compare.add_argument("run_a", help="baseline run")
+    compare.add_argument("run_b", help="run compared with it")
+    compare.add_argument("--split", default="test")
+    compare.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
+    compare.set_defaults(handler=command_compare)
     return parser
 
 

@@ -17,6 +17,7 @@ ATTENTIONS = (None, "luong_dot", "luong_general", "bahdanau")
 SCHEDULES = ("constant", "inverse_sqrt", "cosine", "plateau")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 EARLY_STOPPING_METRICS = ("validation_loss", "validation_bleu")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def _positive_int(value):
@@ -80,6 +81,7 @@ SCHEMA = {
         "deterministic": (False, bool),
         "strategy": ("default", STRATEGIES),
         "jit_compile": (False, bool),
+        "precision": ("float32", PRECISIONS),
     },
 }
 

@@ -139,6 +139,8 @@ class Trainer:
         config, settings = self.config, self.config["training"]
         manifest = prepare_run_directory(config, self.run)
         keras.utils.set_random_seed(settings["seed"])
+        # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls on CPUs with AMX)
+        keras.config.set_dtype_policy(settings["precision"])
         if settings["deterministic"]:
             tf.config.experimental.enable_op_determinism()
         tokenizers = load_tokenizers(self.run / "tokenizers")
