@@ -214,6 +214,13 @@ def test_prepare_writes_splits_and_a_manifest_atomically(mirror, tmp_path):
     assert len(back["source"]) == len(back["target"]) == 1000
 
 
+def test_carriage_returns_and_line_separators_inside_sentences_keep_pairs_aligned(tmp_path):
+    recipe = write_parallel_recipe(tmp_path, ["a\rb", "c\u2028d", "e"], ["x", "y", "z"])
+    prepare_corpus(recipe, tmp_path / "work", tmp_path / "mirror")
+    back = read_prepared_split(recipe, "train", tmp_path / "work")
+    assert back == {"source": ["a\rb", "c\u2028d", "e"], "target": ["x", "y", "z"]}
+
+
 def test_cli_data_prints_the_counts_and_errors_cleanly(mirror, tmp_path, capsys):
     from translator.cli import main
 

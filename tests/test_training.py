@@ -61,6 +61,8 @@ def test_an_unknown_config_key_fails_with_its_name_before_any_work(tmp_path, cap
         validate({"data": {"corpus": "x"}, "training": {"dropout": 0.1}})
     with pytest.raises(ConfigError, match=r"'training.epochs' is 0; expected a positive integer"):
         validate({"data": {"corpus": "x"}, "training": {"epochs": 0}})
+    with pytest.raises(ConfigError, match=r"BLEU is never computed"):
+        validate({"data": {"corpus": "x"}, "training": {"early_stopping_metric": "validation_bleu", "bleu_every": 0}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {corpus: multi30k-de-en}\nmodel: {attention: luong}\n")
     from translator.cli import main
@@ -193,29 +195,45 @@ def read_log(run: Path):
         return list(csv.DictReader(handle))
 
 
+def saved_state(run: Path):
+    """The training state and optimizer step count in the run's latest checkpoint (None if none yet)."""
+    import json
+
+    import tensorflow as tf
+
+    try:
+        checkpoint = tf.train.latest_checkpoint(run / "checkpoints")
+        if checkpoint is None:
+            return None
+        reader = tf.train.load_checkpoint(checkpoint)
+        state = json.loads(reader.get_tensor("state/.ATTRIBUTES/VARIABLE_VALUE").decode())
+        iterations = int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+        return state, iterations
+    except (tf.errors.OpError, ValueError):  # being written right now
+        return None
+
+
 def test_training_killed_mid_epoch_resumes_where_it_stopped(reversal, tmp_path):
     directory, data = reversal
     training = {"epochs": 2, "batch_tokens": 1024, "checkpoint_every": 5, "bleu_every": 0}
-    config = write_config(tmp_path, data, model={"dropout": 0.0}, training=training)
+    config = write_config(tmp_path, data, model={"dropout": 0.1}, training=training)  # dropout: RNG state resumes too
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "translator", "train", str(config)]
 
     uninterrupted = tmp_path / "uninterrupted"
-    subprocess.run([*command, "--run", str(uninterrupted)], check=True, env=environment, capture_output=True)
+    run_training(config, uninterrupted)  # the reference, in this process (no second TensorFlow start-up)
     total_steps = int(read_log(uninterrupted)[-1]["step"])
     per_epoch = total_steps // 2
 
     run = tmp_path / "interrupted"
     process = subprocess.Popen([*command, "--run", str(run)], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_file = run / "checkpoints" / "checkpoint"
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a checkpoint in the middle of the second epoch
-        if state_file.is_file() and "ckpt-" in state_file.read_text():
-            step = int(state_file.read_text().split("ckpt-")[1].split('"')[0])
-            if per_epoch < step < total_steps - 5 and step % per_epoch:
-                break
-        time.sleep(0.05)
+        saved = saved_state(run)
+        if saved and per_epoch < saved[0]["step"] < total_steps - 5 and saved[0]["batches_done"]:
+            break
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "model.keras").exists(), "the run finished before it could be interrupted"
@@ -227,14 +245,29 @@ def test_training_killed_mid_epoch_resumes_where_it_stopped(reversal, tmp_path):
     assert per_epoch < resumed_from < total_steps
     assert f"batch {resumed_from - per_epoch} of {per_epoch}" in resumed.stdout
 
-    import tensorflow as tf
-
-    checkpoint = tf.train.latest_checkpoint(run / "checkpoints")
-    iterations = [name for name, _ in tf.train.list_variables(checkpoint) if name.startswith("optimizer/_iterations/")]
-    assert int(tf.train.load_checkpoint(checkpoint).get_tensor(iterations[0])) == total_steps
+    state, iterations = saved_state(run)
+    assert state["step"] == iterations == total_steps and state["finished"]
     final, reference = read_log(run)[-1], read_log(uninterrupted)[-1]
     assert int(final["step"]) == total_steps
     assert abs(float(final["validation_loss"]) - float(reference["validation_loss"])) < 1e-3
+
+
+def test_sigterm_stops_between_batches_with_a_consistent_state(reversal, tmp_path):
+    _, data = reversal
+    config = write_config(tmp_path, data, training={"epochs": 3, "batch_tokens": 1024, "checkpoint_every": 1000,
+                                                    "bleu_every": 0})
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "log.csv").exists():  # the first epoch has ended
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "stopping after this batch" in output
+    state, iterations = saved_state(run)
+    assert state["step"] == iterations > 0 and not state["finished"]
 
 
 # ----------------------------------------------------------------------------- distribution

@@ -39,6 +39,7 @@ def test_the_api_translates_and_keeps_empty_lines(trained):
     assert output[1] == "" and len(output) == len(SENTENCES)
     assert output[0] == "c b a" and output[2] == "e f g h i j k l"
     assert translator.translate("a b c") == "c b a"
+    assert translator.translate(["\u200b", "\ufeff"]) == ["", ""]  # encode to no piece: empty, no crash
 
 
 def test_batch_size_and_order_never_change_a_translation(trained):
@@ -81,13 +82,15 @@ def test_a_saved_run_translates_the_same_in_a_fresh_process_through_api_and_cli(
     assert "translated 5 lines" in cli.stderr
 
 
-def test_the_cli_truncates_a_line_that_is_too_long_with_a_warning(trained):
+def test_the_cli_handles_long_lines_bad_bytes_and_empty_lines(trained):
     _, runs = trained
-    long_line = " ".join("abcdefghijkl"[i % 12] for i in range(150))  # 150 words > max_source_length 100
+    long_line = " ".join("abcdefghijkl"[i % 12] for i in range(150)).encode()  # 150 words > max_source_length 100
+    lines = [b"a b", long_line, b"\xff\xfe c", b"", b"\xe2\x80\x8b"]  # not UTF-8; empty; encodes to no piece
     cli = subprocess.run([sys.executable, "-m", "translator", "translate", "--run", str(runs["weak"]), "--beam-size", "1"],
-                         input=f"a b\n{long_line}\nc\n", capture_output=True, text=True, check=True)
-    assert len(cli.stdout.split("\n")[:-1]) == 3
-    assert "line 2 is longer than the model's limit of 100 pieces" in cli.stderr
+                         input=b"\n".join(lines) + b"\n", capture_output=True, check=True)
+    output = cli.stdout.decode().split("\n")[:-1]
+    assert len(output) == 5 and output[3] == "" and output[4] == ""
+    assert "line 2 is longer than the model's limit of 100 pieces" in cli.stderr.decode()
 
 
 def test_evaluate_writes_json_markdown_and_html_reports_with_signatures(trained):

@@ -115,8 +115,8 @@ def command_translate(args) -> int:
         print(f"\rtranslated {done:,} lines ({rate:.1f} lines/s)", end="", file=sys.stderr, flush=True)
 
     chunk = []
-    for line in sys.stdin:
-        chunk.append(line.rstrip("\n"))
+    for raw in sys.stdin.buffer:  # bytes that are not UTF-8 become U+FFFD instead of a crash
+        chunk.append(raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r"))
         if len(chunk) == args.chunk_size:
             flush(chunk)
             chunk = []

@@ -140,6 +140,10 @@ def validate(raw: dict, source: str = "config") -> dict:
             config[section][key] = value
     if config["data"]["corpus"] is None:
         raise ConfigError(f"{source}: 'data.corpus' is required (a corpus prepared by `translator data`)")
+    training = config["training"]
+    if training["early_stopping_metric"] == "validation_bleu" and not training["bleu_every"]:
+        raise ConfigError(f"{source}: 'training.early_stopping_metric' is validation_bleu but "
+                          f"'training.bleu_every' is 0, so BLEU is never computed; set bleu_every to 1 or more")
     config["name"] = raw.get("name") or Path(source).stem
     return config
 

@@ -696,11 +696,13 @@ def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
         raise CorpusError(f"corpus {manifest['corpus']} has no '{split}' split; it has {sorted(manifest['split_files'])}")
     columns = {}
     for column, name in files.items():
-        text = (directory / name).read_text(encoding="utf-8")
+        # Decoded from bytes and split on "\n" only: read_text() would turn a "\r" inside a
+        # sentence into a line break (and splitlines() splits on U+2028), misaligning the pairs.
+        text = (directory / name).read_bytes().decode("utf-8")
         if column == "text":
             columns["text"] = [text]
         elif column == "examples":
-            rows = [json.loads(line) for line in text.splitlines()]
+            rows = [json.loads(line) for line in text.split("\n") if line]
             columns["text"] = [row["text"] for row in rows]
             columns["label"] = [row["label"] for row in rows]
         else:

@@ -255,7 +255,7 @@ def compare(run_a, run_b, split: str = "test", samples: int = 1000) -> dict:
         if references is not None and target != references:
             raise ValueError(f"{runs[0]} and {run} were evaluated on different references; compare runs of one corpus")
         references = target
-        systems.append((run.name, path.read_text(encoding="utf-8").split("\n")[:-1]))
+        systems.append((run.name, path.read_bytes().decode("utf-8").split("\n")[:-1]))
     signatures, results = PairedTest(systems, {"BLEU": BLEU(), "chrF": CHRF()}, [references],
                                      test_type="bs", n_samples=samples)()
     out = {"split": split, "samples": samples, "systems": {}, "signatures": {k: str(v) for k, v in signatures.items()}}

@@ -161,9 +161,13 @@ class Trainer:
             optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"])
             optimizer.build(model.trainable_variables)
             state_variable = tf.Variable("", dtype=tf.string, trainable=False)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable)
-        manager = tf.train.CheckpointManager(checkpoint, self.run / "checkpoints", max_to_keep=1)
-        state = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_epoch": None,
+        # The dropout random state is part of the checkpoint too, so a resumed run draws the
+        # same masks as an uninterrupted one.
+        seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable, seeds=seeds)
+        # Two kept, numbered by a save counter: a save never rewrites the checkpoint in use.
+        manager = tf.train.CheckpointManager(checkpoint, self.run / "checkpoints", max_to_keep=2)
+        state = {"epoch": 0, "batches_done": 0, "step": 0, "saves": 0, "best": None, "best_epoch": None,
                  "epochs_without_improvement": 0, "plateau_wait": 0, "plateau_best": None,
                  "learning_rate_factor": 1.0, "history": [], "finished": False, "train_seconds": 0.0}
         if manager.latest_checkpoint:
@@ -185,12 +189,16 @@ class Trainer:
         train_step, evaluate_step = None, self._evaluation_step(model)
         writer = tf.summary.create_file_writer(str(self.run / "tensorboard"))
 
+        self._total_steps = total_steps
+
         def save_state():
+            state["saves"] += 1
             state_variable.assign(json.dumps(state))
-            manager.save(checkpoint_number=state["step"])
+            manager.save(checkpoint_number=state["saves"])
 
         from translator.search import GreedyTranslator
         greedy = GreedyTranslator(model)
+        stop_requested = _StopRequest()
         try:
             while state["epoch"] < settings["epochs"]:
                 epoch = state["epoch"]
@@ -204,13 +212,13 @@ class Trainer:
                 if train_step is None:  # traced once, for any batch and sentence length
                     train_step = self._training_step(model, optimizer, strategy, dataset.element_spec)
                 for source, target_input, target_output in dataset:
-                    state["step"] += 1
-                    rate = learning_rate(config, state["step"], total_steps, state["learning_rate_factor"])
+                    rate = learning_rate(config, state["step"] + 1, total_steps, state["learning_rate_factor"])
                     optimizer.learning_rate.assign(rate)
                     batch_loss, batch_tokens = (float(x) for x in train_step(source, target_input, target_output))
+                    state["step"] += 1  # the counters move together, after the update
+                    state["batches_done"] += 1
                     loss_sum += batch_loss
                     token_sum += batch_tokens
-                    state["batches_done"] += 1
                     elapsed = time.time() - epoch_started
                     progress.update(state["batches_done"], [("loss", loss_sum / token_sum), ("lr", rate),
                                                             ("tok/s", token_sum / max(elapsed, 1e-9))])
@@ -218,10 +226,12 @@ class Trainer:
                         with writer.as_default(step=state["step"]):
                             tf.summary.scalar("train/loss", batch_loss / batch_tokens)
                             tf.summary.scalar("train/learning_rate", rate)
-                    if state["step"] % settings["checkpoint_every"] == 0:
+                    if state["step"] % settings["checkpoint_every"] == 0 or stop_requested:
                         state["train_seconds"] += time.time() - started
                         started = time.time()
                         save_state()
+                    if stop_requested:
+                        raise KeyboardInterrupt
                 state["train_seconds"] += time.time() - started
                 row = self._end_epoch(state, model, evaluate_step, validation_batches, greedy,
                                       validation_sources, validation_columns, tokenizers)
@@ -242,10 +252,13 @@ class Trainer:
                              f"for {settings['early_stopping_patience']} epoch(s)")
                     break
                 save_state()
+                if stop_requested:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            save_state()
-            self.log(f"\ninterrupted: state saved at step {state['step']:,}; run the same command to resume")
+            self.log(f"\ninterrupted at step {state['step']:,}; run the same command to resume from the last checkpoint")
             raise
+        finally:
+            stop_requested.restore()
         best = self.run / "best.keras"
         if not best.is_file():
             self._save_model(model, best)
@@ -253,8 +266,9 @@ class Trainer:
         os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
         state["finished"] = True
         save_state()
-        self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; best "
-                 f"{settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']}); "
+        best_text = "no validation score" if state["best"] is None else \
+            f"best {settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']})"
+        self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; {best_text}; "
                  f"model: {self.run / 'model.keras'}")
         return self.run / "model.keras"
 
@@ -324,7 +338,8 @@ class Trainer:
         row = {"epoch": state["epoch"] + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1),
                "validation_loss": round(validation_loss, 5),
                "validation_perplexity": round(math.exp(min(validation_loss, 50)), 3),
-               "learning_rate": float(learning_rate(self.config, max(state["step"], 1), 1, state["learning_rate_factor"]))}
+               "learning_rate": float(learning_rate(self.config, max(state["step"], 1), self._total_steps,
+                                                    state["learning_rate_factor"]))}
         if settings["bleu_every"] and (state["epoch"] + 1) % settings["bleu_every"] == 0:
             row["validation_bleu"] = round(self._validation_bleu(greedy, validation_sources, validation_columns,
                                                                  tokenizers), 3)
@@ -368,8 +383,8 @@ class Trainer:
             return False
         better = state["best"] is None or (value < state["best"] if metric == "validation_loss" else value > state["best"])
         if better:
+            self._save_model(model, self.run / "best.keras")  # the file first, then the state that names it
             state["best"], state["best_epoch"], state["epochs_without_improvement"] = value, row["epoch"], 0
-            self._save_model(model, self.run / "best.keras")
             return False
         state["epochs_without_improvement"] += 1
         patience = settings["early_stopping_patience"]
@@ -385,6 +400,35 @@ class Trainer:
         keys = list(dict.fromkeys(k for row in history for k in row))
         lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row[k]) for k in keys) for row in history]
         atomic_write_text(self.run / "log.csv", "\n".join(lines) + "\n")
+
+
+class _StopRequest:
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a request the loop honours between batches, so the
+    saved state always matches the weights. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.requested, self._previous = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch (state will be saved); press Ctrl-C again to stop now", flush=True)
+
+    def __bool__(self):
+        return self.requested
+
+    def restore(self):
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def train(config_path, run=None) -> Path:

@@ -109,7 +109,7 @@ class Translator:
         original_lengths = [len(ids) for ids in encoded]
         results: list[Translation | None] = [None] * len(sentences)
         for index, (sentence, ids) in enumerate(zip(sentences, encoded)):
-            if not sentence.strip():
+            if not sentence.strip() or not ids:  # nothing to translate (also text that encodes to no piece)
                 results[index] = Translation(source=sentence, text="", n_best=[("", 0.0)])
             elif len(ids) > self.max_source_length:
                 warnings.warn(f"sentence {index + 1} has {len(ids)} pieces, more than the model's limit of "
