@@ -108,6 +108,22 @@ def test_a_model_without_attention_learns_a_shorter_reversal(tmp_path):
     assert accuracy >= 0.9
 
 
+def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_policy_alone(reversal, tmp_path):
+    import keras
+
+    from translator.search import GreedyTranslator
+
+    _, data = reversal
+    config = write_config(tmp_path, data, training={"epochs": 1, "batch_tokens": 1024, "bleu_every": 0,
+                                                    "precision": "mixed_bfloat16"})
+    run_training(config, tmp_path / "run")
+    assert keras.config.dtype_policy().name == "float32"
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    assert model.decoder.dtype_policy.name == "mixed_bfloat16"
+    assert model.decoder.output_layer.kernel.dtype == "float32"  # weights stay float32
+    assert len(GreedyTranslator(model)(np.array([[5, 6, 7]], dtype="int32"))) == 1
+
+
 # ----------------------------------------------------------------------------- the model
 
 def build(**settings):

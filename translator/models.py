@@ -43,20 +43,28 @@ class Seq2Seq(keras.Model):
             "attention": attention, "feed_context": feed_context, "tie_embeddings": tie_embeddings,
             "dropout": dropout,
         }
-        self.source_embedding = TokenEmbedding(source_vocabulary_size, embedding_dim, name="source_embedding")
-        self.embedding_dropout = keras.layers.Dropout(dropout)
-        self.encoder = RecurrentEncoder(cell=cell, units=units, num_layers=encoder_layers,
-                                        bidirectional=bidirectional, dropout=dropout,
-                                        reverse_source=reverse_source, name="encoder")
-        self.decoder = RecurrentDecoder(vocabulary_size=target_vocabulary_size, embedding_dim=embedding_dim,
-                                        cell=cell, units=units, num_layers=decoder_layers, dropout=dropout,
-                                        attention=attention, feed_context=feed_context,
-                                        tie_embeddings=tie_embeddings, name="decoder")
+        # Every layer inside computes with the model's own dtype policy (e.g. ``dtype=
+        # "mixed_bfloat16"``), which is saved with the model and restored when it is loaded.
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)
+        try:
+            self.source_embedding = TokenEmbedding(source_vocabulary_size, embedding_dim, name="source_embedding")
+            self.embedding_dropout = keras.layers.Dropout(dropout)
+            self.encoder = RecurrentEncoder(cell=cell, units=units, num_layers=encoder_layers,
+                                            bidirectional=bidirectional, dropout=dropout,
+                                            reverse_source=reverse_source, name="encoder")
+            self.decoder = RecurrentDecoder(vocabulary_size=target_vocabulary_size, embedding_dim=embedding_dim,
+                                            cell=cell, units=units, num_layers=decoder_layers, dropout=dropout,
+                                            attention=attention, feed_context=feed_context,
+                                            tie_embeddings=tie_embeddings, name="decoder")
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
 
     @classmethod
-    def from_settings(cls, model_config: dict, source_vocabulary_size: int, target_vocabulary_size: int):
-        """Build from the ``model:`` section of an experiment config."""
-        model = cls(source_vocabulary_size, target_vocabulary_size, **model_config)
+    def from_settings(cls, model_config: dict, source_vocabulary_size: int, target_vocabulary_size: int,
+                      dtype: str = "float32"):
+        """Build from the ``model:`` section of an experiment config (and the training precision)."""
+        model = cls(source_vocabulary_size, target_vocabulary_size, dtype=dtype, **model_config)
         model.build_for_shapes()
         return model
 
@@ -64,7 +72,12 @@ class Seq2Seq(keras.Model):
         """Create every weight by running a tiny batch through the model."""
         source = ops.convert_to_tensor([[4, 5, 0]], dtype="int32")
         target = ops.convert_to_tensor([[2, 4]], dtype="int32")
-        self((source, target), training=False)
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)  # weights made lazily follow it too
+        try:
+            self((source, target), training=False)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
 
     def encode(self, source_ids, training=False) -> dict:
         """Run the encoder; return the decoder's cache (its initial state, memory and mask)."""
