@@ -11,9 +11,6 @@ from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder, reverse_real_tokens
 
-# Keras 3.15's TensorFlow back end calls np.array(variable) when saving, which NumPy 2 flags.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
 SOURCE_VOCABULARY = 13
 TARGET_VOCABULARY = 17
 EMBEDDING_DIM = 6

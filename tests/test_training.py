@@ -122,6 +122,10 @@ def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_po
     assert model.decoder.dtype_policy.name == "mixed_bfloat16"
     assert model.decoder.output_layer.kernel.dtype == "float32"  # weights stay float32
     assert len(GreedyTranslator(model)(np.array([[5, 6, 7]], dtype="int32"))) == 1
+    from translator import Translator
+
+    detail = Translator.load(tmp_path / "run").translate_detailed(["a b c"], beam_size=3, attention=True)[0]
+    assert detail.attention.dtype == np.float32 and detail.n_best  # bfloat16 weights, float32 search
 
 
 # ----------------------------------------------------------------------------- the model

@@ -108,6 +108,7 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
     source_time = tf.shape(source_ids)[1]
     if weights is None or not return_attention:
         weights = tf.zeros([batch_size * k, source_time], tf.float32)
+    weights = tf.cast(weights, tf.float32)  # a bfloat16 model attends in bfloat16
     with_attention = return_attention
 
     def expand(step, logits, weights, alive_sequences, alive_scores, alive_attention):
@@ -170,6 +171,7 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
         changing = {key: new_cache[key] for key in changing}
         if new_weights is None or not with_attention:
             new_weights = tf.zeros([batch_size * k, source_time], tf.float32)
+        new_weights = tf.cast(new_weights, tf.float32)
         return (step + 1, logits, new_weights, changing, alive_sequences, alive_scores, alive_attention,
                 finished_sequences, finished_scores, finished_attention, done)
 
