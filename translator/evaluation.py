@@ -112,20 +112,26 @@ def _plots(report: dict, log: list[dict], attention_examples) -> dict[str, str]:
     plots["bleu_by_length"] = _png(figure)
 
     if log:
-        figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        from matplotlib.ticker import MaxNLocator
+
         epochs = [int(row["epoch"]) for row in log]
+        bleu = [float(row["validation_bleu"]) if row.get("validation_bleu") else np.nan for row in log]
+        with_bleu = not np.isnan(bleu).all()  # runs with bleu_every: 0 have no BLEU curve
+        figure, axes = plt.subplots(1, 2 if with_bleu else 1, figsize=(10 if with_bleu else 5, 3.2), squeeze=False)
+        axes = axes[0]
         for key, label in (("train_loss", "training loss"), ("validation_loss", "validation loss")):
             values = [float(row[key]) if row.get(key) else np.nan for row in log]
             axes[0].plot(epochs, values, marker="o", label=label)
-        axes[0].set_xlabel("epoch")
         axes[0].set_ylabel("cross-entropy (nats per token)")
         axes[0].legend()
         axes[0].set_title("loss")
-        bleu = [float(row["validation_bleu"]) if row.get("validation_bleu") else np.nan for row in log]
-        axes[1].plot(epochs, bleu, marker="o", color="#55a868")
-        axes[1].set_xlabel("epoch")
-        axes[1].set_ylabel("BLEU (greedy, validation sample)")
-        axes[1].set_title("validation BLEU")
+        if with_bleu:
+            axes[1].plot(epochs, bleu, marker="o", color="#55a868")
+            axes[1].set_ylabel("BLEU (greedy, validation sample)")
+            axes[1].set_title("validation BLEU")
+        for axis in axes:
+            axis.set_xlabel("epoch")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         plots["curves"] = _png(figure)
 
     for number, example in enumerate(attention_examples):
