@@ -61,9 +61,13 @@ class TokenEmbedding(keras.layers.Layer):
 
     def build(self, input_shape=None):
         # The table does not depend on the input shape.
+        # N(0, 1), as PyTorch's nn.Embedding, not Keras's default U(-0.05, 0.05): with the
+        # small default the recurrent layers barely see their input at first, and a GRU
+        # attention model on Multi30k de-en reached validation loss 5.16 after one epoch
+        # against 3.78 with N(0, 1) (configs/demo.yaml, 2-core CPU).
         self.embeddings = self.add_weight(
             shape=(self.vocabulary_size, self.embedding_dim),
-            initializer="uniform",
+            initializer=keras.initializers.RandomNormal(stddev=1.0),
             name="embeddings",
         )
 
