@@ -27,12 +27,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def command_data(args) -> int:
     from translator.corpora import Cleaning, prepare_corpus, resolve_corpus
 
-    recipe = resolve_corpus(args.corpus).recipe
-    cleaning = Cleaning(
-        max_length=args.max_length if args.max_length is not None else recipe.cleaning.get("max_length"),
-        max_ratio=args.max_ratio if args.max_ratio is not None else recipe.cleaning.get("max_ratio"),
-        deduplicate=args.deduplicate or bool(recipe.cleaning.get("deduplicate", False)),
-    )
+    cleaning = Cleaning.from_recipe(resolve_corpus(args.corpus).recipe, args.max_length, args.max_ratio,
+                                    True if args.deduplicate else None)
     manifest = prepare_corpus(args.corpus, args.work_dir, args.data_dir, cleaning)
     direction = ""
     if manifest["source_language"]:

@@ -360,6 +360,15 @@ class Cleaning:
     max_ratio: float | None = None
     deduplicate: bool = False
 
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, max_length=None, max_ratio=None, deduplicate=None) -> Cleaning:
+        """The recipe's ``cleaning:`` settings, with any argument that is not None taking precedence."""
+        return cls(
+            max_length=max_length if max_length is not None else recipe.cleaning.get("max_length"),
+            max_ratio=max_ratio if max_ratio is not None else recipe.cleaning.get("max_ratio"),
+            deduplicate=deduplicate if deduplicate is not None else bool(recipe.cleaning.get("deduplicate", False)),
+        )
+
     def describe(self) -> dict:
         return {"strip": True, "drop_empty": True, "max_length_words": self.max_length,
                 "max_length_ratio": self.max_ratio, "deduplicate": self.deduplicate}
@@ -558,10 +567,7 @@ def read_corpus(corpus, data_dir=None, cleaning: Cleaning | None = None):
     recipe = spec.recipe
     directory = data_directory(data_dir)
     if cleaning is None:
-        cleaning = Cleaning(
-            max_length=recipe.cleaning.get("max_length"), max_ratio=recipe.cleaning.get("max_ratio"),
-            deduplicate=bool(recipe.cleaning.get("deduplicate", False)),
-        )
+        cleaning = Cleaning.from_recipe(recipe)
     report, label_names = {}, None
     if recipe.task == "translation":
         columns = _read_translation(spec, directory, cleaning, report)
@@ -598,14 +604,7 @@ def load_corpus(corpus, data_dir=None, *, max_length=None, max_ratio=None, dedup
     """
     import datasets
 
-    cleaning = None
-    if max_length is not None or max_ratio is not None or deduplicate is not None:
-        recipe = resolve_corpus(corpus).recipe
-        cleaning = Cleaning(
-            max_length=max_length if max_length is not None else recipe.cleaning.get("max_length"),
-            max_ratio=max_ratio if max_ratio is not None else recipe.cleaning.get("max_ratio"),
-            deduplicate=deduplicate if deduplicate is not None else bool(recipe.cleaning.get("deduplicate")),
-        )
+    cleaning = Cleaning.from_recipe(resolve_corpus(corpus).recipe, max_length, max_ratio, deduplicate)
     _, columns, _, label_names = read_corpus(corpus, data_dir, cleaning)
     features = None
     if label_names is not None:
