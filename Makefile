@@ -58,8 +58,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Training and decoding speed against the textbook Keras seq2seq; writes bench/results/bench.{json,md}.
+BENCH_SECONDS ?= 60
 bench: setup
-	$(CLI) bench
+	$(CLI) data multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en --recipe multi30k-de-en-joint8k
+	$(CLI) bench --seconds $(BENCH_SECONDS)
 
 clean:
 	rm -rf work runs bench/results .pytest_cache

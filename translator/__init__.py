@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_tokenizers": "translator.tokenizers",
     "Translator": "translator.translator",
     "Seq2Seq": "translator.models",
+    "LanguageModel": "translator.language_models",
+    "Classifier": "translator.classifiers",
     "train": "translator.training",
 }
 

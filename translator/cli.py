@@ -6,6 +6,9 @@
     translator translate --run RUN  translate stdin to stdout, line by line
     translator evaluate --run RUN   translate a split, score it, write report.json/.md/.html
     translator compare RUN_A RUN_B  paired bootstrap resampling of two evaluated runs
+    translator sample --run RUN     generate text with a trained language model
+    translator classify --run RUN   label lines from stdin with a trained classifier
+    translator bench                training and decoding speed against the textbook Keras seq2seq
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -122,11 +125,48 @@ def command_translate(args) -> int:
     return 0
 
 
+def command_sample(args) -> int:
+    from translator.language_models import LanguageModel
+
+    model = LanguageModel.load(args.run)
+    text = model.sample(args.prime.encode().decode("unicode_escape") if args.escapes else args.prime,
+                        length=args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def command_classify(args) -> int:
+    from translator.classifiers import Classifier
+
+    model = Classifier.load(args.run)
+    lines = [raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r") for raw in sys.stdin.buffer]
+    for label, probability in model.predict(lines, batch_size=args.batch_size):
+        sys.stdout.write(f"{label}\t{probability:.4f}\n")
+    print(f"classified {len(lines):,} lines", file=sys.stderr)
+    return 0
+
+
+def command_bench(args) -> int:
+    from translator import bench
+
+    print(f"translator bench: {args.seconds:.0f} s per training measurement, each phase in its own process")
+    results = bench.run(args.seconds, args.output_dir)
+    print()
+    print(bench.markdown(results), end="")
+    print(f"wrote {args.output_dir}/bench.json and {args.output_dir}/bench.md")
+    return 0
+
+
 def command_evaluate(args) -> int:
     from translator.evaluation import evaluate
 
     report = evaluate(args.run, args.split, beam_size=args.beam_size, length_penalty=args.length_penalty,
                       batch_size=args.batch_size)
+    if "accuracy" in report:  # a classifier
+        print(f"{report['run']} on {report['corpus']} {report['split']} ({report['examples']:,} examples): "
+              f"accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.4f}")
+        print(f"{Path(args.run).resolve() / 'report.html'}")
+        return 0
     print(f"{report['run']} on {report['corpus']} {report['split']} ({report['sentences']:,} sentences, "
           f"{report['search']}, {report['sentences_per_second']:.1f} sentences/s):")
     for name, value in report["scores"].items():
@@ -221,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--split", default="test")
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
     compare.set_defaults(handler=command_compare)
+
+    sample = commands.add_parser("sample", help="generate text with a trained language model",
+                                 description="Continue a prime text with a language model run's compiled "
+                                             "sampling loop; prints the prime and its continuation.")
+    sample.add_argument("--run", required=True, help="run directory of a language model")
+    sample.add_argument("--prime", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prime as escapes")
+    sample.add_argument("--length", type=int, default=500, help="tokens (characters) to generate (default 500)")
+    sample.add_argument("--temperature", type=float, default=1.0,
+                        help="softmax temperature; 0 picks the most likely token (default 1.0)")
+    sample.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0: all")
+    sample.add_argument("--seed", type=int, default=None, help="random seed (the same seed, the same text)")
+    sample.set_defaults(handler=command_sample)
+
+    classify = commands.add_parser("classify", help="label lines from stdin with a trained classifier",
+                                   description="Print 'LABEL<TAB>PROBABILITY' for every line of stdin.")
+    classify.add_argument("--run", required=True, help="run directory of a classifier")
+    classify.add_argument("--batch-size", type=int, default=128, help="lines per batch (default 128)")
+    classify.set_defaults(handler=command_classify)
+
+    bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
+                                description="Measure training throughput (tokens/s, MFU, memory) and decoding "
+                                            "speed (sentences/s) of the textbook Keras seq2seq and of ours on "
+                                            "Multi30k de->en, side by side (needs `make data tokenizers`).")
+    bench.add_argument("--seconds", type=float, default=60.0, help="time per training measurement (default 60)")
+    bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
+    bench.set_defaults(handler=command_bench)
     return parser
 
 
@@ -239,7 +306,8 @@ def main(argv=None) -> int:
 
     try:
         return args.handler(args)
-    except (CorpusError, TokenizerError, ConfigError, TrainingError, FileNotFoundError) as error:
+    except (CorpusError, TokenizerError, ConfigError, TrainingError, FileNotFoundError,
+            ValueError) as error:
         print(f"translator {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,7 +16,10 @@ CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = (None, "luong_dot", "luong_general", "bahdanau")
 SCHEDULES = ("constant", "inverse_sqrt", "cosine", "plateau")
 STRATEGIES = ("default", "mirrored", "multi_worker")
-EARLY_STOPPING_METRICS = ("validation_loss", "validation_bleu")
+EARLY_STOPPING_METRICS = ("validation_loss", "validation_bleu", "validation_accuracy")
+MODEL_TYPES = ("seq2seq", "language_model", "classifier")
+POOLINGS = ("final", "attention")
+CLASS_WEIGHTS = (None, "balanced", "sqrt_balanced")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -35,7 +38,12 @@ def _number(low, high):
     return check
 
 
+def _optional_positive_int(value):
+    return value is None or _positive_int(value)
+
+
 _positive_int.describe = "a positive integer"
+_optional_positive_int.describe = "null or a positive integer"
 _non_negative_int.describe = "an integer >= 0"
 
 # section -> key -> (default, check); a check is a tuple of allowed values, a type, or a function.
@@ -48,9 +56,11 @@ SCHEMA = {
         "max_target_length": (100, _positive_int),
     },
     "model": {
+        "type": ("seq2seq", MODEL_TYPES),           # seq2seq | language_model | classifier
         "cell": ("lstm", CELLS),
         "embedding_dim": (256, _positive_int),
         "units": (512, _positive_int),
+        "encoder_units": (None, _optional_positive_int),  # null: same as units
         "encoder_layers": (1, _positive_int),
         "decoder_layers": (1, _positive_int),
         "bidirectional": (False, bool),
@@ -59,11 +69,15 @@ SCHEMA = {
         "feed_context": (False, bool),
         "tie_embeddings": (False, bool),
         "dropout": (0.0, _number(0.0, 0.9)),
+        "pooling": ("final", POOLINGS),           # classifier: final states or attention pooling
     },
     "training": {
         "epochs": (10, _positive_int),
         "batch_tokens": (4096, _positive_int),    # target tokens per batch (length-bucketed batches)
         "max_batch_size": (256, _positive_int),
+        "sequence_length": (128, _positive_int),  # language model: steps of truncated BPTT per batch
+        "batch_size": (64, _positive_int),        # language model: parallel streams of the text
+        "class_weights": (None, CLASS_WEIGHTS),    # classifier: null | balanced | sqrt_balanced
         "learning_rate": (0.001, _number(1e-7, 10.0)),
         "schedule": ("plateau", SCHEDULES),
         "warmup_steps": (0, _non_negative_int),
@@ -141,6 +155,12 @@ def validate(raw: dict, source: str = "config") -> dict:
     if config["data"]["corpus"] is None:
         raise ConfigError(f"{source}: 'data.corpus' is required (a corpus prepared by `translator data`)")
     training = config["training"]
+    if training["early_stopping_metric"] == "validation_accuracy" and config["model"]["type"] != "classifier":
+        raise ConfigError(f"{source}: 'training.early_stopping_metric' is validation_accuracy, which only "
+                          f"a classifier reports; use validation_loss")
+    if training["early_stopping_metric"] == "validation_bleu" and config["model"]["type"] != "seq2seq":
+        raise ConfigError(f"{source}: 'training.early_stopping_metric' is validation_bleu, which only "
+                          f"a seq2seq model reports; use validation_loss")
     if training["early_stopping_metric"] == "validation_bleu" and not training["bleu_every"]:
         raise ConfigError(f"{source}: 'training.early_stopping_metric' is validation_bleu but "
                           f"'training.bleu_every' is 0, so BLEU is never computed; set bleu_every to 1 or more")

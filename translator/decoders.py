@@ -28,6 +28,7 @@ from translator.attention import BahdanauAttention, LuongAttention
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
+from translator.recurrence import cell_step, project_inputs, run_cell, use_fused_loop
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
 
@@ -314,18 +315,20 @@ class RecurrentDecoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ one step
 
-    def _advance(self, embedded, state, cache, training):
+    def _advance(self, embedded, state, cache, training, projected_embedded=None):
         """One decoder step from the embedded previous token [batch, embedding_dim].
 
-        `state` holds the `_recurrent_keys()` entries, `cache` the constant
-        ones. Returns (pre_output, new_state, attention weights or None), where
-        pre_output is the vector the output projection maps to logits.
+        `state` holds the `_recurrent_keys()` entries, `cache` the constant ones.
+        ``projected_embedded`` (teacher forcing on CPU) is the embedding's share of the first
+        layer's input projection, computed for all steps at once. Returns ``(hidden, context,
+        new_state, weights)``: the top layer's s_t, the attention context c_t (None without
+        attention), the new recurrent state and the attention weights (or None).
         """
         top_key = f"hidden_state_{self.num_layers - 1}"
         context_pieces = [cache["encoder_context"]] if self.feed_context else []
-        weights = None
+        context = weights = None
 
-        inputs = [embedded]
+        fed = []  # what joins the embedding at the first layer's input
         if self.attention == "bahdanau":  # attend with the previous top state s_{t-1}
             context, weights = self.attention_layer(
                 state[top_key],
@@ -333,37 +336,59 @@ class RecurrentDecoder(keras.layers.Layer):
                 cache["memory_mask"],
                 projected_memory=cache["projected_memory"],
             )
-            inputs.append(context)
+            fed.append(context)
         elif self.attention is not None:  # Luong input feeding: h~_{t-1}
-            inputs.append(state["attentional_vector"])
-        hidden = ops.concatenate(inputs + context_pieces, axis=-1)
+            fed.append(state["attentional_vector"])
+        fed += context_pieces
 
         new_state = {}
+        hidden = None
+        fused = use_fused_loop()
         for index, layer in enumerate(self.recurrent_layers):
-            if index > 0 and self.dropout > 0:
-                hidden = self.dropout_layer(hidden, training=training)
             keys = self._layer_state_keys(index)
-            hidden, states = layer.cell(hidden, [state[key] for key in keys], training=training)
+            states = [state[key] for key in keys]
+            if index == 0 and projected_embedded is not None:
+                rest = ops.concatenate(fed, axis=-1) if fed else None
+                projected = projected_embedded
+                if rest is not None:
+                    kernel = ops.cast(layer.cell.kernel[self.embedding_dim :], rest.dtype)
+                    projected = projected + ops.matmul(rest, kernel)
+                hidden, states = cell_step(layer.cell, projected, states)
+            else:
+                hidden = ops.concatenate([embedded] + fed, axis=-1) if index == 0 else hidden
+                if index > 0 and self.dropout > 0:
+                    hidden = self.dropout_layer(hidden, training=training)
+                if fused:
+                    hidden, states = cell_step(layer.cell, project_inputs(layer.cell, hidden), states)
+                else:
+                    hidden, states = layer.cell(hidden, states, training=training)
             new_state.update(zip(keys, states))
 
-        if self.attention == "bahdanau":
-            pre_output = self.attentional_layer(
-                ops.concatenate([hidden, context] + context_pieces, axis=-1)
-            )
-        elif self.attention is not None:  # Luong: attend with the new top state s_t
+        if self.attention in ("luong_dot", "luong_general"):  # attend with the new top state s_t
             context, weights = self.attention_layer(
                 hidden,
                 cache["memory"],
                 cache["memory_mask"],
                 projected_memory=cache["projected_memory"],
             )
-            pre_output = self.attentional_layer(
-                ops.concatenate([context, hidden] + context_pieces, axis=-1)
-            )
-            new_state["attentional_vector"] = pre_output
-        else:
-            pre_output = ops.concatenate([hidden] + context_pieces, axis=-1)
-        return pre_output, new_state, weights
+            new_state["attentional_vector"] = self._pre_output(hidden, context, cache)
+        return hidden, context, new_state, weights
+
+    def _pre_output(self, hidden, context, cache):
+        """The vector the output projection reads, for one step [batch, ...] or all steps
+        [batch, time, ...]: the attentional layer for Bahdanau, tanh(W [s_t; c_t; R]), and
+        Luong, tanh(W_c [c_t; s_t; R]); [s_t; R] without attention."""
+        pieces = []
+        if self.feed_context:
+            encoder_context = cache["encoder_context"]
+            if len(hidden.shape) == 3:  # R repeated over time: [batch, 1, width] * [batch, time, 1]
+                encoder_context = ops.expand_dims(encoder_context, 1) * ops.ones_like(hidden[:, :, :1])
+            pieces = [encoder_context]
+        if self.attention == "bahdanau":
+            return self.attentional_layer(ops.concatenate([hidden, context] + pieces, axis=-1))
+        if self.attention is not None:
+            return self.attentional_layer(ops.concatenate([context, hidden] + pieces, axis=-1))
+        return ops.concatenate([hidden] + pieces, axis=-1)
 
     def _project(self, pre_output):
         if not self.tie_embeddings:
@@ -377,65 +402,108 @@ class RecurrentDecoder(keras.layers.Layer):
         embedded = self.embedding(previous_token_ids)
         if self.dropout > 0:
             embedded = self.dropout_layer(embedded, training=training)
-        pre_output, new_state, weights = self._advance(embedded, cache, cache, training)
+        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training)
+        if "attentional_vector" in new_state:
+            pre_output = new_state["attentional_vector"]
+        else:
+            pre_output = self._pre_output(hidden, context, cache)
         new_cache = dict(cache)
         new_cache.update(new_state)
         return self._project(pre_output), new_cache, weights
 
     # ------------------------------------------------------------------ whole sequence
 
-    def call(self, target_input_ids, cache, training=None, return_attention=False):
+    def call(self, target_input_ids, cache, training=None, return_attention=False, return_state=False):
         embedded = self.embedding(target_input_ids)
         if self.dropout > 0:
             embedded = self.dropout_layer(embedded, training=training)
         if self.attention is None:
-            pre_outputs, weights = self._decode_whole_sequence(embedded, cache, training), None
+            pre_outputs, state = self._decode_whole_sequence(embedded, cache, training)
+            weights = None
         else:
-            pre_outputs, weights = self._decode_step_by_step(embedded, cache, training)
+            pre_outputs, weights, state = self._decode_step_by_step(embedded, cache, training)
         logits = self._project(pre_outputs)
+        outputs = (logits,)
         if return_attention:
-            return logits, weights
-        return logits
+            outputs += (weights,)
+        if return_state:
+            new_cache = dict(cache)
+            new_cache.update(state)
+            outputs += (new_cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def _decode_whole_sequence(self, embedded, cache, training):
-        """No attention: run each Keras RNN layer over all steps at once."""
-        context_pieces = []
+        """No attention: run each recurrent layer over all steps at once (the Keras layer, i.e.
+        cuDNN, on a GPU; the fused loop of `translator.recurrence` on a CPU)."""
+        hidden = embedded
         if self.feed_context:  # R repeated over time: [batch, 1, width] * [batch, time, 1]
             context = ops.expand_dims(cache["encoder_context"], 1)
-            context_pieces = [context * ops.ones_like(embedded[:, :, :1])]
-        hidden = ops.concatenate([embedded] + context_pieces, axis=-1)
+            hidden = ops.concatenate([embedded, context * ops.ones_like(embedded[:, :, :1])], axis=-1)
+        state = {}
         for index, layer in enumerate(self.recurrent_layers):
             if index > 0 and self.dropout > 0:
                 hidden = self.dropout_layer(hidden, training=training)
-            initial_state = [cache[key] for key in self._layer_state_keys(index)]
-            hidden = layer(hidden, initial_state=initial_state, training=training)[0]
-        return ops.concatenate([hidden] + context_pieces, axis=-1)
+            keys = self._layer_state_keys(index)
+            initial_state = [cache[key] for key in keys]
+            if use_fused_loop():
+                hidden, final_states = run_cell(layer.cell, hidden, initial_state)
+            else:
+                hidden, *final_states = layer(hidden, initial_state=initial_state, training=training)
+            state.update(zip(keys, final_states))
+        return self._pre_output(hidden, None, cache), state
 
     def _decode_step_by_step(self, embedded, cache, training):
-        """With attention: `_advance` in a tf.while_loop over time (length may be unknown)."""
+        """With attention: `_advance` in a tf.while_loop over time (length may be unknown).
+
+        On a CPU the embedding's share of the first layer's input projection is one matrix
+        product for all steps before the loop, and Bahdanau's attentional layer (which no
+        later step reads) one product after it.
+        """
+        projected = None
+        if use_fused_loop():
+            first_cell = self.recurrent_layers[0].cell
+            kernel = ops.cast(first_cell.kernel[: self.embedding_dim], embedded.dtype)
+            projected = ops.matmul(embedded, kernel)
+            if first_cell.use_bias:
+                bias = ops.cast(first_cell.bias, embedded.dtype)
+                projected = projected + (bias[0] if self.cell == "gru" else bias)
+            projected = ops.transpose(projected, (1, 0, 2))
         time_major = ops.transpose(embedded, (1, 0, 2))
         steps = ops.shape(time_major)[0]
         inputs = tf.TensorArray(time_major.dtype, size=steps).unstack(time_major)
-        pre_outputs = tf.TensorArray(self.compute_dtype, size=steps)
+        if projected is not None:
+            projected = tf.TensorArray(projected.dtype, size=steps).unstack(projected)
+        bahdanau = self.attention == "bahdanau"
+        outputs = tf.TensorArray(self.compute_dtype, size=steps)  # s_t (Bahdanau) or h~_t (Luong)
+        contexts = tf.TensorArray(self.compute_dtype, size=steps)  # c_t (Bahdanau)
         all_weights = tf.TensorArray(self.compute_dtype, size=steps)
         state = {key: cache[key] for key in self._recurrent_keys()}
 
-        def body(time, state, pre_outputs, all_weights):
-            pre_output, state, weights = self._advance(inputs.read(time), state, cache, training)
-            pre_outputs = pre_outputs.write(time, pre_output)
+        def body(time, state, outputs, contexts, all_weights):
+            hidden, context, state, weights = self._advance(
+                inputs.read(time), state, cache, training,
+                projected_embedded=None if projected is None else projected.read(time),
+            )
+            if bahdanau:
+                outputs = outputs.write(time, hidden)
+                contexts = contexts.write(time, context)
+            else:
+                outputs = outputs.write(time, state["attentional_vector"])
             all_weights = all_weights.write(time, weights)
-            return time + 1, state, pre_outputs, all_weights
+            return time + 1, state, outputs, contexts, all_weights
 
-        _, _, pre_outputs, all_weights = tf.while_loop(
+        if not bahdanau:  # nothing is written to `contexts`
+            contexts = tf.zeros([0])
+        _, state, outputs, contexts, all_weights = tf.while_loop(
             lambda time, *_: time < steps,
             body,
-            (tf.constant(0), state, pre_outputs, all_weights),
+            (tf.constant(0), state, outputs, contexts, all_weights),
             maximum_iterations=steps,  # lets XLA (jit_compile=True) size the TensorArrays
         )
-        return (
-            ops.transpose(pre_outputs.stack(), (1, 0, 2)),
-            ops.transpose(all_weights.stack(), (1, 0, 2)),
-        )
+        outputs = ops.transpose(outputs.stack(), (1, 0, 2))
+        if bahdanau:
+            outputs = self._pre_output(outputs, ops.transpose(contexts.stack(), (1, 0, 2)), cache)
+        return outputs, ops.transpose(all_weights.stack(), (1, 0, 2)), state
 
     def get_config(self):
         config = super().get_config()

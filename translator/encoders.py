@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
+from translator.recurrence import run_cell, use_fused_loop
 
 RECURRENT_LAYERS = {
     "lstm": keras.layers.LSTM,
@@ -152,7 +153,10 @@ class RecurrentEncoder(keras.layers.Layer):
         for index, layer in enumerate(self.recurrent_layers):
             if index > 0 and self.dropout > 0:
                 outputs = self.dropout_layer(outputs, training=training)
-            outputs, *states = layer(outputs, mask=mask, training=training)
+            if use_fused_loop():
+                outputs, states = self._run_fused(layer, outputs, mask)
+            else:
+                outputs, *states = layer(outputs, mask=mask, training=training)
             if self.bidirectional:  # [forward..., backward...] -> [concat(f, b), ...]
                 forward, backward = states[:state_count], states[state_count:]
                 states = [ops.concatenate(pair, axis=-1) for pair in zip(forward, backward)]
@@ -160,6 +164,25 @@ class RecurrentEncoder(keras.layers.Layer):
                 outputs = outputs * ops.expand_dims(ops.cast(mask, outputs.dtype), -1)
             final_states.append(list(states))
         return outputs, final_states
+
+    def _run_fused(self, layer, inputs, mask):
+        """One layer on a CPU through `translator.recurrence.run_cell`, returning what the
+        Keras layer returns: outputs and [forward states..., backward states...].
+
+        The backward direction reads the real tokens reversed (`reverse_real_tokens`), so it
+        starts at each row's last real token exactly as Keras's masked ``go_backwards`` does.
+        """
+        batch = ops.shape(inputs)[0]
+        zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
+        initial = [zeros] * STATE_COUNTS[self.cell]
+        if not self.bidirectional:
+            return run_cell(layer.cell, inputs, initial, mask)
+        forward, forward_states = run_cell(layer.forward_layer.cell, inputs, initial, mask)
+        backward, backward_states = run_cell(
+            layer.backward_layer.cell, reverse_real_tokens(inputs, mask), initial, mask
+        )
+        outputs = ops.concatenate([forward, reverse_real_tokens(backward, mask)], axis=-1)
+        return outputs, forward_states + backward_states
 
     def get_config(self):
         config = super().get_config()

@@ -212,6 +212,13 @@ def evaluate(run, split: str = "test", beam_size: int = 5, length_penalty: float
 
     run = Path(run)
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    kind = config["model"].get("type", "seq2seq")
+    if kind == "classifier":
+        from translator.classifiers import evaluate_classifier
+        return evaluate_classifier(run, split)
+    if kind == "language_model":
+        raise ValueError(f"{run} is a language model: its validation loss (nats per token) is in "
+                         f"{run / 'log.csv'}; generate text with `translator sample --run {run}`")
     data = config["data"]
     columns = read_prepared_split(data["corpus"], split, data["work_dir"])
     sources, references = columns["source"], columns["target"]

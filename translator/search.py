@@ -57,6 +57,47 @@ def greedy_search(model, source_ids, max_length_ratio: float = 2.0, max_length_o
     return tf.transpose(output.stack())
 
 
+def sample(step, cache: dict, first_ids, length, temperature, top_k, seed):
+    """Sampling for language models: `length` tokens drawn one at a time after `first_ids`.
+
+    Args:
+        step: ``step(previous_ids [batch], cache) -> (logits, cache, weights)``, e.g. a
+            `RecurrentDecoder`'s ``step``.
+        cache: the state after everything before ``first_ids``.
+        first_ids: int32 [batch], the last token already given (the end of the prime).
+        length: how many tokens to draw (int32 scalar).
+        temperature: logits are divided by it; 0 takes the most likely token (greedy).
+        top_k: > 0 draws only among the k most likely tokens; 0 among all.
+        seed: int32 [2], the seed of the stateless draws (the same seed, the same text).
+
+    Returns:
+        int32 [batch, length].
+    """
+    first_ids = tf.convert_to_tensor(first_ids, tf.int32)
+    temperature = tf.convert_to_tensor(temperature, tf.float32)
+    top_k = tf.convert_to_tensor(top_k, tf.int32)
+    output = tf.TensorArray(tf.int32, size=length)
+
+    def advance(index, tokens, cache, output):
+        logits, cache, _ = step(tokens, cache)
+        logits = tf.cast(logits, tf.float32)
+        greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        vocabulary = tf.shape(logits)[-1]
+        k = tf.where(top_k > 0, tf.minimum(top_k, vocabulary), vocabulary)
+        kth_largest = tf.math.top_k(logits, k=k).values[:, -1:]
+        logits = tf.where(logits < kth_largest, tf.constant(-1e9, tf.float32), logits)
+        drawn = tf.random.stateless_categorical(
+            logits / tf.maximum(temperature, 1e-6), 1, seed=seed + tf.stack([0, index]), dtype=tf.int32)[:, 0]
+        tokens = tf.where(temperature > 0, drawn, greedy)
+        return index + 1, tokens, cache, output.write(index, tokens)
+
+    _, _, _, output = tf.while_loop(
+        lambda index, *_: index < length, advance, (tf.constant(0), first_ids, cache, output),
+        maximum_iterations=length,
+    )
+    return tf.transpose(output.stack())
+
+
 def _split_cache(first_cache: dict, cache: dict):
     """Cache entries that ``step`` changes (the loop carries them) and those it returns as
     they were (memory, its projection, the mask: computed once, never copied per step)."""

@@ -60,9 +60,11 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
     """Create (or check, when resuming) the run directory; copy the tokenizers into it."""
     data = config["data"]
     corpus_dir, manifest = read_manifest(data["corpus"], data["work_dir"])
-    if manifest["task"] != "translation":
-        raise TrainingError(f"corpus {data['corpus']} is a {manifest['task']} corpus; `translator train` "
-                            f"with a seq2seq config needs a translation corpus")
+    expected = TASK_OF_MODEL[config["model"]["type"]]
+    if manifest["task"] != expected:
+        raise TrainingError(f"corpus {data['corpus']} is a {manifest['task']} corpus, but model.type "
+                            f"'{config['model']['type']}' trains on a {expected} corpus; set data.corpus "
+                            f"or model.type to match")
     recipe = find_recipe(data["corpus"], data["tokenizer"])
     source = corpus_dir / "tokenizers" / recipe.stem
     if not (source / "card.json").is_file():
@@ -120,10 +122,166 @@ def learning_rate(config: dict, step: int, total_steps: int, factor: float) -> f
     return max(rate * factor, settings["min_learning_rate"] if schedule == "plateau" else 0.0)
 
 
+# ----------------------------------------------------------------------------- tasks
+
+class TranslationTask:
+    """What `Trainer` needs to know about one kind of model (here: Seq2Seq translation).
+
+    A task reads its data, builds its model, gives the loss of a batch and the validation
+    figures of an epoch; the trainer owns everything else (schedule, checkpoints, resumption,
+    early stopping, logs). `translator.language_models.LanguageModelTask` and
+    `translator.classifiers.ClassificationTask` are the other two.
+    """
+
+    signature = None  # set in __init__: the TensorSpecs of one batch
+
+    def __init__(self, config: dict, tokenizers: dict, log=print):
+        import tensorflow as tf
+
+        self.config, self.tokenizers, self.log = config, tokenizers, log
+        self.signature = [tf.TensorSpec([None, None], tf.int32)] * 3
+        settings = config["training"]
+        sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
+        self.validation_sources, validation_targets, self.validation_columns = read_pairs(
+            config, "validation", tokenizers, limit_length=False)
+        self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],
+                                                settings["max_batch_size"], settings["seed"])
+        self.validation_batches = TranslationBatches(self.validation_sources, validation_targets,
+                                                     settings["batch_tokens"], settings["max_batch_size"], 0)
+
+    def batches_per_epoch(self) -> int:
+        return len(self.train_batches.batches(0))
+
+    def dataset(self, epoch: int, skip: int):
+        return self.train_batches.dataset(epoch, skip)
+
+    def describe(self, manifest: dict) -> str:
+        return (f"{manifest['source_language']} -> {manifest['target_language']}, {len(self.train_batches):,} "
+                f"training pairs, target padding {self.train_batches.padding_fraction():.1%}")
+
+    def build_model(self, dtype: str):
+        from translator.models import Seq2Seq
+
+        model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,
+                                      self.tokenizers["target"].vocabulary_size, dtype=dtype)
+        from translator.search import GreedyTranslator
+        self.greedy = GreedyTranslator(model)
+        return model
+
+    def model_settings(self) -> dict:
+        settings = dict(self.config["model"])
+        settings.pop("type", None)
+        settings.pop("pooling", None)
+        return settings
+
+    def start_epoch(self, epoch: int, batches_done: int) -> None:
+        """Called before the first batch of every epoch (or of what is left of it)."""
+
+    def checkpointed_variables(self) -> list:
+        return []
+
+    def loss(self, model, batch, training: bool):
+        """(objective sum, objective count, reported loss sum, reported count) of one batch:
+        the gradient follows objective sum / count; the log reports the plain cross-entropy."""
+        from translator.models import sequence_loss
+
+        source, target_input, target_output = batch
+        logits = model((source, target_input), training=training)
+        smoothing = self.config["training"]["label_smoothing"] if training else 0.0
+        objective_sum, count = sequence_loss(logits, target_output, smoothing)
+        plain_sum = sequence_loss(logits, target_output, 0.0)[0] if smoothing else objective_sum
+        return objective_sum, count, plain_sum, count
+
+    def validate(self, model, evaluate_step, epoch: int) -> dict:
+        settings = self.config["training"]
+        loss_sum = token_sum = 0.0
+        for batch in self.validation_batches.epoch(0):
+            batch_loss, batch_tokens = evaluate_step(*batch)
+            loss_sum += float(batch_loss)
+            token_sum += float(batch_tokens)
+        validation_loss = loss_sum / token_sum
+        row = {"validation_loss": round(validation_loss, 5),
+               "validation_perplexity": round(math.exp(min(validation_loss, 50)), 3)}
+        message = f"validation loss {validation_loss:.4f} (perplexity {row['validation_perplexity']:.2f})"
+        if settings["bleu_every"] and (epoch + 1) % settings["bleu_every"] == 0:
+            row["validation_bleu"] = round(self._validation_bleu(), 3)
+            count = min(settings["bleu_sentences"], len(self.validation_sources))
+            message += f", BLEU {row['validation_bleu']:.2f} on {count} sentences (greedy)"
+        self.log(f"epoch {epoch + 1}: {message}")
+        return row
+
+    def _validation_bleu(self) -> float:
+        import sacrebleu
+
+        from translator.batching import pad
+
+        sources = self.validation_sources
+        count = min(self.config["training"]["bleu_sentences"], len(sources))
+        order = np.argsort([len(s) for s in sources[:count]], kind="stable")
+        hypotheses = [""] * count
+        for start in range(0, count, 128):
+            indices = order[start:start + 128]
+            outputs = self.greedy(pad([sources[i] for i in indices]))
+            for index, ids in zip(indices, outputs):
+                hypotheses[index] = self.tokenizers["target"].decode(ids)
+        return sacrebleu.corpus_bleu(hypotheses, [self.validation_columns["target"][:count]]).score
+
+
+def make_task(config: dict, tokenizers: dict, log=print):
+    kind = config["model"]["type"]
+    if kind == "language_model":
+        from translator.language_models import LanguageModelTask
+        return LanguageModelTask(config, tokenizers, log)
+    if kind == "classifier":
+        from translator.classifiers import ClassificationTask
+        return ClassificationTask(config, tokenizers, log)
+    return TranslationTask(config, tokenizers, log)
+
+
+TASK_OF_MODEL = {"seq2seq": "translation", "language_model": "language_modeling", "classifier": "classification"}
+
+# ----------------------------------------------------------------------------- the step
+
+def make_training_step(config: dict, model, optimizer, strategy, element_spec, task):
+    """The compiled training step: the task's loss, gradients all-reduced over replicas, the
+    global norm clipped, one optimizer update. Returns ``train_step(*batch) -> (loss sum, count)``."""
+    import tensorflow as tf
+
+    settings = config["training"]
+    clip = settings["clip_norm"]
+    variables = model.trainable_variables
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_train(*batch):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            objective_sum, objective_count, plain_sum, count = task.loss(model, batch, training=True)
+            global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, objective_count)
+            loss = objective_sum / tf.maximum(global_count, 1e-9)
+        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense embeddings
+        # Sum the gradients of all replicas and clip the global gradient (as on one device);
+        # the optimizer sums replicas once more, hence the division.
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        if clip:
+            gradients, _ = tf.clip_by_global_norm(gradients, clip)
+        optimizer.apply([g / replicas for g in gradients], variables)
+        # What the loss reports is the plain cross-entropy, comparable across settings.
+        return plain_sum, count
+
+    jit = settings["jit_compile"]
+
+    @tf.function(input_signature=list(element_spec))
+    def train_step(*batch):
+        results = strategy.run(tf.function(replica_train, jit_compile=jit) if jit else replica_train, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+    return train_step
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 class Trainer:
-    """Trains one Seq2Seq config into one run directory. ``Trainer(config_path, run).train()``."""
+    """Trains one config into one run directory. ``Trainer(config_path, run).train()``."""
 
     def __init__(self, config_path, run=None, log=print):
         self.config = load_config(config_path)
@@ -134,7 +292,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from translator.models import Seq2Seq, count_parameters
+        from translator.models import count_parameters
 
         config, settings = self.config, self.config["training"]
         manifest = prepare_run_directory(config, self.run)
@@ -142,28 +300,22 @@ class Trainer:
         if settings["deterministic"]:
             tf.config.experimental.enable_op_determinism()
         tokenizers = load_tokenizers(self.run / "tokenizers")
-        train_sources, train_targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
-        validation_sources, validation_targets, validation_columns = read_pairs(
-            config, "validation", tokenizers, limit_length=False)
-        train_batches = TranslationBatches(train_sources, train_targets, settings["batch_tokens"],
-                                           settings["max_batch_size"], settings["seed"])
-        validation_batches = TranslationBatches(validation_sources, validation_targets,
-                                                settings["batch_tokens"], settings["max_batch_size"], 0)
-        batches_per_epoch = len(train_batches.batches(0))
+        task = make_task(config, tokenizers, self.log)
+        batches_per_epoch = task.batches_per_epoch()
         total_steps = batches_per_epoch * settings["epochs"]
 
         strategy = make_strategy(settings["strategy"])
         with strategy.scope():
             # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls with AMX)
-            model = Seq2Seq.from_settings(config["model"], tokenizers["source"].vocabulary_size,
-                                          tokenizers["target"].vocabulary_size, dtype=settings["precision"])
+            model = task.build_model(settings["precision"])
             optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"])
             optimizer.build(model.trainable_variables)
             state_variable = tf.Variable("", dtype=tf.string, trainable=False)
         # The dropout random state is part of the checkpoint too, so a resumed run draws the
-        # same masks as an uninterrupted one.
+        # same masks as an uninterrupted one (and so is a task's carried state, if any).
         seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable, seeds=seeds)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable, seeds=seeds,
+                                         task=task.checkpointed_variables())
         # Two kept, numbered by a save counter: a save never rewrites the checkpoint in use.
         manager = tf.train.CheckpointManager(checkpoint, self.run / "checkpoints", max_to_keep=2)
         state = {"epoch": 0, "batches_done": 0, "step": 0, "saves": 0, "best": None, "best_epoch": None,
@@ -178,14 +330,12 @@ class Trainer:
                 self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
                 return self.run / "model.keras"
         parameters = count_parameters(model)
-        self.log(f"{config['name']}: {config['data']['corpus']} ({manifest['source_language']} -> "
-                 f"{manifest['target_language']}), {len(train_batches):,} training pairs in "
-                 f"{batches_per_epoch} batches per epoch, target padding {train_batches.padding_fraction():.1%}")
-        self.log(f"model: {parameters:,} parameters ({config['model']['cell']}, "
-                 f"attention {config['model']['attention']}), strategy {settings['strategy']} "
-                 f"({strategy.num_replicas_in_sync} replica(s))")
+        self.log(f"{config['name']}: {config['data']['corpus']} ({task.describe(manifest)}), "
+                 f"{batches_per_epoch} batches per epoch")
+        self.log(f"model: {config['model']['type']}, {parameters:,} parameters ({config['model']['cell']}), "
+                 f"strategy {settings['strategy']} ({strategy.num_replicas_in_sync} replica(s))")
 
-        train_step, evaluate_step = None, self._evaluation_step(model)
+        train_step, evaluate_step = None, self._evaluation_step(model, task)
         writer = tf.summary.create_file_writer(str(self.run / "tensorboard"))
 
         self._total_steps = total_steps
@@ -195,32 +345,31 @@ class Trainer:
             state_variable.assign(json.dumps(state))
             manager.save(checkpoint_number=state["saves"])
 
-        from translator.search import GreedyTranslator
-        greedy = GreedyTranslator(model)
         stop_requested = _StopRequest()
+        unit = "tok/s" if config["model"]["type"] != "classifier" else "ex/s"
         try:
             while state["epoch"] < settings["epochs"]:
                 epoch = state["epoch"]
-                progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", "tok/s"],
+                progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", unit],
                                                unit_name="batch")
                 progress.update(state["batches_done"])
                 loss_sum = token_sum = 0.0
                 started = epoch_started = time.time()
-                dataset = strategy.experimental_distribute_dataset(
-                    train_batches.dataset(epoch, skip=state["batches_done"]))
+                task.start_epoch(epoch, state["batches_done"])
+                dataset = strategy.experimental_distribute_dataset(task.dataset(epoch, skip=state["batches_done"]))
                 if train_step is None:  # traced once, for any batch and sentence length
-                    train_step = self._training_step(model, optimizer, strategy, dataset.element_spec)
-                for source, target_input, target_output in dataset:
+                    train_step = self._training_step(model, optimizer, strategy, dataset.element_spec, task)
+                for batch in dataset:
                     rate = learning_rate(config, state["step"] + 1, total_steps, state["learning_rate_factor"])
                     optimizer.learning_rate.assign(rate)
-                    batch_loss, batch_tokens = (float(x) for x in train_step(source, target_input, target_output))
+                    batch_loss, batch_tokens = (float(x) for x in train_step(*batch))
                     state["step"] += 1  # the counters move together, after the update
                     state["batches_done"] += 1
                     loss_sum += batch_loss
                     token_sum += batch_tokens
                     elapsed = time.time() - epoch_started
                     progress.update(state["batches_done"], [("loss", loss_sum / token_sum), ("lr", rate),
-                                                            ("tok/s", token_sum / max(elapsed, 1e-9))])
+                                                            (unit, token_sum / max(elapsed, 1e-9))])
                     if state["step"] % 20 == 0:
                         with writer.as_default(step=state["step"]):
                             tf.summary.scalar("train/loss", batch_loss / batch_tokens)
@@ -232,15 +381,18 @@ class Trainer:
                     if stop_requested:
                         raise KeyboardInterrupt
                 state["train_seconds"] += time.time() - started
-                row = self._end_epoch(state, model, evaluate_step, validation_batches, greedy,
-                                      validation_sources, validation_columns, tokenizers)
+                row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
+                row.update(task.validate(model, evaluate_step, epoch))
+                row["learning_rate"] = float(learning_rate(config, max(state["step"], 1), total_steps,
+                                                           state["learning_rate_factor"]))
                 if token_sum:  # figures of this process's part of the epoch (all of it unless resumed)
                     row["train_loss"] = round(loss_sum / token_sum, 5)
-                    row["train_tokens_per_second"] = round(token_sum / max(time.time() - epoch_started, 1e-9))
+                    row[f"train_{'tokens' if unit == 'tok/s' else 'examples'}_per_second"] = \
+                        round(token_sum / max(time.time() - epoch_started, 1e-9))
                 with writer.as_default(step=state["step"]):
-                    for key in ("validation_loss", "validation_bleu"):
-                        if row.get(key) is not None:
-                            tf.summary.scalar(f"validation/{key.split('_')[1]}", row[key])
+                    for key, value in row.items():
+                        if key.startswith("validation_") and value is not None:
+                            tf.summary.scalar(f"validation/{key[len('validation_'):]}", value)
                 stop = self._early_stop(state, row, model)
                 state["epoch"] += 1
                 state["batches_done"] = 0
@@ -273,95 +425,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ compiled steps
 
-    def _training_step(self, model, optimizer, strategy, element_spec):
-        import tensorflow as tf
-
-        from translator.models import sequence_loss
-
-        settings = self.config["training"]
-        smoothing, clip = settings["label_smoothing"], settings["clip_norm"]
-        variables = model.trainable_variables
-        replicas = strategy.num_replicas_in_sync
-
-        def replica_train(source, target_input, target_output):
-            context = tf.distribute.get_replica_context()
-            with tf.GradientTape() as tape:
-                logits = model((source, target_input), training=True)
-                loss_sum, count = sequence_loss(logits, target_output, smoothing)
-                global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-                loss = loss_sum / tf.maximum(global_count, 1.0)
-            gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense embeddings
-            # Sum the gradients of all replicas and clip the global gradient (as on one device);
-            # the optimizer sums replicas once more, hence the division.
-            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            if clip:
-                gradients, _ = tf.clip_by_global_norm(gradients, clip)
-            optimizer.apply([g / replicas for g in gradients], variables)
-            # What the loss reports is the plain cross-entropy, comparable across settings.
-            plain, _ = sequence_loss(logits, target_output, 0.0) if smoothing else (loss_sum, count)
-            return plain, count
-
-        jit = settings["jit_compile"]
-
-        @tf.function(input_signature=list(element_spec))
-        def train_step(source, target_input, target_output):
-            results = strategy.run(tf.function(replica_train, jit_compile=jit) if jit else replica_train,
-                                   args=(source, target_input, target_output))
-            return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
-
-        return train_step
+    def _training_step(self, model, optimizer, strategy, element_spec, task):
+        return make_training_step(self.config, model, optimizer, strategy, element_spec, task)
 
     @staticmethod
-    def _evaluation_step(model):
+    def _evaluation_step(model, task):
         import tensorflow as tf
 
-        from translator.models import sequence_loss
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 3)
-        def evaluate_step(source, target_input, target_output):
-            return sequence_loss(model((source, target_input), training=False), target_output, 0.0)
+        @tf.function(input_signature=task.signature)
+        def evaluate_step(*batch):
+            _, _, plain_sum, count = task.loss(model, batch, training=False)
+            return plain_sum, count
 
         return evaluate_step
 
     # ------------------------------------------------------------------ epoch end
-
-    def _end_epoch(self, state, model, evaluate_step, validation_batches, greedy, validation_sources,
-                   validation_columns, tokenizers) -> dict:
-        settings = self.config["training"]
-        loss_sum = token_sum = 0.0
-        for source, target_input, target_output in validation_batches.epoch(0):
-            batch_loss, batch_tokens = evaluate_step(source, target_input, target_output)
-            loss_sum += float(batch_loss)
-            token_sum += float(batch_tokens)
-        validation_loss = loss_sum / token_sum
-        row = {"epoch": state["epoch"] + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1),
-               "validation_loss": round(validation_loss, 5),
-               "validation_perplexity": round(math.exp(min(validation_loss, 50)), 3),
-               "learning_rate": float(learning_rate(self.config, max(state["step"], 1), self._total_steps,
-                                                    state["learning_rate_factor"]))}
-        if settings["bleu_every"] and (state["epoch"] + 1) % settings["bleu_every"] == 0:
-            row["validation_bleu"] = round(self._validation_bleu(greedy, validation_sources, validation_columns,
-                                                                 tokenizers), 3)
-        self.log(f"epoch {row['epoch']}: validation loss {validation_loss:.4f} (perplexity "
-                 f"{row['validation_perplexity']:.2f})" +
-                 (f", BLEU {row['validation_bleu']:.2f} on {min(settings['bleu_sentences'], len(validation_sources))} "
-                  f"sentences (greedy)" if "validation_bleu" in row else ""))
-        return row
-
-    def _validation_bleu(self, greedy, sources, columns, tokenizers) -> float:
-        import sacrebleu
-
-        from translator.batching import pad
-
-        count = min(self.config["training"]["bleu_sentences"], len(sources))
-        order = np.argsort([len(s) for s in sources[:count]], kind="stable")
-        hypotheses = [""] * count
-        for start in range(0, count, 128):
-            indices = order[start:start + 128]
-            outputs = greedy(pad([sources[i] for i in indices]))
-            for index, ids in zip(indices, outputs):
-                hypotheses[index] = tokenizers["target"].decode(ids)
-        return sacrebleu.corpus_bleu(hypotheses, [columns["target"][:count]]).score
 
     def _early_stop(self, state, row, model) -> bool:
         """Track the best epoch (saving best.keras), the plateau schedule and early stopping."""

@@ -1,0 +1,38 @@
+"""The benchmark's textbook baseline is the same model as ours, and its FLOP count is right."""
+
+import keras
+import numpy as np
+
+from translator.bench import TEXTBOOK_MODEL, _copy_textbook_weights, forward_flops, textbook_model
+from translator.models import Seq2Seq
+
+
+def test_textbook_weights_in_our_seq2seq_give_the_same_probabilities():
+    keras.utils.set_random_seed(0)
+    textbook = textbook_model(19, 23)
+    source = np.array([[4, 5, 6, 7], [8, 9, 0, 0]], dtype="int32")
+    target_input = np.array([[2, 5, 6], [2, 7, 0]], dtype="int32")
+    expected = np.asarray(textbook["model"]((source, target_input)))
+    ours = Seq2Seq.from_settings(TEXTBOOK_MODEL, 19, 23)
+    _copy_textbook_weights(textbook, ours)
+    probabilities = keras.ops.softmax(ours((source, target_input)), axis=-1)
+    real = target_input != 0
+    np.testing.assert_allclose(np.asarray(probabilities)[real], expected[real], atol=1e-5)
+
+    # The textbook's step-by-step inference models agree with our decoder's step.
+    h, c = textbook["encoder_model"](source)
+    step_probabilities, _, _ = textbook["decoder_model"]([target_input[:, :1], np.asarray(h), np.asarray(c)])
+    cache = ours.encode(source)
+    logits, _, _ = ours.decoder.step(target_input[:, 0], cache)
+    np.testing.assert_allclose(keras.ops.softmax(logits), np.asarray(step_probabilities)[:, 0], atol=1e-5)
+
+
+def test_forward_flops_of_the_textbook_and_attention_models():
+    lstm = 2 * (256 + 512) * 4 * 512
+    assert forward_flops(TEXTBOOK_MODEL, 10, 12, 8000, 8000) == 10 * lstm + 12 * (lstm + 2 * 512 * 8000)
+    attention = {"embedding_dim": 4, "units": 6, "encoder_units": 3, "bidirectional": True,
+                 "attention": "bahdanau"}
+    encoder = 2 * 2 * (4 + 3) * 4 * 3          # two directions
+    memory_projection = 2 * 6 * 6              # per source position (memory width 6)
+    step = 2 * (4 + 6 + 6) * 4 * 6 + 2 * 6 * 6 + 5 * (2 * 6 + 2 * 6) + 2 * 12 * 6 + 2 * 6 * 10
+    assert forward_flops(attention, 5, 7, 9, 10) == 5 * (encoder + memory_projection) + 7 * step

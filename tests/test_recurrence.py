@@ -1,0 +1,77 @@
+"""The fused CPU loop and the hand-written cross-entropy give Keras's own numbers."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from translator import recurrence
+from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS, RecurrentEncoder
+from translator.models import sequence_loss
+
+LENGTHS = [5, 2, 4]
+
+
+def inputs_and_mask(width=6, time=5):
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(len(LENGTHS), time, width)).astype("float32")
+    mask = np.arange(time)[None, :] < np.array(LENGTHS)[:, None]
+    return inputs, mask
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_run_cell_equals_the_keras_layer(cell):
+    keras.utils.set_random_seed(3)
+    inputs, mask = inputs_and_mask()
+    layer = RECURRENT_LAYERS[cell](7, return_sequences=True, return_state=True)
+    layer.build(inputs.shape)
+    layer.cell.bias.assign(np.random.default_rng(1).normal(size=layer.cell.bias.shape))
+    rng = np.random.default_rng(2)
+    initial = [rng.normal(size=(3, 7)).astype("float32") for _ in range(STATE_COUNTS[cell])]
+
+    expected, *expected_states = layer(inputs, initial_state=initial, mask=mask)
+    outputs, states = recurrence.run_cell(layer.cell, inputs, initial, mask)
+
+    mask3 = mask[:, :, None]
+    np.testing.assert_allclose(np.where(mask3, outputs, 0), np.where(mask3, expected, 0), atol=1e-5)
+    assert np.all(np.asarray(outputs)[~mask] == 0)
+    for state, expected_state in zip(states, expected_states):
+        np.testing.assert_allclose(state, expected_state, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_encoder_fused_loop_equals_the_keras_layers(monkeypatch, cell, bidirectional):
+    keras.utils.set_random_seed(4)
+    inputs, mask = inputs_and_mask()
+    encoder = RecurrentEncoder(cell, 7, num_layers=2, bidirectional=bidirectional)
+    fused_outputs, fused_states = encoder(inputs, mask=mask)
+    monkeypatch.setattr("translator.encoders.use_fused_loop", lambda: False)
+    keras_outputs, keras_states = encoder(inputs, mask=mask)
+    np.testing.assert_allclose(fused_outputs, keras_outputs, atol=1e-5)
+    for fused_layer, keras_layer in zip(fused_states, keras_states):
+        for fused, expected in zip(fused_layer, keras_layer):
+            np.testing.assert_allclose(fused, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_sequence_loss_and_gradient_equal_the_log_softmax_formula(label_smoothing):
+    rng = np.random.default_rng(5)
+    logits = tf.Variable(rng.normal(size=(3, 4, 11)).astype("float32") * 3)
+    targets = np.array([[4, 2, 0, 0], [1, 5, 7, 3], [9, 0, 0, 0]], dtype="int32")
+
+    def reference():
+        log_probs = tf.nn.log_softmax(logits)
+        nll = -tf.gather(log_probs, targets[..., None], batch_dims=2)[..., 0]
+        nll = (1 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, -1)
+        mask = tf.cast(targets != 0, tf.float32)
+        return tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
+
+    with tf.GradientTape(persistent=True) as tape:
+        total, count = sequence_loss(logits, targets, label_smoothing)
+        expected_total, expected_count = reference()
+    assert float(count) == float(expected_count) == 7.0
+    np.testing.assert_allclose(float(total), float(expected_total), rtol=1e-6)
+    gradient = tape.gradient(total, logits)
+    np.testing.assert_allclose(gradient, tape.gradient(expected_total, logits), atol=1e-6)
+    assert np.all(np.asarray(gradient)[targets == 0] == 0)  # padding gets no gradient

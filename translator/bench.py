@@ -1,0 +1,401 @@
+"""`translator bench` (`make bench`): training and decoding speed, side by side with the textbook.
+
+In one run, on Multi30k de->en (prepared with `make data tokenizers CORPUS=multi30k-de-en`):
+
+1. the matmul peak of this machine (float32 and bfloat16, 4096 x 4096 products);
+2. the textbook Keras seq2seq, written here as the Keras examples write it: embedding 256, one
+   LSTM of 512 units on each side, SentencePiece BPE 8k/8k, random batches of 64 padded to their
+   longest sentence, ``model.fit``; then greedy decoding of test2016 with separately built
+   inference models, 1,000 sentences in one batch, one call per token (``predict()`` and calling
+   the models directly);
+3. our path on the same model size: `translator.training`'s compiled step on token-count,
+   length-bucketed batches; then our greedy and beam-5 search (`translator.Translator`) on the
+   textbook model's own trained weights, copied into a `Seq2Seq`, so both decode the same model
+   (the share of identical greedy outputs is reported);
+4. the attention model of the issue (BiLSTM 2 x 256 encoder, Bahdanau attention, LSTM 512
+   decoder, embeddings 256, joint BPE 8k), float32 and mixed bfloat16, and its decoding speed.
+
+Every phase runs in its own process (its own peak memory, no shared TensorFlow state) and
+trains for a fixed time budget after the first batches (tracing) are done. Throughput counts
+non-padding target tokens; model-FLOP utilisation (MFU) divides the model's useful FLOPs
+(matrix products of the real tokens, forward and backward = 3 x forward) by the measured
+float32 matmul peak. Results: bench/results/bench.json and bench/results/bench.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CORPUS = "multi30k-de-en"
+TEXTBOOK_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512}
+ATTENTION_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512, "encoder_units": 256,
+                   "bidirectional": True, "attention": "bahdanau"}
+SEPARATE_TOKENIZER, JOINT_TOKENIZER = "multi30k", "multi30k-de-en-joint8k"
+
+
+# ----------------------------------------------------------------------------- shared
+
+def _peak_memory_mib() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def _data(tokenizer_recipe: str, work_dir: str = "work"):
+    from translator.corpora import read_prepared_split
+    from translator.tokenizers import load_tokenizers
+
+    directory = Path(work_dir) / CORPUS / "tokenizers" / tokenizer_recipe
+    if not (directory / "card.json").is_file():
+        raise FileNotFoundError(f"{directory}/card.json not found: run `make data tokenizers CORPUS={CORPUS}` "
+                                f"and `translator tokenizers {CORPUS} --recipe {tokenizer_recipe}` first")
+    return load_tokenizers(directory), {split: read_prepared_split(CORPUS, split, work_dir)
+                                        for split in ("train", "test")}
+
+
+def _lstm_flops(inputs: int, units: int) -> int:
+    return 2 * (inputs + units) * 4 * units  # [x; h] @ [W; U] for the four gates
+
+
+def forward_flops(settings: dict, source_length: int, target_length: int, source_vocabulary: int,
+                  target_vocabulary: int) -> int:
+    """Matrix-product FLOPs of one sentence pair's forward pass (embedding look-ups are free)."""
+    embedding, units = settings["embedding_dim"], settings["units"]
+    encoder_units = settings.get("encoder_units") or units
+    directions = 2 if settings.get("bidirectional") else 1
+    flops = source_length * directions * _lstm_flops(embedding, encoder_units)
+    memory = directions * encoder_units
+    if settings.get("attention") == "bahdanau":
+        flops += source_length * 2 * memory * units                # W_m m, once per source position
+        per_step = _lstm_flops(embedding + memory, units)          # [y; c] in, s out
+        per_step += 2 * units * units                              # W_q s
+        per_step += source_length * (2 * units + 2 * memory)       # v . tanh(..), weighted sum
+        per_step += 2 * (units + memory) * units                   # attentional layer
+    else:
+        per_step = _lstm_flops(embedding, units)
+    per_step += 2 * units * target_vocabulary                      # output projection
+    return flops + target_length * per_step
+
+
+# ----------------------------------------------------------------------------- phases
+
+def phase_matmul() -> dict:
+    import tensorflow as tf
+
+    results = {}
+    for dtype in (tf.float32, tf.bfloat16):
+        matrix = tf.cast(tf.random.normal((4096, 4096)), dtype)
+        product = tf.function(lambda x: tf.matmul(x, x))
+        product(matrix).numpy()
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(4):
+                result = product(matrix)
+            result.numpy()
+            best = max(best, 4 * 2 * 4096**3 / (time.perf_counter() - started) / 1e9)
+        results[dtype.name] = round(best, 1)
+    return {"gflops": results}
+
+
+def textbook_model(source_vocabulary: int, target_vocabulary: int):
+    """The Keras example's seq2seq and its two inference models, built from the same layers.
+
+    Returns a dict: model, encoder_model, decoder_model, and the layers by role.
+    """
+    import keras
+
+    encoder_inputs = keras.Input((None,), dtype="int32", name="encoder_inputs")
+    source_embedding = keras.layers.Embedding(source_vocabulary, 256, mask_zero=True)
+    encoder = keras.layers.LSTM(512, return_state=True)
+    _, state_h, state_c = encoder(source_embedding(encoder_inputs))
+    decoder_inputs = keras.Input((None,), dtype="int32", name="decoder_inputs")
+    target_embedding = keras.layers.Embedding(target_vocabulary, 256, mask_zero=True)
+    decoder = keras.layers.LSTM(512, return_sequences=True, return_state=True)
+    output = keras.layers.Dense(target_vocabulary, activation="softmax")
+    outputs, _, _ = decoder(target_embedding(decoder_inputs), initial_state=[state_h, state_c])
+    model = keras.Model([encoder_inputs, decoder_inputs], output(outputs))
+
+    encoder_model = keras.Model(encoder_inputs, [state_h, state_c])
+    input_h, input_c = keras.Input((512,)), keras.Input((512,))
+    step_outputs, h, c = decoder(target_embedding(decoder_inputs), initial_state=[input_h, input_c])
+    decoder_model = keras.Model([decoder_inputs, input_h, input_c], [output(step_outputs), h, c])
+    return {"model": model, "encoder_model": encoder_model, "decoder_model": decoder_model,
+            "source_embedding": source_embedding, "encoder": encoder, "target_embedding": target_embedding,
+            "decoder": decoder, "output": output}
+
+
+def _batch_figures(batches, settings, tokenizers, elapsed):
+    """Throughput, padding and model GFLOP/s of timed (source, target_output) batches."""
+    import numpy as np
+
+    real = sum(int(np.count_nonzero(target)) for _, target in batches)
+    padded = sum(target.size for _, target in batches)
+    flops = 3 * sum(forward_flops(settings, int(np.count_nonzero(s)), int(np.count_nonzero(t)),
+                                  tokenizers["source"].vocabulary_size, tokenizers["target"].vocabulary_size)
+                    for source, target in batches for s, t in zip(source, target))
+    return {"tokens_per_second": round(real / elapsed, 1), "target_padding": round(1 - real / padded, 3),
+            "model_gflops_per_second": round(flops / elapsed / 1e9, 1), "batches": len(batches),
+            "seconds": round(elapsed, 1), "peak_memory_mib": _peak_memory_mib()}
+
+
+def phase_textbook_train(seconds: float, weights_path: str) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from translator.batching import pad
+    from translator.tokenizers import EOS_ID, SOS_ID
+
+    tokenizers, splits = _data(SEPARATE_TOKENIZER)
+    sources = tokenizers["source"].encode(splits["train"]["source"])
+    targets = tokenizers["target"].encode(splits["train"]["target"])
+    keras.utils.set_random_seed(1)
+    textbook = textbook_model(tokenizers["source"].vocabulary_size, tokenizers["target"].vocabulary_size)
+    model = textbook["model"]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    order = np.random.default_rng(1).permutation(len(sources))
+    batches = []  # random batches of 64, padded to their longest sentence
+    for start in range(0, len(order) - 63, 64):
+        rows = order[start:start + 64]
+        batches.append((pad([sources[i] for i in rows]), pad([[SOS_ID, *targets[i]] for i in rows]),
+                        pad([[*targets[i], EOS_ID] for i in rows])))
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    def fit(selected):  # one fit() over a run of batches, as a user would call it
+        dataset = tf.data.Dataset.from_generator(lambda: (((s, i), o) for s, i, o in selected),
+                                                 output_signature=((spec, spec), spec))
+        model.fit(dataset, epochs=1, verbose=0)
+
+    fit(batches[:3])  # tracing
+    position, started = 3, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        fit(batches[position:position + 20])
+        position += 20
+    elapsed = time.perf_counter() - started
+    model.save_weights(weights_path)
+    return _batch_figures([(s, o) for s, _, o in batches[3:position]], TEXTBOOK_MODEL, tokenizers, elapsed)
+
+
+def phase_ours_train(settings: dict, tokenizer_recipe: str, precision: str, seconds: float,
+                     weights_path: str | None = None) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from translator.config import validate
+    from translator.training import TranslationTask, make_training_step
+
+    config = validate({"data": {"corpus": CORPUS, "tokenizer": tokenizer_recipe},
+                       "model": settings, "training": {"batch_tokens": 4096, "precision": precision}})
+    tokenizers, _ = _data(tokenizer_recipe)
+    keras.utils.set_random_seed(1)
+    task = TranslationTask(config, tokenizers, log=lambda *a: None)
+    model = task.build_model(precision)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    step = make_training_step(config, model, optimizer, tf.distribute.get_strategy(), task.signature, task)
+    batches = list(task.train_batches.epoch(0))
+    for batch in batches[:3]:  # tracing
+        step(*batch)
+    position, started = 3, time.perf_counter()
+    while time.perf_counter() - started < seconds and position < len(batches):
+        [float(x) for x in step(*batches[position])]
+        position += 1
+    elapsed = time.perf_counter() - started
+    if weights_path:
+        model.save(weights_path)
+    return _batch_figures([(s, o) for s, _, o in batches[3:position]], settings, tokenizers, elapsed)
+
+
+def _textbook_greedy(textbook, tokenizers, sentences, max_length, call):
+    """The textbook decoding loop: encoder model once, then the decoder model once per token."""
+    import numpy as np
+
+    from translator.batching import pad
+    from translator.tokenizers import EOS_ID, SOS_ID
+
+    h, c = call(textbook["encoder_model"], pad(tokenizers["source"].encode(sentences)))
+    tokens = np.full((len(sentences), 1), SOS_ID, np.int32)
+    outputs, finished = [], np.zeros(len(sentences), bool)
+    for _ in range(max_length):
+        probabilities, h, c = call(textbook["decoder_model"], [tokens, h, c])
+        tokens = np.argmax(np.asarray(probabilities)[:, -1, :], axis=-1).astype(np.int32)[:, None]
+        outputs.append(np.where(finished, 0, tokens[:, 0]))
+        finished |= tokens[:, 0] == EOS_ID
+        if finished.all():
+            break
+    texts = []
+    for row in np.stack(outputs, axis=1).tolist():
+        texts.append(tokenizers["target"].decode(row[:row.index(EOS_ID)] if EOS_ID in row else row))
+    return texts
+
+
+def _copy_textbook_weights(textbook, model):
+    """The textbook model's weights into our Seq2Seq of the same shape (embedding 256, LSTM 512)."""
+    pairs = [(textbook["source_embedding"].embeddings, model.source_embedding.embeddings),
+             (textbook["target_embedding"].embeddings, model.decoder.embedding.embeddings),
+             (textbook["output"].kernel, model.decoder.output_layer.kernel),
+             (textbook["output"].bias, model.decoder.output_layer.bias)]
+    for layer, ours in ((textbook["encoder"], model.encoder.recurrent_layers[0].cell),
+                        (textbook["decoder"], model.decoder.recurrent_layers[0].cell)):
+        pairs += [(layer.cell.kernel, ours.kernel), (layer.cell.recurrent_kernel, ours.recurrent_kernel),
+                  (layer.cell.bias, ours.bias)]
+    for source, target in pairs:
+        target.assign(source)
+
+
+def phase_decode_lstm(weights_path: str) -> dict:
+    """Greedy decoding of test2016 by the textbook loop and by ours, on the same trained weights."""
+    import numpy as np
+
+    from translator.models import Seq2Seq
+    from translator.translator import Translator
+
+    tokenizers, splits = _data(SEPARATE_TOKENIZER)
+    sentences = splits["test"]["source"]
+    textbook = textbook_model(tokenizers["source"].vocabulary_size, tokenizers["target"].vocabulary_size)
+    textbook["model"].load_weights(weights_path)
+    max_length = max(len(t) for t in tokenizers["target"].encode(splits["train"]["target"])) + 1
+    results = {}
+    predict = lambda model, inputs: model.predict(inputs, batch_size=len(sentences), verbose=0)  # noqa: E731
+    direct = lambda model, inputs: [np.asarray(x) for x in model(inputs, training=False)]  # noqa: E731
+    for name, call in (("textbook_predict", predict), ("textbook_direct", direct)):
+        _textbook_greedy(textbook, tokenizers, sentences[:8], max_length, call)  # tracing
+        started = time.perf_counter()
+        texts = _textbook_greedy(textbook, tokenizers, sentences, max_length, call)
+        results[name] = round(len(sentences) / (time.perf_counter() - started), 1)
+    model = Seq2Seq.from_settings(TEXTBOOK_MODEL, tokenizers["source"].vocabulary_size,
+                                  tokenizers["target"].vocabulary_size)
+    _copy_textbook_weights(textbook, model)
+    translator = Translator(model, tokenizers["source"], tokenizers["target"])
+    results.update(_our_decoding(translator, sentences))
+    ours = translator.translate(sentences, beam_size=1)
+    results["identical_greedy_outputs"] = round(float(np.mean([a == b for a, b in zip(ours, texts)])), 4)
+    results["peak_memory_mib"] = _peak_memory_mib()
+    return results
+
+
+def _our_decoding(translator, sentences) -> dict:
+    results = {}
+    for beam_size in (1, 5):
+        translator.translate(sentences[:8], beam_size=beam_size)  # tracing
+        started = time.perf_counter()
+        outputs = translator.translate(sentences, beam_size=beam_size, batch_size=64)
+        name = "ours_greedy" if beam_size == 1 else "ours_beam5"
+        results[name] = round(len(sentences) / (time.perf_counter() - started), 1)
+        results[f"{name}_mean_output_words"] = round(sum(len(o.split()) for o in outputs) / len(outputs), 2)
+    return results
+
+
+def phase_decode_attention(model_path: str) -> dict:
+    import keras
+
+    from translator.translator import Translator
+
+    tokenizers, splits = _data(JOINT_TOKENIZER)
+    model = keras.saving.load_model(model_path)
+    results = _our_decoding(Translator(model, tokenizers["source"], tokenizers["target"]), splits["test"]["source"])
+    results["peak_memory_mib"] = _peak_memory_mib()
+    return results
+
+
+PHASES = {"matmul": phase_matmul, "textbook_train": phase_textbook_train, "ours_train": phase_ours_train,
+          "decode_lstm": phase_decode_lstm, "decode_attention": phase_decode_attention}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _run_phase(name: str, *arguments) -> dict:
+    """One phase in a fresh Python process; its result comes back as JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as output:
+        command = [sys.executable, "-m", "translator.bench", name, output.name, json.dumps(arguments)]
+        print(f"  {name} {' '.join(str(a) for a in arguments if not str(a).startswith('/'))}", flush=True)
+        completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if completed.returncode:
+            raise RuntimeError(f"bench phase {name} failed:\n{completed.stderr[-3000:]}")
+        return json.loads(Path(output.name).read_text())
+
+
+def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
+    """All phases; writes bench.json and bench.md into `output_dir` and returns the results."""
+    import platform
+
+    from translator.files import atomic_write_text
+
+    _data(SEPARATE_TOKENIZER), _data(JOINT_TOKENIZER)  # fail early, with the command to run
+    started = time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        textbook_weights = f"{scratch}/textbook.weights.h5"
+        attention_model = f"{scratch}/attention.keras"
+        results = {"matmul": _run_phase("matmul"),
+                   "textbook_train": _run_phase("textbook_train", seconds, textbook_weights),
+                   "ours_train_lstm_float32": _run_phase("ours_train", TEXTBOOK_MODEL, SEPARATE_TOKENIZER,
+                                                         "float32", seconds),
+                   "ours_train_lstm_bfloat16": _run_phase("ours_train", TEXTBOOK_MODEL, SEPARATE_TOKENIZER,
+                                                          "mixed_bfloat16", seconds),
+                   "decode_lstm": _run_phase("decode_lstm", textbook_weights),
+                   "ours_train_attention_float32": _run_phase("ours_train", ATTENTION_MODEL, JOINT_TOKENIZER,
+                                                              "float32", seconds),
+                   "ours_train_attention_bfloat16": _run_phase("ours_train", ATTENTION_MODEL, JOINT_TOKENIZER,
+                                                               "mixed_bfloat16", seconds, attention_model),
+                   "decode_attention": _run_phase("decode_attention", attention_model)}
+    import os
+
+    results["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
+                          "date": time.strftime("%Y-%m-%d"), "seconds_per_training_phase": seconds,
+                          "total_minutes": round((time.time() - started) / 60, 1)}
+    output = Path(output_dir)
+    atomic_write_text(output / "bench.json", json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    atomic_write_text(output / "bench.md", table)
+    return results
+
+
+def markdown(results: dict) -> str:
+    peak = results["matmul"]["gflops"]["float32"]
+    baseline = results["textbook_train"]["tokens_per_second"]
+    lines = [f"# translator bench, {results['machine']['date']}, {results['machine']['cpu_cores']} CPU cores",
+             "", f"Matmul peak (4096 x 4096): float32 {peak} GFLOP/s, bfloat16 "
+             f"{results['matmul']['gflops']['bfloat16']} GFLOP/s.", "",
+             "## Training, Multi30k de->en (non-padding target tokens per second)", "",
+             "| model | path | tokens/s | x textbook | target padding | model GFLOP/s | MFU (fp32 peak) | peak memory |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [("LSTM 512 (textbook size)", "textbook Keras, model.fit, random batches of 64", "textbook_train"),
+            ("LSTM 512 (textbook size)", "ours, float32", "ours_train_lstm_float32"),
+            ("LSTM 512 (textbook size)", "ours, mixed bfloat16", "ours_train_lstm_bfloat16"),
+            ("BiLSTM 2x256 + Bahdanau + LSTM 512", "ours, float32", "ours_train_attention_float32"),
+            ("BiLSTM 2x256 + Bahdanau + LSTM 512", "ours, mixed bfloat16", "ours_train_attention_bfloat16")]
+    for model, path, key in rows:
+        row = results[key]
+        lines.append(f"| {model} | {path} | {row['tokens_per_second']:,.0f} | "
+                     f"{row['tokens_per_second'] / baseline:.2f} | {row['target_padding']:.1%} | "
+                     f"{row['model_gflops_per_second']} | {row['model_gflops_per_second'] / peak:.1%} | "
+                     f"{row['peak_memory_mib']:,.0f} MiB |")
+    decode = results["decode_lstm"]
+    attention = results["decode_attention"]
+    lines += ["", "## Decoding test2016 (1,000 sentences, sentences per second, text in, text out)", "",
+              "| model | textbook predict() | textbook direct call | ours greedy | ours beam 5 | "
+              "greedy x predict() | greedy x direct |", "|---|---:|---:|---:|---:|---:|---:|",
+              f"| LSTM 512 (the textbook run's weights) | {decode['textbook_predict']} | {decode['textbook_direct']} | "
+              f"{decode['ours_greedy']} | {decode['ours_beam5']} | "
+              f"{decode['ours_greedy'] / decode['textbook_predict']:.1f} | "
+              f"{decode['ours_greedy'] / decode['textbook_direct']:.1f} |",
+              f"| BiLSTM + Bahdanau (the bfloat16 run's weights) | - | - | {attention['ours_greedy']} | "
+              f"{attention['ours_beam5']} | - | - |", "",
+              f"Our greedy output equals the textbook loop's on {decode['identical_greedy_outputs']:.1%} of the "
+              f"sentences (same weights). Mean output length in words: greedy "
+              f"{decode['ours_greedy_mean_output_words']} (LSTM), {attention['ours_greedy_mean_output_words']} "
+              f"(attention); every model here trained for only {results['machine']['seconds_per_training_phase']:.0f} s.",
+              "", f"Whole bench: {results['machine']['total_minutes']} min."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # one phase: python -m translator.bench PHASE OUTPUT_JSON ARGUMENTS_JSON
+    phase, output_path, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    result = PHASES[phase](*arguments)
+    Path(output_path).write_text(json.dumps(result))

@@ -1,0 +1,256 @@
+"""Character-level (or any-token) recurrent language model: the decoder without an encoder.
+
+Karpathy's char-rnn, on the shared layer library: a `RecurrentDecoder` with no attention and
+no encoder, started from zero states, predicting the next token of a contiguous text.
+
+Training (``translator train configs/tinyshakespeare-charlm.yaml``) is truncated
+backpropagation through time (Williams and Peng 1990): the text is cut into ``batch_size``
+contiguous streams, each batch is the next ``sequence_length`` tokens of every stream, and the
+hidden state reached at the end of a batch starts the next one (gradients stop at the batch
+boundary). The carried state is checkpointed with the weights, so a resumed run continues
+exactly. Validation runs the same way over the validation text and reports the loss in nats
+per token (per character for a character vocabulary), the figure nanoGPT and char-rnn report.
+
+Generation: ``LanguageModel.load(run).sample(prime="ROMEO:", length=500, temperature=0.8)``
+or ``translator sample --run RUN --prime "ROMEO:"``, with the compiled sampling loop of
+`translator.search.sample`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from translator.decoders import RecurrentDecoder
+
+
+@keras.saving.register_keras_serializable(package="translator")
+class LanguageModel(keras.Model):
+    """A stacked LSTM/GRU/RNN language model.
+
+    Call: ``model(token_ids, state=None, training=False, return_state=False)`` with int
+    [batch, time] returns logits [batch, time, vocabulary_size] for the token after each
+    position; ``return_state=True`` also returns the state after the last position, which
+    passed back as ``state=`` continues the text exactly where it stopped (None: zero state).
+
+    Masking: none; every position is a real token (the text is contiguous).
+    """
+
+    def __init__(self, vocabulary_size, cell="lstm", embedding_dim=64, units=512, num_layers=2, dropout=0.0,
+                 tie_embeddings=False, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = {"vocabulary_size": vocabulary_size, "cell": cell, "embedding_dim": embedding_dim,
+                         "units": units, "num_layers": num_layers, "dropout": dropout,
+                         "tie_embeddings": tie_embeddings}
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)  # every sublayer computes in the model's policy
+        try:
+            self.decoder = RecurrentDecoder(vocabulary_size, embedding_dim, cell, units, num_layers=num_layers,
+                                            dropout=dropout, tie_embeddings=tie_embeddings, name="decoder")
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        self.tokenizer = None  # set by `load`
+        self._samplers = {}
+
+    @classmethod
+    def from_settings(cls, model_config: dict, vocabulary_size: int, dtype: str = "float32"):
+        """Build from the ``model:`` section of a config (``decoder_layers`` is the depth)."""
+        model = cls(vocabulary_size, cell=model_config["cell"], embedding_dim=model_config["embedding_dim"],
+                    units=model_config["units"], num_layers=model_config["decoder_layers"],
+                    dropout=model_config["dropout"], tie_embeddings=model_config["tie_embeddings"], dtype=dtype)
+        model.build_for_shapes()
+        return model
+
+    def build_for_shapes(self):
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)
+        try:
+            self(ops.convert_to_tensor([[4, 5]], dtype="int32"))
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+
+    def initial_state(self, batch_size):
+        return self.decoder.initial_state(batch_size=batch_size)
+
+    def call(self, token_ids, state=None, training=False, return_state=False):
+        if state is None:
+            state = self.initial_state(ops.shape(token_ids)[0])
+        return self.decoder(token_ids, state, training=training, return_state=return_state)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+    @classmethod
+    def from_config(cls, config):
+        model = cls(**config)
+        model.build_for_shapes()
+        return model
+
+    # ------------------------------------------------------------------ a trained run
+
+    @classmethod
+    def load(cls, run) -> LanguageModel:
+        """The model of a finished run directory (``model.keras``), with its tokenizer."""
+        from translator.tokenizers import load_tokenizers
+
+        run = Path(run)
+        path = run / "model.keras"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
+        model = keras.saving.load_model(path)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a LanguageModel")
+        model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
+        return model
+
+    def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
+               seed: int | None = None) -> str:
+        """Continue `prime` by `length` tokens; returns prime + continuation.
+
+        temperature 0 takes the most likely token at every step (greedy); top_k > 0 samples
+        among the k most likely only. The same seed gives the same text.
+        """
+        import tensorflow as tf
+
+        from translator.search import sample
+
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
+        if not prime:
+            raise ValueError("prime must hold at least one character (the default is a newline)")
+        if temperature < 0 or top_k < 0 or length < 0:
+            raise ValueError(f"temperature, top_k and length must be >= 0; got {temperature}, {top_k}, {length}")
+        if length == 0:
+            return prime
+        prime_ids = self.tokenizer.encode([prime])[0]
+        if not prime_ids:
+            raise ValueError(f"prime {prime!r} has no token in this model's vocabulary")
+        if "sample" not in self._samplers:
+            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                                          tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+                                          tf.TensorSpec([2], tf.int32)])
+            def run_sampler(prime_ids, length, temperature, top_k, seed):
+                _, state = self(prime_ids[:, :-1], return_state=True)
+                return sample(self.decoder.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
+            self._samplers["sample"] = run_sampler
+        seed = np.random.randint(0, 2**31 - 1) if seed is None else seed
+        ids = self._samplers["sample"](tf.constant([prime_ids], tf.int32), tf.constant(length, tf.int32),
+                                       tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
+                                       tf.constant([seed, 0], tf.int32))
+        return prime + self.tokenizer.decode(ops.convert_to_numpy(ids)[0].tolist())
+
+
+# ----------------------------------------------------------------------------- training
+
+class TextStreams:
+    """A token sequence cut into `streams` contiguous rows, served in chunks of `length` steps.
+
+    Batch k is columns [k * length, (k + 1) * length) of every row (the last chunk may be
+    shorter), as inputs, and the same columns one token later as targets.
+    """
+
+    def __init__(self, ids, streams: int, length: int):
+        ids = np.asarray(ids, dtype=np.int32)
+        per_stream = (len(ids) - 1) // streams
+        if per_stream < 1:
+            raise ValueError(f"{len(ids)} tokens cannot fill {streams} streams; lower training.batch_size")
+        self.inputs = ids[:streams * per_stream].reshape(streams, per_stream)
+        self.targets = ids[1:streams * per_stream + 1].reshape(streams, per_stream)
+        self.length = length
+        self.tokens = streams * per_stream
+
+    def __len__(self) -> int:
+        return math.ceil(self.inputs.shape[1] / self.length)
+
+    def chunks(self, skip: int = 0):
+        for index in range(skip, len(self)):
+            columns = slice(index * self.length, (index + 1) * self.length)
+            yield self.inputs[:, columns], self.targets[:, columns]
+
+
+class LanguageModelTask:
+    """`translator.training.Trainer`'s view of a language model (see the module docstring)."""
+
+    def __init__(self, config: dict, tokenizers: dict, log=print):
+        import tensorflow as tf
+
+        from translator.corpora import read_prepared_split
+
+        self.config, self.log = config, log
+        self.tokenizer = tokenizers["text"]
+        settings, data = config["training"], config["data"]
+        if settings["strategy"] != "default":
+            raise ValueError("a language model trains with training.strategy: default (its carried state "
+                             "is one batch of streams); remove the strategy setting")
+        self.signature = [tf.TensorSpec([None, None], tf.int32)] * 2
+        texts = {split: read_prepared_split(data["corpus"], split, data["work_dir"])["text"][0]
+                 for split in ("train", "validation")}
+        streams, length = settings["batch_size"], settings["sequence_length"]
+        self.train = TextStreams(self.tokenizer.encode([texts["train"]])[0], streams, length)
+        self.validation = TextStreams(self.tokenizer.encode([texts["validation"]])[0], streams, length)
+        self.characters = {split: len(text) for split, text in texts.items()}
+        self.carried = self.validation_carried = None
+
+    def batches_per_epoch(self) -> int:
+        return len(self.train)
+
+    def dataset(self, epoch: int, skip: int):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_generator(lambda: self.train.chunks(skip),
+                                              output_signature=tuple(self.signature)).prefetch(2)
+
+    def describe(self, manifest: dict) -> str:
+        return (f"{self.train.tokens:,} training tokens in {self.train.inputs.shape[0]} streams, "
+                f"{self.config['training']['sequence_length']} steps of BPTT per batch")
+
+    def build_model(self, dtype: str):
+        import tensorflow as tf
+
+        model = LanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype=dtype)
+        state = model.initial_state(self.train.inputs.shape[0])
+        self.carried = {key: tf.Variable(tf.zeros_like(value), trainable=False, name=f"carried_{key}")
+                        for key, value in state.items()}
+        self.validation_carried = {key: tf.Variable(tf.zeros_like(value), trainable=False)
+                                   for key, value in state.items()}
+        return model
+
+    def checkpointed_variables(self) -> list:
+        return list(self.carried.values())
+
+    def start_epoch(self, epoch: int, batches_done: int) -> None:
+        if batches_done == 0:  # a resumed epoch keeps the checkpointed state
+            for variable in self.carried.values():
+                variable.assign(ops.zeros_like(variable))
+
+    def loss(self, model, batch, training: bool):
+        import tensorflow as tf
+
+        from translator.models import sequence_loss
+
+        inputs, targets = batch
+        carried = self.carried if training else self.validation_carried
+        state = {key: tf.identity(variable) for key, variable in carried.items()}
+        logits, state = model(inputs, state, training=training, return_state=True)
+        for key, variable in carried.items():
+            variable.assign(tf.cast(tf.stop_gradient(state[key]), variable.dtype))
+        loss_sum, count = sequence_loss(logits, targets, 0.0)  # no id is padding (0) in a text
+        return loss_sum, count, loss_sum, count
+
+    def validate(self, model, evaluate_step, epoch: int) -> dict:
+        for variable in self.validation_carried.values():
+            variable.assign(ops.zeros_like(variable))
+        loss_sum = count = 0.0
+        for batch in self.validation.chunks():
+            batch_loss, batch_count = evaluate_step(*batch)
+            loss_sum += float(batch_loss)
+            count += float(batch_count)
+        loss = loss_sum / count
+        self.log(f"epoch {epoch + 1}: validation loss {loss:.4f} nats per token "
+                 f"({loss / math.log(2):.3f} bits), perplexity {math.exp(loss):.2f}")
+        return {"validation_loss": round(loss, 5), "validation_bits_per_token": round(loss / math.log(2), 5),
+                "validation_perplexity": round(math.exp(loss), 3)}
