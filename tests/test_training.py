@@ -53,7 +53,7 @@ def run_training(config: Path, run: Path):
 # ----------------------------------------------------------------------------- configs
 
 def test_an_unknown_config_key_fails_with_its_name_before_any_work(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"unknown key 'model.celll'; allowed keys in 'model': cell, "):
+    with pytest.raises(ConfigError, match=r"unknown key 'model.celll'; allowed keys in 'model': type, cell, "):
         validate({"data": {"corpus": "x"}, "model": {"celll": "lstm"}})
     with pytest.raises(ConfigError, match=r"'model.cell' is 'lstn'; expected one of 'lstm', 'gru', 'rnn'"):
         validate({"data": {"corpus": "x"}, "model": {"cell": "lstn"}})

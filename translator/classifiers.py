@@ -28,6 +28,7 @@ from keras import ops
 from translator.attention import masked_softmax
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
+from translator.models import dtype_policy_of, load_run_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -87,9 +88,7 @@ class Classifier(keras.Model):
         self.settings = {"vocabulary_size": vocabulary_size, "label_names": self.label_names, "cell": cell,
                          "embedding_dim": embedding_dim, "units": units, "num_layers": num_layers,
                          "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout}
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)
-        try:
+        with dtype_policy_of(self):
             self.embedding = TokenEmbedding(vocabulary_size, embedding_dim, name="embedding")
             self.embedding_dropout = keras.layers.Dropout(dropout)
             self.encoder = RecurrentEncoder(cell, units, num_layers=num_layers, bidirectional=bidirectional,
@@ -98,8 +97,6 @@ class Classifier(keras.Model):
             self.output_dropout = keras.layers.Dropout(dropout)
             # The softmax layer computes in float32 even under mixed precision.
             self.output_layer = keras.layers.Dense(len(self.label_names), name="output", dtype="float32")
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
     @classmethod
     def from_settings(cls, model_config: dict, vocabulary_size: int, label_names, dtype: str = "float32"):
@@ -111,12 +108,8 @@ class Classifier(keras.Model):
         return model
 
     def build_for_shapes(self):
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)
-        try:
+        with dtype_policy_of(self):
             self(ops.convert_to_tensor([[4, 5, 0]], dtype="int32"))
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
     def call(self, token_ids, training=False, return_attention=False):
         mask = ops.not_equal(token_ids, 0)
@@ -144,17 +137,7 @@ class Classifier(keras.Model):
     @classmethod
     def load(cls, run) -> Classifier:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        from translator.tokenizers import load_tokenizers
-
-        run = Path(run)
-        path = run / "model.keras"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
-        model = keras.saving.load_model(path)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a Classifier")
-        model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
-        return model
+        return load_run_model(run, cls)
 
     def predict_ids(self, id_lists, batch_size: int = 128) -> np.ndarray:
         """Class probabilities [n, classes] for token-id lists, in their order (batched by length)."""

@@ -19,13 +19,13 @@ or ``translator sample --run RUN --prime "ROMEO:"``, with the compiled sampling 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
 from translator.decoders import RecurrentDecoder
+from translator.models import dtype_policy_of, load_run_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -46,13 +46,9 @@ class LanguageModel(keras.Model):
         self.settings = {"vocabulary_size": vocabulary_size, "cell": cell, "embedding_dim": embedding_dim,
                          "units": units, "num_layers": num_layers, "dropout": dropout,
                          "tie_embeddings": tie_embeddings}
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)  # every sublayer computes in the model's policy
-        try:
+        with dtype_policy_of(self):  # every sublayer computes in the model's policy
             self.decoder = RecurrentDecoder(vocabulary_size, embedding_dim, cell, units, num_layers=num_layers,
                                             dropout=dropout, tie_embeddings=tie_embeddings, name="decoder")
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
         self.tokenizer = None  # set by `load`
         self._samplers = {}
 
@@ -66,12 +62,8 @@ class LanguageModel(keras.Model):
         return model
 
     def build_for_shapes(self):
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)
-        try:
+        with dtype_policy_of(self):
             self(ops.convert_to_tensor([[4, 5]], dtype="int32"))
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
     def initial_state(self, batch_size):
         return self.decoder.initial_state(batch_size=batch_size)
@@ -95,17 +87,7 @@ class LanguageModel(keras.Model):
     @classmethod
     def load(cls, run) -> LanguageModel:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        from translator.tokenizers import load_tokenizers
-
-        run = Path(run)
-        path = run / "model.keras"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
-        model = keras.saving.load_model(path)
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a LanguageModel")
-        model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
-        return model
+        return load_run_model(run, cls)
 
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
                seed: int | None = None) -> str:

@@ -12,12 +12,43 @@ decoder's ``step`` token by token (``translator.search``), from the same weights
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import keras
 from keras import ops
 
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
+
+
+@contextlib.contextmanager
+def dtype_policy_of(model: keras.Model):
+    """Inside, new layers and lazily built weights follow `model`'s dtype policy (for example
+    ``mixed_bfloat16``), which Keras saves with the model and restores when loading it."""
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(model.dtype_policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def load_run_model(run, model_class):
+    """The ``model.keras`` of a finished run directory, with its ``text`` tokenizer attached
+    (for `LanguageModel.load` and `Classifier.load`)."""
+    from translator.tokenizers import load_tokenizers
+
+    run = Path(run)
+    path = run / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
+    model = keras.saving.load_model(path)
+    if not isinstance(model, model_class):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a {model_class.__name__}")
+    model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
+    return model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -46,9 +77,7 @@ class Seq2Seq(keras.Model):
         }
         # Every layer inside computes with the model's own dtype policy (e.g. ``dtype=
         # "mixed_bfloat16"``), which is saved with the model and restored when it is loaded.
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)
-        try:
+        with dtype_policy_of(self):
             self.source_embedding = TokenEmbedding(source_vocabulary_size, embedding_dim, name="source_embedding")
             self.embedding_dropout = keras.layers.Dropout(dropout)
             self.encoder = RecurrentEncoder(cell=cell, units=encoder_units or units, num_layers=encoder_layers,
@@ -58,8 +87,6 @@ class Seq2Seq(keras.Model):
                                             cell=cell, units=units, num_layers=decoder_layers, dropout=dropout,
                                             attention=attention, feed_context=feed_context,
                                             tie_embeddings=tie_embeddings, name="decoder")
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
     @classmethod
     def from_settings(cls, model_config: dict, source_vocabulary_size: int, target_vocabulary_size: int,
@@ -73,12 +100,8 @@ class Seq2Seq(keras.Model):
         """Create every weight by running a tiny batch through the model."""
         source = ops.convert_to_tensor([[4, 5, 0]], dtype="int32")
         target = ops.convert_to_tensor([[2, 4]], dtype="int32")
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)  # weights made lazily follow it too
-        try:
+        with dtype_policy_of(self):  # weights made lazily follow it too
             self((source, target), training=False)
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
     def encode(self, source_ids, training=False) -> dict:
         """Run the encoder; return the decoder's cache (its initial state, memory and mask)."""
