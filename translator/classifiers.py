@@ -28,7 +28,7 @@ from keras import ops
 from translator.attention import masked_softmax
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
-from translator.models import dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -65,7 +65,7 @@ class AttentionPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="translator")
-class Classifier(keras.Model):
+class Classifier(ConfiguredModel):
     """Embedding -> RecurrentEncoder -> final states or attention pooling -> softmax layer.
 
     Call: ``model(token_ids, training=False)`` with int [batch, time] (0 = padding) returns
@@ -122,15 +122,6 @@ class Classifier(keras.Model):
             pooled, weights = self.pooling(outputs, mask)
         logits = self.output_layer(self.output_dropout(pooled, training=training))
         return (logits, weights) if return_attention else logits
-
-    def get_config(self):
-        return {**super().get_config(), **self.settings}
-
-    @classmethod
-    def from_config(cls, config):
-        model = cls(**config)
-        model.build_for_shapes()
-        return model
 
     # ------------------------------------------------------------------ a trained run
 

@@ -25,11 +25,11 @@ import numpy as np
 from keras import ops
 
 from translator.decoders import RecurrentDecoder
-from translator.models import dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
-class LanguageModel(keras.Model):
+class LanguageModel(ConfiguredModel):
     """A stacked LSTM/GRU/RNN language model.
 
     Call: ``model(token_ids, state=None, training=False, return_state=False)`` with int
@@ -72,15 +72,6 @@ class LanguageModel(keras.Model):
         if state is None:
             state = self.initial_state(ops.shape(token_ids)[0])
         return self.decoder(token_ids, state, training=training, return_state=return_state)
-
-    def get_config(self):
-        return {**super().get_config(), **self.settings}
-
-    @classmethod
-    def from_config(cls, config):
-        model = cls(**config)
-        model.build_for_shapes()
-        return model
 
     # ------------------------------------------------------------------ a trained run
 

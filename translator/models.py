@@ -51,8 +51,22 @@ def load_run_model(run, model_class):
     return model
 
 
+class ConfiguredModel(keras.Model):
+    """A model whose config is its constructor's ``self.settings``; loading rebuilds it and
+    creates every weight with ``build_for_shapes()`` before Keras restores the values."""
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+    @classmethod
+    def from_config(cls, config):
+        model = cls(**config)
+        model.build_for_shapes()
+        return model
+
+
 @keras.saving.register_keras_serializable(package="translator")
-class Seq2Seq(keras.Model):
+class Seq2Seq(ConfiguredModel):
     """An RNN encoder-decoder.
 
     Call: ``model((source_ids, target_input_ids), training=False)`` with int [batch, source_time]
@@ -115,14 +129,6 @@ class Seq2Seq(keras.Model):
         cache = self.encode(source_ids, training=training)
         return self.decoder(target_input_ids, cache, training=training, return_attention=return_attention)
 
-    def get_config(self):
-        return {**super().get_config(), **self.settings}
-
-    @classmethod
-    def from_config(cls, config):
-        model = cls(**config)
-        model.build_for_shapes()
-        return model
 
 
 def sequence_loss(logits, target_ids, label_smoothing: float = 0.0):
