@@ -335,7 +335,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(f"confusion matrix ({split}, rows sum to 1)")
-    figure.colorbar(image, ax=axes)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     table = "".join(f"<tr><td>{name}</td><td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td>"
                     f"<td>{row['f1']:.3f}</td><td>{row['support']}</td></tr>"
@@ -345,7 +345,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
             f"</head><body><h1>{config['name']}: {config['data']['corpus']} {split}</h1>"
             f"<p>{len(labels):,} examples: accuracy <b>{metrics['accuracy']:.2%}</b>, "
             f"macro-F1 <b>{metrics['macro_f1']:.4f}</b></p>"
-            f"<img alt='confusion matrix' src='data:image/png;base64,{_png(figure)}'>"
+            f"<img alt='confusion matrix' style='max-width:100%' src='data:image/png;base64,{_png(figure)}'>"
             f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
             f"{table}</table></body></html>")
     atomic_write_text(run / "report.html", html)
