@@ -358,7 +358,7 @@ class Trainer:
                 task.start_epoch(epoch, state["batches_done"])
                 dataset = strategy.experimental_distribute_dataset(task.dataset(epoch, skip=state["batches_done"]))
                 if train_step is None:  # traced once, for any batch and sentence length
-                    train_step = self._training_step(model, optimizer, strategy, dataset.element_spec, task)
+                    train_step = make_training_step(config, model, optimizer, strategy, dataset.element_spec, task)
                 for batch in dataset:
                     rate = learning_rate(config, state["step"] + 1, total_steps, state["learning_rate_factor"])
                     optimizer.learning_rate.assign(rate)
@@ -424,9 +424,6 @@ class Trainer:
         return self.run / "model.keras"
 
     # ------------------------------------------------------------------ compiled steps
-
-    def _training_step(self, model, optimizer, strategy, element_spec, task):
-        return make_training_step(self.config, model, optimizer, strategy, element_spec, task)
 
     @staticmethod
     def _evaluation_step(model, task):
