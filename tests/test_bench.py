@@ -36,3 +36,25 @@ def test_forward_flops_of_the_textbook_and_attention_models():
     memory_projection = 2 * 6 * 6              # per source position (memory width 6)
     step = 2 * (4 + 6 + 6) * 4 * 6 + 2 * 6 * 6 + 5 * (2 * 6 + 2 * 6) + 2 * 12 * 6 + 2 * 6 * 10
     assert forward_flops(attention, 5, 7, 9, 10) == 5 * (encoder + memory_projection) + 7 * step
+
+
+def test_the_summary_table_names_every_measurement():
+    from translator.bench import markdown
+
+    training = {"tokens_per_second": 1000.0, "target_padding": 0.05, "model_gflops_per_second": 50.0,
+                "peak_memory_mib": 1000.0}
+    decoding = {"ours_greedy": 300.0, "ours_beam5": 80.0, "ours_greedy_mean_output_words": 9.0}
+    results = {
+        "matmul": {"gflops": {"float32": 250.0, "bfloat16": 900.0}},
+        **{key: dict(training) for key in ("textbook_train", "ours_train_lstm_float32", "ours_train_lstm_bfloat16",
+                                           "ours_train_attention_float32", "ours_train_attention_bfloat16")},
+        "decode_lstm": {"textbook_predict": 100.0, "textbook_direct": 150.0, "identical_greedy_outputs_float32": 1.0,
+                        "identical_greedy_outputs_bfloat16": 0.97,
+                        **{f"{key}_{precision}": value for key, value in decoding.items()
+                           for precision in ("float32", "bfloat16")}},
+        "decode_attention": dict(decoding),
+        "machine": {"date": "2026-11-21", "cpu_cores": 2, "seconds_per_training_phase": 60, "total_minutes": 8.0},
+    }
+    table = markdown(results)
+    assert "| ours, bfloat16 | 300.0 | 80.0 | 3.0 | 2.0 | 97.0% |" in table
+    assert "textbook, direct call per token | 150.0 | - | 1.5 | 1.0 |" in table

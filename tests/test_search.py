@@ -85,11 +85,13 @@ def test_n_best_lists_are_sorted_by_score_and_end_with_eos():
         assert real[-1] == EOS and (real[:-1] != EOS).all()
 
 
-@pytest.mark.parametrize("beam_size", [1, 4])
+@pytest.mark.parametrize("beam_size", [0, 1, 4])  # 0: greedy_search, which drops finished rows
 def test_the_batch_never_changes_a_translation(beam_size):
     model, batch = random_model(), sources(16, seed=1)
 
     def translate(rows):
+        if beam_size == 0:
+            return strip_special(greedy_search(model, rows).numpy())
         sequences, _, _ = beam_search(model, rows, beam_size=beam_size)
         return strip_special(sequences[:, 0].numpy())
 
@@ -97,6 +99,18 @@ def test_the_batch_never_changes_a_translation(beam_size):
     alone = [translate(row[None, : max(1, int((row != 0).sum()))])[0] for row in batch]
     reordered = translate(batch[::-1])[::-1]
     assert together == alone == reordered
+
+
+def test_greedy_scores_are_the_log_probabilities_of_its_output():
+    model, batch = random_model(attention=None), sources(24, seed=2)
+    sequences, scores = tf.function(lambda ids: greedy_search(model, ids, 1.5, 5, return_scores=True))(batch)
+    _, beam_scores, _ = beam_search(model, batch, beam_size=1, length_penalty=0.0, max_length_ratio=1.5,
+                                    max_length_offset=5)
+    np.testing.assert_allclose(scores.numpy(), beam_scores.numpy()[:, 0], rtol=1e-4, atol=1e-4)
+    # Sentences end at different steps, so rows leave the batch on the way: the output is
+    # still one row per source, 0 after the first <eos>.
+    lengths = (sequences.numpy() != 0).sum(axis=1)
+    assert len(set(lengths)) > 2 and sequences.shape[0] == len(batch)
 
 
 def test_greedy_respects_the_length_limit_of_each_sentence():

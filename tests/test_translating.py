@@ -40,6 +40,11 @@ def test_the_api_translates_and_keeps_empty_lines(trained):
     assert output[0] == "c b a" and output[2] == "e f g h i j k l"
     assert translator.translate("a b c") == "c b a"
     assert translator.translate(["\u200b", "\ufeff"]) == ["", ""]  # encode to no piece: empty, no crash
+    in_bfloat16 = Translator.load(runs["good"], precision="bfloat16")
+    assert in_bfloat16.model.decoder.output_layer.kernel.dtype == "bfloat16"
+    assert in_bfloat16.translate(SENTENCES, beam_size=1) == translator.translate(SENTENCES, beam_size=1)
+    with pytest.raises(ValueError, match="'float32' or 'bfloat16'"):
+        Translator.load(runs["good"], precision="float16")
 
 
 def test_batch_size_and_order_never_change_a_translation(trained):

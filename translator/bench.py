@@ -36,6 +36,7 @@ TEXTBOOK_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512}
 ATTENTION_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512, "encoder_units": 256,
                    "bidirectional": True, "attention": "bahdanau"}
 SEPARATE_TOKENIZER, JOINT_TOKENIZER = "multi30k", "multi30k-de-en-joint8k"
+GREEDY_BATCH_SIZE, BEAM_BATCH_SIZE = 256, 64  # sentences per batch of our decoding
 
 
 # ----------------------------------------------------------------------------- shared
@@ -259,7 +260,7 @@ def phase_decode_lstm(weights_path: str) -> dict:
     """Greedy decoding of test2016 by the textbook loop and by ours, on the same trained weights."""
     import numpy as np
 
-    from translator.models import Seq2Seq
+    from translator.models import Seq2Seq, computing_in
     from translator.translator import Translator
 
     tokenizers, splits = _data(SEPARATE_TOKENIZER)
@@ -278,10 +279,12 @@ def phase_decode_lstm(weights_path: str) -> dict:
     model = Seq2Seq.from_settings(TEXTBOOK_MODEL, tokenizers["source"].vocabulary_size,
                                   tokenizers["target"].vocabulary_size)
     _copy_textbook_weights(textbook, model)
-    translator = Translator(model, tokenizers["source"], tokenizers["target"])
-    results.update(_our_decoding(translator, sentences))
-    ours = translator.translate(sentences, beam_size=1)
-    results["identical_greedy_outputs"] = round(float(np.mean([a == b for a, b in zip(ours, texts)])), 4)
+    for precision in ("float32", "bfloat16"):  # the same weights, decoded in float32, then cast to bfloat16
+        translator = Translator(computing_in(model, precision), tokenizers["source"], tokenizers["target"])
+        ours = _our_decoding(translator, sentences)
+        results.update({f"{key}_{precision}": value for key, value in ours.items() if key != "greedy_outputs"})
+        results[f"identical_greedy_outputs_{precision}"] = round(
+            float(np.mean([a == b for a, b in zip(ours["greedy_outputs"], texts)])), 4)
     results["peak_memory_mib"] = _peak_memory_mib()
     return results
 
@@ -289,24 +292,28 @@ def phase_decode_lstm(weights_path: str) -> dict:
 def _our_decoding(translator, sentences) -> dict:
     results = {}
     for beam_size in (1, 5):
+        batch_size = GREEDY_BATCH_SIZE if beam_size == 1 else BEAM_BATCH_SIZE
         translator.translate(sentences[:8], beam_size=beam_size)  # tracing
         started = time.perf_counter()
-        outputs = translator.translate(sentences, beam_size=beam_size, batch_size=64)
+        outputs = translator.translate(sentences, beam_size=beam_size, batch_size=batch_size)
         name = "ours_greedy" if beam_size == 1 else "ours_beam5"
         results[name] = round(len(sentences) / (time.perf_counter() - started), 1)
         results[f"{name}_mean_output_words"] = round(sum(len(o.split()) for o in outputs) / len(outputs), 2)
+        if beam_size == 1:
+            results["greedy_outputs"] = outputs
     return results
 
 
 def phase_decode_attention(model_path: str) -> dict:
     import keras
 
-    import translator.models  # noqa: F401  (registers Seq2Seq for loading)
+    from translator.models import computing_in
     from translator.translator import Translator
 
     tokenizers, splits = _data(JOINT_TOKENIZER)
-    model = keras.saving.load_model(model_path)
+    model = computing_in(keras.saving.load_model(model_path), "bfloat16")  # as Translator.load does
     results = _our_decoding(Translator(model, tokenizers["source"], tokenizers["target"]), splits["test"]["source"])
+    results.pop("greedy_outputs")
     results["peak_memory_mib"] = _peak_memory_mib()
     return results
 
@@ -389,18 +396,26 @@ def markdown(results: dict) -> str:
                      f"{row['peak_memory_mib']:,.0f} MiB |")
     decode = results["decode_lstm"]
     attention = results["decode_attention"]
+    predict, direct = decode["textbook_predict"], decode["textbook_direct"]
     lines += ["", "## Decoding test2016 (1,000 sentences, sentences per second, text in, text out)", "",
-              "| model | textbook predict() | textbook direct call | ours greedy | ours beam 5 | "
-              "greedy x predict() | greedy x direct |", "|---|---:|---:|---:|---:|---:|---:|",
-              f"| LSTM 512 (the textbook run's weights) | {decode['textbook_predict']} | {decode['textbook_direct']} | "
-              f"{decode['ours_greedy']} | {decode['ours_beam5']} | "
-              f"{decode['ours_greedy'] / decode['textbook_predict']:.1f} | "
-              f"{decode['ours_greedy'] / decode['textbook_direct']:.1f} |",
-              f"| BiLSTM + Bahdanau (the bfloat16 run's weights) | - | - | {attention['ours_greedy']} | "
-              f"{attention['ours_beam5']} | - | - |", "",
-              f"Our greedy output equals the textbook loop's on {decode['identical_greedy_outputs']:.1%} of the "
-              f"sentences (same weights). Mean output length in words: greedy "
-              f"{decode['ours_greedy_mean_output_words']} (LSTM), {attention['ours_greedy_mean_output_words']} "
+              "| model | decoding | greedy | beam 5 | greedy x predict() | greedy x direct | greedy = textbook |",
+              "|---|---|---:|---:|---:|---:|---:|",
+              f"| LSTM 512 (the textbook run's weights) | textbook, predict() per token | {predict} | - | 1.0 | "
+              f"{predict / direct:.1f} | |",
+              f"| LSTM 512 (the textbook run's weights) | textbook, direct call per token | {direct} | - | "
+              f"{direct / predict:.1f} | 1.0 | |"]
+    for precision in ("float32", "bfloat16"):
+        greedy = decode[f"ours_greedy_{precision}"]
+        lines.append(f"| LSTM 512 (the textbook run's weights) | ours, {precision} | {greedy} | "
+                     f"{decode[f'ours_beam5_{precision}']} | {greedy / predict:.1f} | {greedy / direct:.1f} | "
+                     f"{decode[f'identical_greedy_outputs_{precision}']:.1%} |")
+    lines += [f"| BiLSTM + Bahdanau (the bfloat16 run's weights) | ours, bfloat16 | {attention['ours_greedy']} | "
+              f"{attention['ours_beam5']} | | | |", "",
+              f"Ours: greedy in batches of {GREEDY_BATCH_SIZE} sentences (finished ones leave the batch), beam "
+              f"search in batches of {BEAM_BATCH_SIZE}; the textbook loop decodes all 1,000 in one batch. "
+              "\"greedy = textbook\": the share of sentences whose greedy output is the textbook loop's. "
+              "Mean output length in words: greedy "
+              f"{decode['ours_greedy_mean_output_words_float32']} (LSTM), {attention['ours_greedy_mean_output_words']} "
               f"(attention); every model here trained for only {results['machine']['seconds_per_training_phase']:.0f} s.",
               "", f"Whole bench: {results['machine']['total_minutes']} min."]
     return "\n".join(lines) + "\n"

@@ -51,6 +51,40 @@ def load_run_model(run, model_class):
     return model
 
 
+def computing_in(model: keras.Model, dtype: str) -> keras.Model:
+    """`model` itself if its weights and computation are already `dtype` ("float32" or
+    "bfloat16"); otherwise a copy whose weights are cast to `dtype` once. For decoding: under
+    ``mixed_bfloat16`` every step would cast every float32 weight again."""
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16'; got {dtype!r}")
+    policy = model.dtype_policy
+    if policy.variable_dtype == dtype and policy.compute_dtype == dtype:
+        return model
+    with _orthogonal_initializer_in_float32():
+        copy = type(model).from_config({**model.get_config(), "dtype": dtype})
+    copy.set_weights([ops.cast(weight, dtype) for weight in model.get_weights()])
+    copy.tokenizer = getattr(model, "tokenizer", None)
+    return copy
+
+
+@contextlib.contextmanager
+def _orthogonal_initializer_in_float32():
+    """Keras's orthogonal initializer (recurrent kernels) runs a QR decomposition, which
+    TensorFlow cannot do in bfloat16: inside, it draws in float32 and casts. (The values are
+    overwritten at once by `computing_in`.)"""
+    orthogonal = keras.initializers.Orthogonal
+    original = orthogonal.__call__
+
+    def call(self, shape, dtype=None):
+        return ops.cast(original(self, shape, dtype="float32"), dtype or "float32")
+
+    orthogonal.__call__ = call
+    try:
+        yield
+    finally:
+        orthogonal.__call__ = original
+
+
 class ConfiguredModel(keras.Model):
     """A model whose config is its constructor's ``self.settings``; loading rebuilds it and
     creates every weight with ``build_for_shapes()`` before Keras restores the values."""

@@ -27,34 +27,69 @@ def length_limits(source_ids, max_length_ratio: float, max_length_offset: int):
     return tf.cast(tf.math.ceil(source_lengths * max_length_ratio), tf.int32) + max_length_offset
 
 
-def greedy_search(model, source_ids, max_length_ratio: float = 2.0, max_length_offset: int = 10):
+def greedy_search(model, source_ids, max_length_ratio: float = 2.0, max_length_offset: int = 10,
+                  return_scores: bool = False):
     """Most probable next token at every step. Returns int32 [batch, time] ids, ``<eos>``
-    included where produced, padded with 0 after it."""
+    included where produced, padded with 0 after it; with ``return_scores=True`` also the
+    float32 [batch] log-probabilities of those sequences.
+
+    Finished sentences leave the batch: once at least a quarter of the rows still computed
+    have produced ``<eos>``, the loop gathers the others (their cache and limits) and goes on
+    with those only, so a batch costs about the sum of its translations' lengths, not its size
+    times the longest. No row's numbers depend on the other rows.
+    """
     source_ids = tf.convert_to_tensor(source_ids, tf.int32)
     batch_size = tf.shape(source_ids)[0]
-    limits = length_limits(source_ids, max_length_ratio, max_length_offset)
     cache = model.encode(source_ids, training=False)
-    tokens = tf.fill([batch_size], tf.constant(SOS_ID, tf.int32))
-    finished = tf.zeros([batch_size], tf.bool)
-    output = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+    state = {
+        "rows": tf.range(batch_size),  # each computed row's place in the batch
+        "limits": length_limits(source_ids, max_length_ratio, max_length_offset),
+        "tokens": tf.fill([batch_size], tf.constant(SOS_ID, tf.int32)),
+        "finished": tf.zeros([batch_size], tf.bool),
+    }
+    output = tf.TensorArray(tf.int32, size=0, dynamic_size=True)  # step -> [batch] token ids
+    scores = tf.zeros([batch_size], tf.float32)
 
-    def keep_going(step, tokens, finished, cache, output):
-        return tf.logical_not(tf.reduce_all(finished))
+    def keep_going(step, state, cache, output, scores):
+        return tf.logical_not(tf.reduce_all(state["finished"]))
 
-    def advance(step, tokens, finished, cache, output):
-        logits, cache, _ = model.decoder.step(tokens, cache, training=False)
+    def advance(step, state, cache, output, scores):
+        logits, cache, _ = model.decoder.step(state["tokens"], cache, training=False)
         next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        next_tokens = tf.where(step + 1 >= limits, tf.constant(EOS_ID, tf.int32), next_tokens)
+        next_tokens = tf.where(step + 1 >= state["limits"], tf.constant(EOS_ID, tf.int32), next_tokens)
+        finished = state["finished"]
         next_tokens = tf.where(finished, tf.constant(PAD_ID, tf.int32), next_tokens)
-        output = output.write(step, next_tokens)
+        places = state["rows"][:, None]
+        output = output.write(step, tf.scatter_nd(places, next_tokens, [batch_size]))
+        if return_scores:  # a softmax normalizer over the vocabulary: only when asked for
+            logits = tf.cast(logits, tf.float32)
+            log_probs = tf.gather(logits, next_tokens, batch_dims=1) - tf.reduce_logsumexp(logits, axis=-1)
+            scores = tf.tensor_scatter_nd_add(scores, places, tf.where(finished, 0.0, log_probs))
         finished = tf.logical_or(finished, tf.equal(next_tokens, EOS_ID))
-        return step + 1, next_tokens, finished, cache, output
+        state = {**state, "tokens": next_tokens, "finished": finished}
+        alive = tf.reduce_sum(tf.cast(tf.logical_not(finished), tf.int32))
+        rows = tf.size(finished)
 
-    _, _, _, _, output = tf.while_loop(
-        keep_going, advance, (tf.constant(0), tokens, finished, cache, output),
-        maximum_iterations=tf.reduce_max(limits),
+        def drop_finished():
+            keep = tf.where(tf.logical_not(finished))[:, 0]
+            return ({key: tf.gather(value, keep) for key, value in state.items()},
+                    {key: tf.gather(value, keep) for key, value in cache.items()})
+
+        state, cache = tf.cond(tf.logical_and(alive > 0, 4 * alive <= 3 * rows),
+                               drop_finished, lambda: (state, cache))
+        return step + 1, state, cache, output, scores
+
+    def any_rows(value):
+        return tf.TensorShape([None]).concatenate(value.shape[1:])
+
+    invariants = (tf.TensorShape([]), {key: any_rows(value) for key, value in state.items()},
+                  {key: any_rows(value) for key, value in cache.items()}, None, tf.TensorShape([None]))
+    _, _, _, output, scores = tf.while_loop(
+        keep_going, advance, (tf.constant(0), state, cache, output, scores),
+        shape_invariants=invariants, maximum_iterations=tf.reduce_max(state["limits"]),
     )
-    return tf.transpose(output.stack())
+    sequences = tf.transpose(output.stack())
+    return (sequences, scores) if return_scores else sequences
 
 
 def sample(step, cache: dict, first_ids, length, temperature, top_k, seed):
@@ -155,12 +190,19 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
     def expand(step, logits, weights, alive_sequences, alive_scores, alive_attention):
         """The best 2k one-token extensions of the alive hypotheses of every sentence."""
         vocabulary = tf.shape(logits)[-1]
-        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-        log_probs = tf.reshape(log_probs, [batch_size, k, vocabulary])
-        at_limit = tf.reshape(step + 1 >= limits, [batch_size, 1, 1])
-        eos_only = tf.one_hot(EOS_ID, vocabulary, on_value=0.0, off_value=-1e9)
-        log_probs = tf.where(at_limit, log_probs + eos_only, log_probs)  # force <eos> at the limit
-        candidates = tf.reshape(alive_scores[:, :, None] + log_probs, [batch_size, k * vocabulary])
+        logits = tf.cast(logits, tf.float32)
+        # score + log_softmax(logits) = logits + (score - logsumexp(logits)): one pass over the
+        # [batch * beam, vocabulary] logits instead of several.
+        offsets = tf.reshape(alive_scores, [-1]) - tf.reduce_logsumexp(logits, axis=-1)
+        candidates = tf.reshape(logits + offsets[:, None], [batch_size, k, vocabulary])
+        at_limit = step + 1 >= limits
+
+        def force_eos():  # at its length limit a sentence can only end
+            eos_only = tf.one_hot(EOS_ID, vocabulary, on_value=0.0, off_value=-1e9)
+            return tf.where(at_limit[:, None, None], candidates + eos_only, candidates)
+
+        candidates = tf.cond(tf.reduce_any(at_limit), force_eos, lambda: candidates)
+        candidates = tf.reshape(candidates, [batch_size, k * vocabulary])
         top_scores, top_indices = tf.math.top_k(candidates, k=2 * k)
         beams, tokens = top_indices // vocabulary, top_indices % vocabulary
         sequences = tf.concat([gather_beams(alive_sequences, beams), tokens[:, :, None]], axis=2)
