@@ -88,7 +88,7 @@ def test_language_model_save_and_load_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- classifier
 
-@pytest.mark.parametrize("pooling", ["final", "attention"])
+@pytest.mark.parametrize("pooling", ["final", "attention", "max"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_output_does_not_depend_on_padding(pooling, bidirectional):
     model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, num_layers=2,
@@ -213,7 +213,7 @@ def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
     config.write_text(yaml.safe_dump({
         "data": data,
         "model": {"type": "classifier", "cell": "gru", "embedding_dim": 16, "units": 32, "bidirectional": True,
-                  "pooling": "attention"},
+                  "pooling": "max"},
         "training": {"epochs": 6, "batch_tokens": 256, "learning_rate": 0.01, "schedule": "constant",
                      "class_weights": "balanced", "early_stopping_metric": "validation_accuracy", "bleu_every": 0}}))
     run = tmp_path / "run"
@@ -230,3 +230,4 @@ def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
     assert all(0.5 < probability <= 1.0 for _, probability in predictions)
     printed = run_cli("classify", "--run", str(run), stdin="one good two\nbad three\n")
     assert [line.split("\t")[0] for line in printed.splitlines()] == ["pos", "neg"]
+

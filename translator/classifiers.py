@@ -1,10 +1,11 @@
 """Many-to-one sequence classifiers on the shared `RecurrentEncoder`.
 
 The encoder of the translation models reads the text (bidirectional if asked); its final
-states, or an attention-weighted sum of its outputs (Yang et al. 2016, "Hierarchical
-Attention Networks for Document Classification", the word-level attention), go through
-dropout into a softmax layer over the classes. Names -> language is character level; SST-2
-and TREC are subword level: the tokenizer recipe decides.
+states, an attention-weighted sum of its outputs (Yang et al. 2016, "Hierarchical
+Attention Networks for Document Classification", the word-level attention), or the maximum
+of its outputs over time (Conneau et al. 2017, InferSent) go through dropout into a softmax
+layer over the classes. Names -> language is character level; SST-2 and TREC are subword
+level: the tokenizer recipe decides.
 
 Training (``translator train configs/names-classifier.yaml``) uses length-bucketed batches
 and, with ``training.class_weights: balanced``, weighs each class by n / (classes * count) as
@@ -66,22 +67,22 @@ class AttentionPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="translator")
 class Classifier(ConfiguredModel):
-    """Embedding -> RecurrentEncoder -> final states or attention pooling -> softmax layer.
+    """Embedding -> RecurrentEncoder -> final states, attention or max pooling -> softmax layer.
 
     Call: ``model(token_ids, training=False)`` with int [batch, time] (0 = padding) returns
     logits [batch, number_of_classes]. ``label_names`` (saved with the model) maps class
     index to label.
 
     Masking: padding is masked in the encoder (it never changes the final states or the real
-    outputs) and in the attention pooling (weight 0), so the prediction for a text does not
-    depend on how far its batch is padded.
+    outputs), in the attention pooling (weight 0) and in the max pooling (never the maximum),
+    so the prediction for a text does not depend on how far its batch is padded.
     """
 
     def __init__(self, vocabulary_size, label_names, cell="lstm", embedding_dim=128, units=256, num_layers=1,
                  bidirectional=True, pooling="final", dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        if pooling not in ("final", "attention"):
-            raise ValueError(f"pooling must be 'final' or 'attention'; got {pooling!r}")
+        if pooling not in ("final", "attention", "max"):
+            raise ValueError(f"pooling must be 'final', 'attention' or 'max'; got {pooling!r}")
         if len(label_names) < 2:
             raise ValueError(f"a classifier needs at least 2 labels; got {label_names!r}")
         self.label_names = list(label_names)
@@ -116,8 +117,12 @@ class Classifier(ConfiguredModel):
         embedded = self.embedding_dropout(self.embedding(token_ids), training=training)
         outputs, final_states = self.encoder(embedded, mask=mask, training=training)
         weights = None
-        if self.pooling is None:
+        if self.settings["pooling"] == "final":
             pooled = final_states[-1][0]  # the top layer's h (both directions if bidirectional)
+        elif self.settings["pooling"] == "max":  # padding never wins; an empty text gives zeros
+            lowest = ops.full_like(outputs, -1e4 if outputs.dtype == "float16" else -1e9)
+            pooled = ops.max(ops.where(mask[:, :, None], outputs, lowest), axis=1)
+            pooled = ops.where(ops.any(mask, axis=1)[:, None], pooled, ops.zeros_like(pooled))
         else:
             pooled, weights = self.pooling(outputs, mask)
         logits = self.output_layer(self.output_dropout(pooled, training=training))

@@ -18,7 +18,7 @@ SCHEDULES = ("constant", "inverse_sqrt", "cosine", "plateau")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 EARLY_STOPPING_METRICS = ("validation_loss", "validation_bleu", "validation_accuracy")
 MODEL_TYPES = ("seq2seq", "language_model", "classifier")
-POOLINGS = ("final", "attention")
+POOLINGS = ("final", "attention", "max")
 CLASS_WEIGHTS = (None, "balanced", "sqrt_balanced")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -69,7 +69,7 @@ SCHEMA = {
         "feed_context": (False, bool),
         "tie_embeddings": (False, bool),
         "dropout": (0.0, _number(0.0, 0.9)),
-        "pooling": ("final", POOLINGS),           # classifier: final states or attention pooling
+        "pooling": ("final", POOLINGS),           # classifier: final states, attention or max pooling
     },
     "training": {
         "epochs": (10, _positive_int),
