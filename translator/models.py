@@ -63,7 +63,6 @@ def computing_in(model: keras.Model, dtype: str) -> keras.Model:
     with _orthogonal_initializer_in_float32():
         copy = type(model).from_config({**model.get_config(), "dtype": dtype})
     copy.set_weights([ops.cast(weight, dtype) for weight in model.get_weights()])
-    copy.tokenizer = getattr(model, "tokenizer", None)
     return copy
 
 
