@@ -11,9 +11,9 @@ drops finished sentences from the batch. A run trained with ``precision: mixed_b
 decodes in bfloat16 from weights cast once at loading (not at every step); a float32 run
 may do the same with ``Translator.load(run, precision="bfloat16")`` (in `make bench`, greedy
 1.26x faster on a CPU with AMX; the float32 output on 96.6% of the sentences, 89.2% with
-other, equally undertrained weights). An empty
-sentence gives an empty translation. A sentence longer than the model's source limit (``max_source_length`` pieces,
-from the run's config) is truncated to it, with a warning: nothing crashes on long input.
+other, equally undertrained weights). An empty sentence gives an empty translation. A
+sentence longer than the model's source limit (``max_source_length`` pieces, from the run's
+config) is truncated to it, with a warning: nothing crashes on long input.
 A ``Translator`` may be shared by threads.
 """
 
