@@ -47,7 +47,7 @@ def test_multi30k_tokenizers_have_fixed_ids_low_unk_rate_and_exact_round_trips(w
 
 
 def test_joint_vocabulary_serves_both_sides(work):
-    card = train_tokenizers("multi30k-de-en", work, recipe="multi30k-de-en-joint8k")
+    card = train_tokenizers("multi30k-de-en", work, recipe="multi30k-joint8k")
     assert card["sides"] == {"source": "joint", "target": "joint"}
     tokenizers = load_tokenizers(card["directory"])
     assert tokenizers["source"].model_file == tokenizers["target"].model_file

@@ -128,3 +128,45 @@ def test_compare_runs_paired_bootstrap(trained):
     good = result["systems"]["good"]["BLEU"]
     assert good["p_value"] is not None and good["p_value"] < 0.05
     assert result["systems"]["weak"]["BLEU"]["score"] < good["score"]
+
+
+def test_the_results_table_scores_trained_runs_and_names_the_command_for_the_rest(trained, tmp_path):
+    import yaml
+    from conftest import write_config
+
+    from translator.results import ResultsError, table, write_readme
+    from translator.training import Trainer
+
+    data, runs = trained
+    directory = runs["good"].parent
+    missing = write_config(tmp_path, data, name="missing")
+    manifest = tmp_path / "results.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "rows": [{"config": str(directory / "good.yaml"), "label": "good"},
+                 {"config": str(directory / "weak.yaml"), "label": "weak"},
+                 {"config": str(missing), "label": "missing", "seeds": [1, 2]}],
+        "differences": [{"label": "eight epochs instead of one", "baseline": "weak", "variant": "good"}]}))
+    text = table(manifest, runs_dir=directory)
+    report = json.loads((runs["good"] / "report.json").read_text())
+    assert report["search"] == "beam 5, length penalty 0.6"  # the recipe's decoding section (defaults here)
+    good = next(line for line in text.splitlines() if line.startswith("| good |"))
+    assert f"| {report['scores']['BLEU']['score']:.2f} |" in good and report["scores"]["BLEU"]["score"] > 90
+    assert f"| {report['parameters']:,} |" in good and "| 8 epochs, " in good and "CPU cores" in good
+    for seed in (1, 2):
+        assert f"not trained: `translator train {missing} --seed {seed} --run {directory}/missing-seed{seed}`" in text
+    assert "- BLEU signature: `nrefs:1|case:mixed|eff:no|tok:13a" in text
+    assert "- eight epochs instead of one: +" in text
+    modified = (runs["good"] / "report.json").stat().st_mtime
+    assert table(manifest, runs_dir=directory) == text  # reports newer than the model are reused
+    assert (runs["good"] / "report.json").stat().st_mtime == modified
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n<!-- results -->\nold table\n<!-- /results -->\nafter\n")
+    write_readme(readme, text)
+    assert readme.read_text() == f"# Title\n<!-- results -->\n{text}<!-- /results -->\nafter\n"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ResultsError, match="<!-- results -->"):
+        write_readme(readme, text)
+    assert Trainer(missing, seed=7).config["training"]["seed"] == 7
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Trainer(missing, seed=-1)

@@ -35,7 +35,7 @@ CORPUS = "multi30k-de-en"
 TEXTBOOK_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512}
 ATTENTION_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512, "encoder_units": 256,
                    "bidirectional": True, "attention": "bahdanau"}
-SEPARATE_TOKENIZER, JOINT_TOKENIZER = "multi30k", "multi30k-de-en-joint8k"
+SEPARATE_TOKENIZER, JOINT_TOKENIZER = "multi30k", "multi30k-joint8k"
 GREEDY_BATCH_SIZE, BEAM_BATCH_SIZE = 256, 64  # sentences per batch of our decoding
 
 

@@ -80,7 +80,7 @@ def command_tokenizers(args) -> int:
 def command_train(args) -> int:
     from translator.training import Trainer
 
-    Trainer(args.config, args.run).train()
+    Trainer(args.config, args.run, seed=args.seed).train()
     return 0
 
 
@@ -176,6 +176,17 @@ def command_evaluate(args) -> int:
     return 0
 
 
+def command_results(args) -> int:
+    from translator.results import table, write_readme
+
+    text = table(args.manifest, args.runs_dir, args.split, train=args.train)
+    print(text, end="")
+    if args.readme:
+        write_readme(args.readme, text)
+        print(f"wrote the table into {args.readme}")
+    return 0
+
+
 def command_compare(args) -> int:
     from translator.evaluation import compare
 
@@ -226,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train (or resume) the model of a config in configs/.")
     train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-gru-attention.yaml")
     train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
+    train.add_argument("--seed", type=int, default=None,
+                       help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
     train.set_defaults(handler=command_train)
 
     translate = commands.add_parser(
@@ -233,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
                     "longer than the model's source limit is truncated to it, with a warning on stderr.")
     translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
-    translate.add_argument("--beam-size", type=int, default=5, help="beam size; 1 is greedy search (default 5)")
-    translate.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (default 0.6)")
+    translate.add_argument("--beam-size", type=int, default=None,
+                           help="beam size; 1 is greedy search (default: the run's decoding config, else 5)")
+    translate.add_argument("--length-penalty", type=float, default=None,
+                           help="GNMT length penalty alpha (default: the run's decoding config, else 0.6)")
     translate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     translate.add_argument("--n-best", type=int, default=1,
                            help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
@@ -248,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and report.html into the run directory.")
     evaluate.add_argument("--run", required=True, help="run directory")
     evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
-    evaluate.add_argument("--beam-size", type=int, default=5, help="beam size; 1 is greedy (default 5)")
-    evaluate.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty (default 0.6)")
+    evaluate.add_argument("--beam-size", type=int, default=None,
+                          help="beam size; 1 is greedy (default: the run's decoding config, else 5)")
+    evaluate.add_argument("--length-penalty", type=float, default=None,
+                          help="GNMT length penalty (default: the run's decoding config, else 0.6)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     evaluate.set_defaults(handler=command_evaluate)
 
@@ -280,6 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--run", required=True, help="run directory of a classifier")
     classify.add_argument("--batch-size", type=int, default=128, help="lines per batch (default 128)")
     classify.set_defaults(handler=command_classify)
+
+    results = commands.add_parser(
+        "results", help="score the recipes of configs/results.yaml and write the results table into README.md",
+        description="Evaluate every run of the results manifest on its test split (training it first with "
+                    "--train) and write the table between the results markers of README.md.")
+    results.add_argument("--manifest", default="configs/results.yaml", help="rows of the table")
+    results.add_argument("--runs-dir", default="runs", help="where the runs are (default: runs)")
+    results.add_argument("--split", default="test", help="split to score (default: test)")
+    results.add_argument("--readme", default="README.md", help="file whose results section is rewritten; "
+                                                               "'' prints the table only")
+    results.add_argument("--train", action="store_true", help="train the runs that have no model yet")
+    results.set_defaults(handler=command_results)
 
     bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
                                 description="Measure training throughput (tokens/s, MFU, memory) and decoding "

@@ -97,6 +97,10 @@ SCHEMA = {
         "jit_compile": (False, bool),
         "precision": ("float32", PRECISIONS),
     },
+    "decoding": {                                 # seq2seq: the defaults of translate and evaluate
+        "beam_size": (5, _positive_int),          # 1 is greedy search
+        "length_penalty": (0.6, _number(0.0, 10.0)),  # GNMT alpha; tune on the validation split
+    },
 }
 
 

@@ -199,15 +199,35 @@ code {{ font-size: 85%; }}
 
 
 def hardware() -> str:
+    """This machine as a results table names it, e.g. "Intel(R) Xeon(R) Processor (x86_64), 2 CPU cores"
+    ("1 of 2 CPU cores" when the process is pinned to fewer, as by taskset), plus its GPUs."""
     import os
     import platform
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    total = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    text = f"{name} ({platform.machine()}), " + (f"{usable} of {total}" if usable != total else f"{total}") + " CPU cores"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        text += f", {len(gpus)} x {details.get('device_name', 'GPU')}"
+    return text
 
 
-def evaluate(run, split: str = "test", beam_size: int = 5, length_penalty: float = 0.6, batch_size: int = 64,
-             translator=None) -> dict:
-    """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``."""
+def evaluate(run, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
+             batch_size: int = 64, translator=None) -> dict:
+    """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``.
+
+    ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config."""
+    from translator.models import count_parameters
     from translator.translator import Translator
 
     run = Path(run)
@@ -223,6 +243,8 @@ def evaluate(run, split: str = "test", beam_size: int = 5, length_penalty: float
     columns = read_prepared_split(data["corpus"], split, data["work_dir"])
     sources, references = columns["source"], columns["target"]
     translator = translator or Translator.load(run)
+    beam_size = translator.beam_size if beam_size is None else beam_size
+    length_penalty = translator.length_penalty if length_penalty is None else length_penalty
     started = time.time()
     hypotheses = translator.translate(sources, beam_size=beam_size, length_penalty=length_penalty,
                                       batch_size=batch_size)
@@ -238,7 +260,7 @@ def evaluate(run, split: str = "test", beam_size: int = 5, length_penalty: float
         "scores": score(hypotheses, references),
         "bleu_by_source_length": _bleu_by_length(sources, hypotheses, references),
         "best": best, "worst": worst, "translations": f"translations/{split}.txt",
-        "model": config["model"],
+        "model": config["model"], "parameters": count_parameters(translator.model),
     }
     examples = []
     if config["model"].get("attention"):

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from translator.batching import TranslationBatches
-from translator.config import load_config
+from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
 from translator.files import atomic_write_text
 from translator.tokenizers import find_recipe, load_tokenizers
@@ -73,6 +73,10 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
     saved_config = run / "config.yaml"
     if saved_config.is_file():
         previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+        previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
+        if previous["decoding"] != config["decoding"]:  # decoding never changes training: take the new one
+            previous["decoding"] = config["decoding"]
+            atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
         if previous != config:
             changed = sorted(f"{section}.{key}" for section in config if isinstance(config[section], dict)
                              for key in config[section]
@@ -281,10 +285,15 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 # ----------------------------------------------------------------------------- the trainer
 
 class Trainer:
-    """Trains one config into one run directory. ``Trainer(config_path, run).train()``."""
+    """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
+    overrides the config's ``training.seed``."""
 
-    def __init__(self, config_path, run=None, log=print):
+    def __init__(self, config_path, run=None, log=print, seed=None):
         self.config = load_config(config_path)
+        if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+            self.config["training"]["seed"] = seed
         self.run = Path(run or Path("runs") / self.config["name"])
         self.log = log
 
@@ -292,6 +301,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
+        from translator.evaluation import hardware
         from translator.models import count_parameters
 
         config, settings = self.config, self.config["training"]
@@ -329,6 +339,10 @@ class Trainer:
             if state["finished"]:
                 self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
                 return self.run / "model.keras"
+        # Which machine trained which part: the results table names the hardware from this file.
+        with open(self.run / "machines.txt", "a", encoding="utf-8") as machines:
+            machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step {state['step']}\t"
+                           f"{hardware()}\n")
         parameters = count_parameters(model)
         self.log(f"{config['name']}: {config['data']['corpus']} ({task.describe(manifest)}), "
                  f"{batches_per_epoch} batches per epoch")

@@ -2,7 +2,7 @@
 
     from translator import Translator
     translator = Translator.load("runs/demo")
-    translator.translate(["Ein Hund läuft durch den Schnee."])            # beam search, size 5
+    translator.translate(["Ein Hund läuft durch den Schnee."])  # beam search as the recipe's decoding
     ['A dog runs through the snow.']
 
 Sentences are sorted by length into batches (little padding) and returned in input order;
@@ -48,11 +48,13 @@ class Translation:
 class Translator:
     """Translates with the model and tokenizers of one run directory."""
 
-    def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length: int = 100):
+    def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length: int = 100,
+                 beam_size: int = 5, length_penalty: float = 0.6):
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.max_source_length = max_source_length
+        self.beam_size, self.length_penalty = beam_size, length_penalty  # used when a call gives None
         self._compiled = {}
         self._lock = threading.Lock()
 
@@ -78,7 +80,9 @@ class Translator:
         model = computing_in(model, precision)
         tokenizers = load_tokenizers(run / "tokenizers")
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        return cls(model, tokenizers["source"], tokenizers["target"], config["data"]["max_source_length"])
+        decoding = config.get("decoding", {})  # runs trained before the section existed have none
+        return cls(model, tokenizers["source"], tokenizers["target"], config["data"]["max_source_length"],
+                   decoding.get("beam_size", 5), decoding.get("length_penalty", 0.6))
 
     # ------------------------------------------------------------------ compiled search
 
@@ -110,16 +114,21 @@ class Translator:
 
     # ------------------------------------------------------------------ translating
 
-    def translate(self, sentences, beam_size: int = 5, length_penalty: float = 0.6, batch_size: int = 64,
+    def translate(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
+                  batch_size: int = 64,
                   max_length_ratio: float = 2.0, max_length_offset: int = 10) -> list[str]:
-        """Translate a list of sentences (or one string); return the best translations as strings."""
+        """Translate a list of sentences (or one string); return the best translations as strings.
+
+        ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config
+        (5 and 0.6 unless the recipe tuned them)."""
         single = isinstance(sentences, str)
         details = self._translate([sentences] if single else sentences, beam_size, length_penalty, batch_size,
                                   max_length_ratio, max_length_offset, n_best=1, attention=False, detailed=False)
         texts = [detail.text for detail in details]
         return texts[0] if single else texts
 
-    def translate_detailed(self, sentences, beam_size: int = 5, length_penalty: float = 0.6, batch_size: int = 64,
+    def translate_detailed(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
+                           batch_size: int = 64,
                            max_length_ratio: float = 2.0, max_length_offset: int = 10, n_best: int | None = None,
                            attention: bool = False) -> list[Translation]:
         """Translations with pieces, scores, the n-best list (``n_best`` entries, default the
@@ -131,6 +140,8 @@ class Translator:
                    n_best, attention, detailed) -> list[Translation]:
         """`translate_detailed`; without ``detailed`` only ``text`` is filled in (greedy search
         then skips the scores, a softmax normalizer over the vocabulary at every step)."""
+        beam_size = self.beam_size if beam_size is None else beam_size
+        length_penalty = self.length_penalty if length_penalty is None else length_penalty
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1; got {beam_size}")
         n_best = beam_size if n_best is None else min(n_best, beam_size)

@@ -1,0 +1,159 @@
+"""The results table of README.md: the recipes of ``configs/results.yaml``, scored the same way.
+
+``translator results`` (``make results``) reads the rows of configs/results.yaml, scores each
+trained run on its test split with ``translator evaluate`` (beam size and length penalty from the
+recipe's ``decoding`` section; a report.json newer than the model with the same settings is
+reused), and writes the table between the ``<!-- results -->`` and ``<!-- /results -->`` lines
+of README.md. ``--train`` first trains the runs that have no model yet (``translator train``,
+which resumes an interrupted run); without it they show as "not trained". A row with ``seeds``
+is one run per seed, ``runs/NAME-seedN``; a ``difference`` compares two rows' mean BLEU.
+
+Each row names the command that made it, the parameters, the training time (log.csv), the
+hardware that trained it (machines.txt) and the scores; the BLEU, lowercased BLEU and chrF
+signatures follow the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from translator.config import load_config
+from translator.files import atomic_write_text
+
+START, END = "<!-- results -->", "<!-- /results -->"
+SCORES = ("BLEU", "BLEU (lowercased)", "chrF")
+
+
+class ResultsError(ValueError):
+    """configs/results.yaml or README.md is not as expected (the message says how to fix it)."""
+
+
+def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
+    """The rows and differences of a results manifest, each row with its runs [(seed, run name)]."""
+    manifest = Path(manifest)
+    raw = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
+    rows = raw.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ResultsError(f"{manifest}: expected a list 'rows' of {{config: PATH, label: TEXT, seeds: [N, ...]}}")
+    out = []
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "config" not in row:
+            raise ResultsError(f"{manifest}: row {number} needs a 'config' (a path such as configs/NAME.yaml)")
+        unknown = set(row) - {"config", "label", "seeds"}
+        if unknown:
+            raise ResultsError(f"{manifest}: row {number} has unknown keys {sorted(unknown)}; "
+                               f"allowed: config, label, seeds")
+        config_path = Path(row["config"])
+        if not config_path.is_absolute() and not config_path.exists():
+            config_path = manifest.parent.parent / config_path
+        name = load_config(config_path)["name"]
+        seeds = row.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds)):
+            raise ResultsError(f"{manifest}: row {number} 'seeds' must be a list of integers >= 0")
+        runs = [(seed, f"{name}-seed{seed}") for seed in seeds] if seeds else [(None, name)]
+        out.append({"config": str(row["config"]), "path": config_path, "label": row.get("label", name),
+                    "runs": runs})
+    differences = raw.get("differences") or []
+    labels = {row["label"] for row in out}
+    for difference in differences:
+        if not isinstance(difference, dict) or not {"label", "baseline", "variant"} <= set(difference) \
+                or not {difference["baseline"], difference["variant"]} <= labels:
+            raise ResultsError(f"{manifest}: a difference is {{label: TEXT, baseline: ROW LABEL, variant: ROW LABEL}} "
+                               f"naming two row labels; got {difference!r}")
+    return out, differences
+
+
+def _train_command(row, seed, run) -> str:
+    return f"translator train {row['config']}" + (f" --seed {seed}" if seed is not None else "") + f" --run {run}"
+
+
+def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
+    """The run's report.json on ``split``: reused when newer than the model with the recipe's
+    decoding settings, else made by `evaluate`; None when the run has no model (and not ``train``)."""
+    from translator.evaluation import evaluate
+
+    model = run / "model.keras"
+    if not model.is_file():
+        if not train:
+            return None
+        from translator.training import Trainer
+
+        print(f"training: {_train_command(row, seed, run)}", flush=True)
+        Trainer(row["path"], run, seed=seed).train()
+    decoding = load_config(row["path"])["decoding"]
+    path = run / "report.json"
+    if path.is_file() and path.stat().st_mtime > model.stat().st_mtime:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if (report["split"], report["beam_size"], report["length_penalty"]) == \
+                (split, decoding["beam_size"], decoding["length_penalty"]) and "parameters" in report:
+            return report
+    print(f"evaluating: translator evaluate --run {run} --split {split}", flush=True)
+    return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"])
+
+
+def _training(run: Path) -> tuple[str, str]:
+    """("N epochs, M min", hardware) from the run's log.csv and machines.txt."""
+    with open(run / "log.csv", encoding="utf-8", newline="") as handle:
+        log = list(csv.DictReader(handle))
+    minutes = float(log[-1]["train_seconds"]) / 60
+    machines = run / "machines.txt"
+    names = []
+    if machines.is_file():
+        for line in machines.read_text(encoding="utf-8").splitlines():
+            name = line.split("\t")[-1]
+            if name not in names:
+                names.append(name)
+    return f"{len(log)} epochs, {minutes:.1f} min", " + ".join(names) or "not recorded"
+
+
+def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "test", train: bool = False) -> str:
+    """The results table (Markdown) of every row of ``manifest``."""
+    rows, differences = read_rows(manifest)
+    lines = ["| recipe | run | BLEU | BLEU (lowercased) | chrF | parameters | decoding | training | hardware |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    signatures, bleu_by_label = {}, {}
+    for row in rows:
+        for seed, name in row["runs"]:
+            run = Path(runs_dir) / name
+            report = _report(run, split, train, row, seed)
+            if report is None:
+                lines.append(f"| {row['label']} | {name} | not trained: `{_train_command(row, seed, run)}` "
+                             f"| | | | | | |")
+                continue
+            scores = report["scores"]
+            for metric in SCORES:
+                signatures.setdefault(metric, set()).add(scores[metric]["signature"])
+            bleu_by_label.setdefault(row["label"], []).append(scores["BLEU"]["score"])
+            training, machine = _training(run)
+            lines.append(f"| {row['label']} | `{name}` | {scores['BLEU']['score']:.2f} | "
+                         f"{scores['BLEU (lowercased)']['score']:.2f} | {scores['chrF']['score']:.2f} | "
+                         f"{report['parameters']:,} | {report['search']} | {training} | {machine} |")
+    lines.append("")
+    for metric, found in signatures.items():
+        lines.append(f"- {metric} signature: " + "; ".join(f"`{s}`" for s in sorted(found)))
+    for difference in differences:
+        baseline, variant = (bleu_by_label.get(difference[k], []) for k in ("baseline", "variant"))
+        if not baseline or not variant:
+            lines.append(f"- {difference['label']}: not measured (train both rows first)")
+            continue
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        lines.append(f"- {difference['label']}: {mean(variant) - mean(baseline):+.2f} BLEU "
+                     f"({difference['variant']}: {', '.join(f'{b:.2f}' for b in variant)}; "
+                     f"{difference['baseline']}: {', '.join(f'{b:.2f}' for b in baseline)})")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme: str | Path, text: str) -> None:
+    """Replace what lies between the results markers of ``readme`` with ``text`` (atomically)."""
+    readme = Path(readme)
+    content = readme.read_text(encoding="utf-8")
+    if content.count(START) != 1 or content.count(END) != 1 or content.index(START) > content.index(END):
+        raise ResultsError(f"{readme}: expected one line '{START}' and, after it, one line '{END}'; "
+                           f"the results table goes between them")
+    head, rest = content.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    atomic_write_text(readme, f"{head}{START}\n{text}{END}{tail}")
