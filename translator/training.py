@@ -74,9 +74,8 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
     if saved_config.is_file():
         previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
         previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
-        if previous["decoding"] != config["decoding"]:  # decoding never changes training: take the new one
-            previous["decoding"] = config["decoding"]
-            atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+        decoding_changed = previous["decoding"] != config["decoding"]
+        previous["decoding"] = config["decoding"]  # decoding never changes training: the new one is taken
         if previous != config:
             changed = sorted(f"{section}.{key}" for section in config if isinstance(config[section], dict)
                              for key in config[section]
@@ -85,6 +84,8 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
                 f"{run} holds a run with a different config (changed: {', '.join(changed) or 'name'}); "
                 f"resuming it would mix two experiments. Use another RUN=, or delete {run} to start over."
             )
+        if decoding_changed:
+            atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
     else:
         run.mkdir(parents=True, exist_ok=True)
         if (run / "tokenizers").exists():
