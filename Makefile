@@ -72,9 +72,9 @@ bench: setup
 # recipe's decoding settings, and rewrites the table. `make results RESULTS_FLAGS=` only re-scores.
 RESULTS_FLAGS ?= --train
 results: setup
-	$(CLI) data multi30k-de-en
-	$(CLI) tokenizers multi30k-de-en
-	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
+	for pair in de-en en-de fr-en; do \
+	  $(CLI) data multi30k-$$pair && $(CLI) tokenizers multi30k-$$pair && \
+	  $(CLI) tokenizers multi30k-$$pair --recipe multi30k-joint8k || exit 1; done
 	$(CLI) results $(RESULTS_FLAGS)
 
 clean:

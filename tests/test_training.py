@@ -81,7 +81,8 @@ def test_the_reference_config_documents_every_key_with_its_default():
             if key != "corpus":
                 assert reference[section][key] == default, f"{section}.{key}"
     for path in sorted((REPOSITORY / "configs").glob("*.yaml")):  # every recipe is a valid config
-        load_config(path)
+        if path.name != "results.yaml":  # the rows of the results table, not a recipe
+            load_config(path)
 
 
 # ----------------------------------------------------------------------------- learning

@@ -157,7 +157,8 @@ def test_the_results_table_scores_trained_runs_and_names_the_command_for_the_res
     assert "- BLEU signature: `nrefs:1|case:mixed|eff:no|tok:13a" in text
     assert "- eight epochs instead of one: +" in text
     modified = (runs["good"] / "report.json").stat().st_mtime
-    assert table(manifest, runs_dir=directory) == text  # reports newer than the model are reused
+    undated = lambda table_text: [line for line in table_text.splitlines() if not line.startswith("Written by")]  # noqa: E731
+    assert undated(table(manifest, runs_dir=directory)) == undated(text)  # reports newer than the model: reused
     assert (runs["good"] / "report.json").stat().st_mtime == modified
 
     readme = tmp_path / "README.md"

@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model from a config; the same command resumes it",
                                 description="Train (or resume) the model of a config in configs/.")
-    train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-gru-attention.yaml")
+    train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-bigru-luong.yaml")
     train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
     train.add_argument("--seed", type=int, default=None,
                        help="override training.seed (weights, dropout, batch order): the same recipe, another seed")

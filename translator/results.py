@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import yaml
@@ -133,6 +134,7 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
                          f"{scores['BLEU (lowercased)']['score']:.2f} | {scores['chrF']['score']:.2f} | "
                          f"{report['parameters']:,} | {report['search']} | {training} | {machine} |")
     lines.append("")
+    lines.append(f"Written by `translator results` (split {split}) on {time.strftime('%Y-%m-%d', time.gmtime())}.")
     for metric, found in signatures.items():
         lines.append(f"- {metric} signature: " + "; ".join(f"`{s}`" for s in sorted(found)))
     for difference in differences:
