@@ -204,6 +204,8 @@ def hardware() -> str:
     import os
     import platform
 
+    import tensorflow as tf
+
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -213,8 +215,6 @@ def hardware() -> str:
     total = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
     text = f"{name} ({platform.machine()}), " + (f"{usable} of {total}" if usable != total else f"{total}") + " CPU cores"
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])

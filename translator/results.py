@@ -92,7 +92,8 @@ def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
         if (report["split"], report["beam_size"], report["length_penalty"]) == \
                 (split, decoding["beam_size"], decoding["length_penalty"]) and "parameters" in report:
             return report
-    print(f"evaluating: translator evaluate --run {run} --split {split}", flush=True)
+    print(f"evaluating: translator evaluate --run {run} --split {split} --beam-size {decoding['beam_size']} "
+          f"--length-penalty {decoding['length_penalty']}", flush=True)
     return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"])
 
 
