@@ -85,6 +85,18 @@ def test_the_reference_config_documents_every_key_with_its_default():
             load_config(path)
 
 
+def test_paired_recipes_differ_only_where_their_headers_say():
+    def differences(first, second):
+        a, b = (load_config(REPOSITORY / "configs" / f"{name}.yaml") for name in (first, second))
+        return sorted(f"{section}.{key}" for section in a if isinstance(a[section], dict)
+                      for key in a[section] if a[section][key] != b[section][key])
+
+    assert differences("multi30k-de-en-lstm", "multi30k-de-en-lstm-reversed") == ["model.reverse_source"]
+    assert differences("multi30k-de-en-bigru-luong", "multi30k-de-en-bilstm-luong") == ["model.cell"]
+    for pair in ("en-de", "fr-en"):
+        assert differences("multi30k-de-en-bigru-luong", f"multi30k-{pair}-bigru-luong") == ["data.corpus"]
+
+
 # ----------------------------------------------------------------------------- learning
 
 def test_an_attention_model_learns_to_reverse_sequences(reversal, tmp_path):
