@@ -76,6 +76,7 @@ def _sentence_extremes(sources, hypotheses, references, count=5):
 
 
 def _read_log(run: Path) -> list[dict]:
+    """The rows of the run's log.csv (one per epoch), or [] before the first epoch."""
     path = run / "log.csv"
     if not path.is_file():
         return []

@@ -15,7 +15,6 @@ signatures follow the table.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -99,8 +98,9 @@ def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
 
 def _training(run: Path) -> tuple[str, str]:
     """("N epochs, M min", hardware) from the run's log.csv and machines.txt."""
-    with open(run / "log.csv", encoding="utf-8", newline="") as handle:
-        log = list(csv.DictReader(handle))
+    from translator.evaluation import _read_log
+
+    log = _read_log(run)
     minutes = float(log[-1]["train_seconds"]) / 60
     machines = run / "machines.txt"
     names = []
