@@ -306,6 +306,21 @@ def test_decoder_full_sequence_equals_repeated_steps(cell, config_name):
         np.testing.assert_allclose(numpy(weights).sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("config_name", list(DECODER_CONFIGS))
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_fused_decoding_steps_give_the_same_logits(cell, config_name):
+    """`fuse_for_inference` (one product per layer step, biases folded into the products)
+    changes the speed of `step`, not its numbers; teacher forcing keeps its own path."""
+    _, decoder, cache, _ = build_decoder(cell, config_name)
+    target_ids = pad(TARGET_TOKENS, 5)
+    expected, _, _ = run_steps(decoder, target_ids, cache)
+    expected_teacher_forcing = numpy(decoder(target_ids, cache))
+    decoder.fuse_for_inference()
+    fused, _, _ = run_steps(decoder, target_ids, cache)
+    np.testing.assert_allclose(fused, expected, atol=1e-5)
+    np.testing.assert_array_equal(numpy(decoder(target_ids, cache)), expected_teacher_forcing)
+
+
 @pytest.mark.parametrize("config_name", ["plain", "luong_general", "bahdanau"])
 def test_decoder_target_padding_does_not_change_real_logits(config_name):
     _, decoder, cache, _ = build_decoder("gru", config_name)

@@ -39,6 +39,30 @@ def test_run_cell_equals_the_keras_layer(cell):
         np.testing.assert_allclose(state, expected_state, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_skipping_padding_gives_the_masked_loops_numbers(cell):
+    """The packed loop (inference) computes only real tokens, rows sorted by length inside;
+    an empty row keeps its initial states and gets zero outputs."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(6)
+    lengths = np.array([3, 7, 0, 1, 7, 4])
+    inputs = rng.normal(size=(6, 7, 5)).astype("float32")
+    mask = np.arange(7)[None, :] < lengths[:, None]
+    cell_layer = RECURRENT_LAYERS[cell](8).cell
+    cell_layer.build((None, 5))
+    initial = [rng.normal(size=(6, 8)).astype("float32") for _ in range(STATE_COUNTS[cell])]
+
+    outputs, states = recurrence.run_cell(cell_layer, inputs, initial, mask)
+    packed = tf.function(lambda x, m: recurrence.run_cell(cell_layer, x, initial, m, skip_padding=True))
+    packed_outputs, packed_states = packed(inputs, mask)
+
+    np.testing.assert_allclose(packed_outputs, outputs, atol=1e-6)
+    assert np.all(np.asarray(packed_outputs)[~mask] == 0)
+    for state, expected in zip(packed_states, states):
+        np.testing.assert_allclose(state, expected, atol=1e-6)
+    np.testing.assert_array_equal(packed_states[0][2], initial[0][2])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_encoder_fused_loop_equals_the_keras_layers(monkeypatch, cell, bidirectional):

@@ -28,7 +28,16 @@ from translator.attention import BahdanauAttention, LuongAttention
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
-from translator.recurrence import cell_step, project_inputs, run_cell, use_fused_loop
+from translator.recurrence import (
+    cell_step,
+    fold_bias,
+    fused_cell_step,
+    fused_kernels,
+    project_inputs,
+    run_cell,
+    use_fused_loop,
+    with_ones,
+)
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
 
@@ -178,6 +187,7 @@ class RecurrentDecoder(keras.layers.Layer):
         self.tied_projection = None  # created in build() when tying needs it
         self.output_bias = None  # created in build() when tying
         self._encoder_state_widths = None  # recorded for get_build_config()
+        self._fused = None  # kernels of `fuse_for_inference`
 
     # ------------------------------------------------------------------ cache layout
 
@@ -347,7 +357,10 @@ class RecurrentDecoder(keras.layers.Layer):
         for index, layer in enumerate(self.recurrent_layers):
             keys = self._layer_state_keys(index)
             states = [state[key] for key in keys]
-            if index == 0 and projected_embedded is not None:
+            if self._fused is not None and not training and projected_embedded is None:
+                hidden = ops.concatenate([embedded] + fed, axis=-1) if index == 0 else hidden
+                hidden, states = fused_cell_step(layer.cell, self._fused[f"layer_{index}"], hidden, states)
+            elif index == 0 and projected_embedded is not None:
                 rest = ops.concatenate(fed, axis=-1) if fed else None
                 projected = projected_embedded
                 if rest is not None:
@@ -391,11 +404,29 @@ class RecurrentDecoder(keras.layers.Layer):
         return ops.concatenate([hidden] + pieces, axis=-1)
 
     def _project(self, pre_output):
+        if self._fused is not None and len(pre_output.shape) == 2:  # one decoding step
+            if self.tied_projection is not None:
+                pre_output = self.tied_projection(pre_output)
+            return ops.matmul(with_ones(pre_output), self._fused["output"])
         if not self.tie_embeddings:
             return self.output_layer(pre_output)
         if self.tied_projection is not None:
             pre_output = self.tied_projection(pre_output)
         return self.embedding.attend(pre_output) + self.output_bias
+
+    def fuse_for_inference(self):
+        """Precompute, from the weights as they are now, the kernels that make `step` fast:
+        each layer's step as one product ``[x, h, 1] @ [W; U; b]`` (`fused_kernels`) and the
+        output projection's bias as a row of its kernel (`fold_bias`). Only for a copy that
+        decodes and is not trained further (`translator.models.computing_in`): the kernels do
+        not follow later changes of the weights. Teacher forcing is unchanged."""
+        fused = {f"layer_{index}": fused_kernels(layer.cell) for index, layer in enumerate(self.recurrent_layers)}
+        if self.tie_embeddings:  # the tied projection (if any) stays a product of its own
+            kernel, bias = ops.transpose(self.embedding.embeddings), self.output_bias
+        else:
+            kernel, bias = self.output_layer.kernel, self.output_layer.bias
+        fused["output"] = fold_bias(ops.convert_to_tensor(kernel), bias)
+        self._fused = fused
 
     def step(self, previous_token_ids, cache, training=False):
         """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights)."""

@@ -154,7 +154,7 @@ class RecurrentEncoder(keras.layers.Layer):
             if index > 0 and self.dropout > 0:
                 outputs = self.dropout_layer(outputs, training=training)
             if use_fused_loop():
-                outputs, states = self._run_fused(layer, outputs, mask)
+                outputs, states = self._run_fused(layer, outputs, mask, skip_padding=not training)
             else:
                 outputs, *states = layer(outputs, mask=mask, training=training)
             if self.bidirectional:  # [forward..., backward...] -> [concat(f, b), ...]
@@ -165,7 +165,7 @@ class RecurrentEncoder(keras.layers.Layer):
             final_states.append(list(states))
         return outputs, final_states
 
-    def _run_fused(self, layer, inputs, mask):
+    def _run_fused(self, layer, inputs, mask, skip_padding=False):
         """One layer on a CPU through `translator.recurrence.run_cell`, returning what the
         Keras layer returns: outputs and [forward states..., backward states...].
 
@@ -176,10 +176,10 @@ class RecurrentEncoder(keras.layers.Layer):
         zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
         initial = [zeros] * STATE_COUNTS[self.cell]
         if not self.bidirectional:
-            return run_cell(layer.cell, inputs, initial, mask)
-        forward, forward_states = run_cell(layer.forward_layer.cell, inputs, initial, mask)
+            return run_cell(layer.cell, inputs, initial, mask, skip_padding)
+        forward, forward_states = run_cell(layer.forward_layer.cell, inputs, initial, mask, skip_padding)
         backward, backward_states = run_cell(
-            layer.backward_layer.cell, reverse_real_tokens(inputs, mask), initial, mask
+            layer.backward_layer.cell, reverse_real_tokens(inputs, mask), initial, mask, skip_padding
         )
         outputs = ops.concatenate([forward, reverse_real_tokens(backward, mask)], axis=-1)
         return outputs, forward_states + backward_states

@@ -53,7 +53,8 @@ def load_run_model(run, model_class):
 
 def computing_in(model: keras.Model, dtype: str) -> keras.Model:
     """`model` itself if its weights and computation are already `dtype` ("float32" or
-    "bfloat16"); otherwise a copy whose weights are cast to `dtype` once. For decoding: under
+    "bfloat16"); otherwise a copy whose weights are cast to `dtype` once, with its decoder's
+    step kernels fused (`RecurrentDecoder.fuse_for_inference`). For decoding: under
     ``mixed_bfloat16`` every step would cast every float32 weight again."""
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16'; got {dtype!r}")
@@ -63,6 +64,8 @@ def computing_in(model: keras.Model, dtype: str) -> keras.Model:
     with _orthogonal_initializer_in_float32():
         copy = type(model).from_config({**model.get_config(), "dtype": dtype})
     copy.set_weights([ops.cast(weight, dtype) for weight in model.get_weights()])
+    if isinstance(getattr(copy, "decoder", None), RecurrentDecoder):
+        copy.decoder.fuse_for_inference()
     return copy
 
 

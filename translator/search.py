@@ -55,7 +55,7 @@ def greedy_search(model, source_ids, max_length_ratio: float = 2.0, max_length_o
 
     def advance(step, state, cache, output, scores):
         logits, cache, _ = model.decoder.step(state["tokens"], cache, training=False)
-        next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        next_tokens = tf.math.top_k(logits, 1).indices[:, 0]
         next_tokens = tf.where(step + 1 >= state["limits"], tf.constant(EOS_ID, tf.int32), next_tokens)
         finished = state["finished"]
         next_tokens = tf.where(finished, tf.constant(PAD_ID, tf.int32), next_tokens)
@@ -188,23 +188,31 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
     with_attention = return_attention
 
     def expand(step, logits, weights, alive_sequences, alive_scores, alive_attention):
-        """The best 2k one-token extensions of the alive hypotheses of every sentence."""
-        vocabulary = tf.shape(logits)[-1]
+        """The best 2k one-token extensions of the alive hypotheses of every sentence.
+
+        They are among the best 2k tokens of each hypothesis, so the vocabulary is searched
+        once per hypothesis ([batch * beam, vocabulary]) and the sentence-level choice is
+        among k * 2k candidates. The log-softmax normalizer comes from the softmax of the best
+        token, logsumexp = best logit - log p(best), well conditioned since p(best) >= 1 / V:
+        one softmax instead of the several passes of a logsumexp.
+        """
         logits = tf.cast(logits, tf.float32)
-        # score + log_softmax(logits) = logits + (score - logsumexp(logits)): one pass over the
-        # [batch * beam, vocabulary] logits instead of several.
-        offsets = tf.reshape(alive_scores, [-1]) - tf.reduce_logsumexp(logits, axis=-1)
-        candidates = tf.reshape(logits + offsets[:, None], [batch_size, k, vocabulary])
-        at_limit = step + 1 >= limits
+        width = min(2 * k, logits.shape[-1] or 2 * k)  # a vocabulary may be smaller than 2k
+        top_logits, top_tokens = tf.math.top_k(logits, k=width)  # [batch * beam, width]
+        best_probability = tf.gather(tf.nn.softmax(logits), top_tokens[:, 0], batch_dims=1)
+        normalizer = top_logits[:, 0] - tf.math.log(best_probability)
+        at_limit = tf.repeat(step + 1 >= limits, k)  # at its length limit a sentence can only end
 
-        def force_eos():  # at its length limit a sentence can only end
-            eos_only = tf.one_hot(EOS_ID, vocabulary, on_value=0.0, off_value=-1e9)
-            return tf.where(at_limit[:, None, None], candidates + eos_only, candidates)
+        def force_eos():
+            only_eos = tf.concat([logits[:, EOS_ID:EOS_ID + 1], tf.fill([tf.shape(logits)[0], width - 1], -1e9)], 1)
+            return (tf.where(at_limit[:, None], only_eos, top_logits),
+                    tf.where(at_limit[:, None], tf.constant(EOS_ID, tf.int32), top_tokens))
 
-        candidates = tf.cond(tf.reduce_any(at_limit), force_eos, lambda: candidates)
-        candidates = tf.reshape(candidates, [batch_size, k * vocabulary])
-        top_scores, top_indices = tf.math.top_k(candidates, k=2 * k)
-        beams, tokens = top_indices // vocabulary, top_indices % vocabulary
+        top_logits, top_tokens = tf.cond(tf.reduce_any(at_limit), force_eos, lambda: (top_logits, top_tokens))
+        candidates = top_logits + (tf.reshape(alive_scores, [-1]) - normalizer)[:, None]
+        top_scores, top_indices = tf.math.top_k(tf.reshape(candidates, [batch_size, k * width]), k=2 * k)
+        beams = top_indices // width
+        tokens = tf.gather(tf.reshape(top_tokens, [batch_size, k * width]), top_indices, batch_dims=1)
         sequences = tf.concat([gather_beams(alive_sequences, beams), tokens[:, :, None]], axis=2)
         attention = gather_beams(alive_attention, beams)
         if with_attention:
