@@ -325,14 +325,17 @@ class RecurrentDecoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ one step
 
-    def _advance(self, embedded, state, cache, training, projected_embedded=None):
+    def _advance(self, embedded, state, cache, training, kernels=None, projected_embedded=None):
         """One decoder step from the embedded previous token [batch, embedding_dim].
 
-        `state` holds the `_recurrent_keys()` entries, `cache` the constant ones.
-        ``projected_embedded`` (teacher forcing on CPU) is the embedding's share of the first
-        layer's input projection, computed for all steps at once. Returns ``(hidden, context,
-        new_state, weights)``: the top layer's s_t, the attention context c_t (None without
-        attention), the new recurrent state and the attention weights (or None).
+        `state` holds the `_recurrent_keys()` entries, `cache` the constant ones. ``kernels``
+        (`fused_kernels` per layer, made before the loop) compute each layer's step in one
+        product; without them each layer runs its cell. ``projected_embedded`` (teacher
+        forcing on CPU, with ``kernels`` that skip the embedding rows) is the embedding's
+        share of the first layer's input side, computed for all steps at once. Returns
+        ``(hidden, context, new_state, weights)``: the top layer's s_t, the attention context
+        c_t (None without attention), the new recurrent state and the attention weights (or
+        None).
         """
         top_key = f"hidden_state_{self.num_layers - 1}"
         context_pieces = [cache["encoder_context"]] if self.feed_context else []
@@ -353,28 +356,21 @@ class RecurrentDecoder(keras.layers.Layer):
 
         new_state = {}
         hidden = None
-        fused = use_fused_loop()
         for index, layer in enumerate(self.recurrent_layers):
             keys = self._layer_state_keys(index)
             states = [state[key] for key in keys]
-            if self._fused is not None and not training and projected_embedded is None:
-                hidden = ops.concatenate([embedded] + fed, axis=-1) if index == 0 else hidden
-                hidden, states = fused_cell_step(layer.cell, self._fused[f"layer_{index}"], hidden, states)
-            elif index == 0 and projected_embedded is not None:
-                rest = ops.concatenate(fed, axis=-1) if fed else None
-                projected = projected_embedded
-                if rest is not None:
-                    kernel = ops.cast(layer.cell.kernel[self.embedding_dim :], rest.dtype)
-                    projected = projected + ops.matmul(rest, kernel)
-                hidden, states = cell_step(layer.cell, projected, states)
+            if index == 0:
+                pieces = fed if projected_embedded is not None else [embedded] + fed
+                hidden = ops.concatenate(pieces, axis=-1) if pieces else embedded[:, :0]
+            elif self.dropout > 0:
+                hidden = self.dropout_layer(hidden, training=training)
+            if kernels is not None:
+                hidden, states = fused_cell_step(layer.cell, kernels[f"layer_{index}"], hidden, states,
+                                                 projected=projected_embedded if index == 0 else None)
+            elif use_fused_loop():
+                hidden, states = cell_step(layer.cell, project_inputs(layer.cell, hidden), states)
             else:
-                hidden = ops.concatenate([embedded] + fed, axis=-1) if index == 0 else hidden
-                if index > 0 and self.dropout > 0:
-                    hidden = self.dropout_layer(hidden, training=training)
-                if fused:
-                    hidden, states = cell_step(layer.cell, project_inputs(layer.cell, hidden), states)
-                else:
-                    hidden, states = layer.cell(hidden, states, training=training)
+                hidden, states = layer.cell(hidden, states, training=training)
             new_state.update(zip(keys, states))
 
         if self.attention in ("luong_dot", "luong_general"):  # attend with the new top state s_t
@@ -404,15 +400,22 @@ class RecurrentDecoder(keras.layers.Layer):
         return ops.concatenate([hidden] + pieces, axis=-1)
 
     def _project(self, pre_output):
-        if self._fused is not None and len(pre_output.shape) == 2:  # one decoding step
-            if self.tied_projection is not None:
-                pre_output = self.tied_projection(pre_output)
-            return ops.matmul(with_ones(pre_output), self._fused["output"])
-        if not self.tie_embeddings:
-            return self.output_layer(pre_output)
         if self.tied_projection is not None:
             pre_output = self.tied_projection(pre_output)
-        return self.embedding.attend(pre_output) + self.output_bias
+        if self._fused is not None and len(pre_output.shape) == 2:  # one decoding step
+            return ops.matmul(with_ones(pre_output), self._fused["output"])
+        kernel, bias = self._output_kernel_and_bias()
+        kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
+        if pre_output.dtype == "bfloat16":  # the bias as a row of the product (see `fold_bias`)
+            return ops.matmul(with_ones(pre_output), fold_bias(kernel, bias))
+        return ops.matmul(pre_output, kernel) + bias
+
+    def _output_kernel_and_bias(self):
+        """The output projection's kernel [width, vocabulary] and bias: the Dense layer's, or
+        the transposed target embedding with its own bias when tied."""
+        if self.tie_embeddings:
+            return ops.transpose(ops.convert_to_tensor(self.embedding.embeddings)), self.output_bias
+        return self.output_layer.kernel, self.output_layer.bias
 
     def fuse_for_inference(self):
         """Precompute, from the weights as they are now, the kernels that make `step` fast:
@@ -421,10 +424,7 @@ class RecurrentDecoder(keras.layers.Layer):
         decodes and is not trained further (`translator.models.computing_in`): the kernels do
         not follow later changes of the weights. Teacher forcing is unchanged."""
         fused = {f"layer_{index}": fused_kernels(layer.cell) for index, layer in enumerate(self.recurrent_layers)}
-        if self.tie_embeddings:  # the tied projection (if any) stays a product of its own
-            kernel, bias = ops.transpose(self.embedding.embeddings), self.output_bias
-        else:
-            kernel, bias = self.output_layer.kernel, self.output_layer.bias
+        kernel, bias = self._output_kernel_and_bias()  # a tied projection stays a product of its own
         fused["output"] = fold_bias(ops.convert_to_tensor(kernel), bias)
         self._fused = fused
 
@@ -433,7 +433,8 @@ class RecurrentDecoder(keras.layers.Layer):
         embedded = self.embedding(previous_token_ids)
         if self.dropout > 0:
             embedded = self.dropout_layer(embedded, training=training)
-        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training)
+        kernels = self._fused if self._fused is not None and not training else None
+        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training, kernels)
         if "attentional_vector" in new_state:
             pre_output = new_state["attentional_vector"]
         else:
@@ -487,18 +488,19 @@ class RecurrentDecoder(keras.layers.Layer):
         """With attention: `_advance` in a tf.while_loop over time (length may be unknown).
 
         On a CPU the embedding's share of the first layer's input projection is one matrix
-        product for all steps before the loop, and Bahdanau's attentional layer (which no
-        later step reads) one product after it.
+        product for all steps before the loop, the rest of each layer's step one product
+        with kernels cast and stacked once before the loop (`fused_kernels`), and Bahdanau's
+        attentional layer (which no later step reads) one product after it.
         """
-        projected = None
+        projected = kernels = None
         if use_fused_loop():
             first_cell = self.recurrent_layers[0].cell
             kernel = ops.cast(first_cell.kernel[: self.embedding_dim], embedded.dtype)
-            projected = ops.matmul(embedded, kernel)
-            if first_cell.use_bias:
-                bias = ops.cast(first_cell.bias, embedded.dtype)
-                projected = projected + (bias[0] if self.cell == "gru" else bias)
-            projected = ops.transpose(projected, (1, 0, 2))
+            projected = ops.transpose(ops.matmul(embedded, kernel), (1, 0, 2))
+            kernels = {
+                f"layer_{index}": fused_kernels(layer.cell, self.compute_dtype, self.embedding_dim if index == 0 else 0)
+                for index, layer in enumerate(self.recurrent_layers)
+            }
         time_major = ops.transpose(embedded, (1, 0, 2))
         steps = ops.shape(time_major)[0]
         inputs = tf.TensorArray(time_major.dtype, size=steps).unstack(time_major)
@@ -512,7 +514,7 @@ class RecurrentDecoder(keras.layers.Layer):
 
         def body(time, state, outputs, contexts, all_weights):
             hidden, context, state, weights = self._advance(
-                inputs.read(time), state, cache, training,
+                inputs.read(time), state, cache, training, kernels,
                 projected_embedded=None if projected is None else projected.read(time),
             )
             if bahdanau:

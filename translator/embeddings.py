@@ -58,6 +58,10 @@ class TokenEmbedding(keras.layers.Layer):
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.mask_zero = mask_zero
+        # As Keras's Embedding: look up in the stored dtype, then cast the rows only (under
+        # mixed precision, autocasting would cast the whole table at every call, and its
+        # gradient would be summed into the table in bfloat16).
+        self.autocast = False
 
     def build(self, input_shape=None):
         # The table does not depend on the input shape.
@@ -73,7 +77,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     def call(self, token_ids):
         token_ids = _as_integer_ids(token_ids)
-        return ops.take(self.embeddings, token_ids, axis=0)
+        return ops.cast(ops.take(self.embeddings, token_ids, axis=0), self.compute_dtype)
 
     def compute_mask(self, token_ids, mask=None):
         if not self.mask_zero:
@@ -85,7 +89,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     def attend(self, hidden):
         """Logits ``hidden @ embeddings^T``: [..., embedding_dim] -> [..., vocabulary_size]."""
-        return ops.matmul(hidden, ops.transpose(self.embeddings))
+        return ops.matmul(hidden, ops.transpose(ops.cast(self.embeddings, hidden.dtype)))
 
     def get_config(self):
         config = super().get_config()

@@ -15,6 +15,7 @@ Padding id is 0 and padding only ever sits at the end of a row.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
@@ -33,8 +34,9 @@ def reverse_real_tokens(sequence, mask=None):
     """Reverses the real (unpadded) part of every row, leaving padding at the end.
 
     ``[a b c 0 0] -> [c b a 0 0]`` (Sutskever et al. 2014, section 3.3). Works
-    for ids [batch, time] and for vectors [batch, time, features]: it is one
-    gather along the time axis.
+    for ids [batch, time] and for vectors [batch, time, features]: TensorFlow's
+    ``reverse_sequence``, whose gradient is the same reversal (a gather's would
+    be a scatter-add).
 
     Args:
         sequence: tensor [batch, time] or [batch, time, features].
@@ -46,13 +48,8 @@ def reverse_real_tokens(sequence, mask=None):
     """
     if mask is None:
         return ops.flip(sequence, axis=1)
-    lengths = ops.sum(ops.cast(mask, "int32"), axis=1, keepdims=True)  # [batch, 1]
-    positions = ops.expand_dims(ops.arange(ops.shape(mask)[1], dtype="int32"), 0)  # [1, time]
-    # Position t < length reads from length - 1 - t; padding positions read themselves.
-    indices = ops.where(positions < lengths, lengths - 1 - positions, positions)
-    if len(sequence.shape) == 3:
-        indices = ops.expand_dims(indices, -1)  # broadcast over the features
-    return ops.take_along_axis(sequence, indices, axis=1)
+    lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+    return tf.reverse_sequence(sequence, lengths, seq_axis=1, batch_axis=0)
 
 
 @keras.saving.register_keras_serializable(package="translator")

@@ -74,29 +74,38 @@ def cell_step(cell, projected_input, states):
     return gates(kind, projected_input, inner, states)
 
 
-def fused_kernels(cell) -> dict:
+def fused_kernels(cell, dtype=None, skip_input_rows: int = 0) -> dict:
     """Kernels for a step that computes its pre-activations from the raw input in one product
-    (for decoding, where each step's input is only known at that step).
+    (in a loop whose input is only known step by step: decoding, teacher forcing with
+    attention). Made once before the loop, cast to ``dtype`` (default: the weights' own).
 
     LSTM and simple RNN: ``{"all": [kernel; recurrent_kernel; bias]}``, read as
     ``[x, h, 1] @ all``. GRU (reset_after): ``{"input": [kernel; input bias], "recurrent":
     [recurrent_kernel; recurrent bias]}``, read as ``[x, 1] @ input`` and ``[h, 1] @ recurrent``.
+    ``skip_input_rows`` leaves out the first rows of the input kernel: the share of the input
+    that the caller projects beforehand for all steps at once.
     """
-    kernel, recurrent_kernel = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
+    def value(weight):
+        weight = tf.convert_to_tensor(weight)
+        return weight if dtype is None else tf.cast(weight, dtype)
+
+    kernel, recurrent_kernel = value(cell.kernel)[skip_input_rows:], value(cell.recurrent_kernel)
     columns = recurrent_kernel.shape[1]
-    bias = tf.convert_to_tensor(cell.bias) if cell.use_bias else tf.zeros([2, columns], kernel.dtype)
+    bias = value(cell.bias) if cell.use_bias else tf.zeros([2, columns], kernel.dtype)
     if cell_kind(cell) == "gru":
         return {"input": fold_bias(kernel, bias[0]), "recurrent": fold_bias(recurrent_kernel, bias[1])}
     return {"all": fold_bias(tf.concat([kernel, recurrent_kernel], 0), tf.reshape(bias, [-1])[:columns])}
 
 
-def fused_cell_step(cell, kernels: dict, inputs, states):
-    """`cell_step` from the unprojected input [batch, input_dim] with `fused_kernels(cell)`."""
+def fused_cell_step(cell, kernels: dict, inputs, states, projected=None):
+    """`cell_step` from the unprojected input [batch, input_dim] with `fused_kernels(cell)`;
+    ``projected``, if given, is the input side's share computed beforehand (added)."""
     if "all" in kernels:
         product = tf.matmul(with_ones(tf.concat([inputs, states[0]], -1)), kernels["all"])
-        return gates(cell_kind(cell), product, None, states)
-    return gates("gru", tf.matmul(with_ones(inputs), kernels["input"]),
-                 tf.matmul(with_ones(states[0]), kernels["recurrent"]), states)
+        return gates(cell_kind(cell), product if projected is None else product + projected, None, states)
+    input_side = tf.matmul(with_ones(inputs), kernels["input"])
+    input_side = input_side if projected is None else input_side + projected
+    return gates("gru", input_side, tf.matmul(with_ones(states[0]), kernels["recurrent"]), states)
 
 
 def gates(kind, input_side, recurrent_side, states):
