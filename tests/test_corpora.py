@@ -2,6 +2,7 @@
 
 import json
 import socket
+import urllib.error
 import urllib.request
 import zipfile
 
@@ -148,6 +149,20 @@ def test_download_of_an_archive_member(tmp_path, monkeypatch):
     monkeypatch.delenv("TRANSLATOR_DATA", raising=False)
     _, columns, _, _ = read_corpus(recipe)
     assert columns == {"train": {"source": ["es", "Ve.", "Hola."], "target": ["en", "Go.", "Hi."]}}
+
+
+def test_a_failed_download_says_how_to_use_a_mirror_instead(tmp_path, monkeypatch):
+    recipe = write_parallel_recipe(tmp_path, ["a"], ["b"])
+    monkeypatch.delenv("TRANSLATOR_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with pytest.raises(CorpusError, match="could not download .*TRANSLATOR_DATA"):
+        read_corpus(recipe)
+    assert not list((tmp_path / "cache").rglob("*.xx"))  # nothing half-written is left
 
 
 def test_nothing_touches_the_network_when_the_mirror_has_the_files(mirror, monkeypatch):

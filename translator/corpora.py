@@ -296,10 +296,17 @@ def download(spec: FileSpec, recipe: Recipe) -> Path:
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".download-")
     try:
         digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
+        try:
+            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+        except OSError as error:  # URLError, timeouts, refused connections
+            raise CorpusError(
+                f"could not download {spec.url} for recipe {recipe.source} ({error}). Check the network, or "
+                f"set TRANSLATOR_DATA to a mirror directory that holds {spec.path} "
+                f"(e.g. TRANSLATOR_DATA=../shared/data)."
+            ) from None
         if digest.hexdigest() != expected_download:
             raise ChecksumError(
                 f"downloaded {spec.url}: sha256 is {digest.hexdigest()} but recipe {recipe.source} "

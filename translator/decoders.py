@@ -404,11 +404,11 @@ class RecurrentDecoder(keras.layers.Layer):
             pre_output = self.tied_projection(pre_output)
         if self._fused is not None and len(pre_output.shape) == 2:  # one decoding step
             return ops.matmul(with_ones(pre_output), self._fused["output"])
+        # The bias as a row of the product (see `fold_bias`): also its gradient then comes
+        # with the kernel's, instead of a separate pass over [tokens, vocabulary].
         kernel, bias = self._output_kernel_and_bias()
         kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
-        if pre_output.dtype == "bfloat16":  # the bias as a row of the product (see `fold_bias`)
-            return ops.matmul(with_ones(pre_output), fold_bias(kernel, bias))
-        return ops.matmul(pre_output, kernel) + bias
+        return ops.matmul(with_ones(pre_output), fold_bias(kernel, bias))
 
     def _output_kernel_and_bias(self):
         """The output projection's kernel [width, vocabulary] and bias: the Dense layer's, or
@@ -497,8 +497,10 @@ class RecurrentDecoder(keras.layers.Layer):
             first_cell = self.recurrent_layers[0].cell
             kernel = ops.cast(first_cell.kernel[: self.embedding_dim], embedded.dtype)
             projected = ops.transpose(ops.matmul(embedded, kernel), (1, 0, 2))
+            # Kept in float32 (the weights' dtype under mixed precision) and cast inside the
+            # loop, so that their gradients are summed over the steps in float32.
             kernels = {
-                f"layer_{index}": fused_kernels(layer.cell, self.compute_dtype, self.embedding_dim if index == 0 else 0)
+                f"layer_{index}": fused_kernels(layer.cell, "float32", self.embedding_dim if index == 0 else 0)
                 for index, layer in enumerate(self.recurrent_layers)
             }
         time_major = ops.transpose(embedded, (1, 0, 2))

@@ -98,8 +98,10 @@ def fused_kernels(cell, dtype=None, skip_input_rows: int = 0) -> dict:
 
 
 def fused_cell_step(cell, kernels: dict, inputs, states, projected=None):
-    """`cell_step` from the unprojected input [batch, input_dim] with `fused_kernels(cell)`;
-    ``projected``, if given, is the input side's share computed beforehand (added)."""
+    """`cell_step` from the unprojected input [batch, input_dim] with `fused_kernels(cell)`
+    (cast to the input's dtype here); ``projected``, if given, is the input side's share
+    computed beforehand (added)."""
+    kernels = {key: tf.cast(kernel, inputs.dtype) for key, kernel in kernels.items()}
     if "all" in kernels:
         product = tf.matmul(with_ones(tf.concat([inputs, states[0]], -1)), kernels["all"])
         return gates(cell_kind(cell), product if projected is None else product + projected, None, states)
