@@ -90,11 +90,12 @@ def fused_kernels(cell, dtype=None, skip_input_rows: int = 0) -> dict:
         return weight if dtype is None else tf.cast(weight, dtype)
 
     kernel, recurrent_kernel = value(cell.kernel)[skip_input_rows:], value(cell.recurrent_kernel)
-    columns = recurrent_kernel.shape[1]
-    bias = value(cell.bias) if cell.use_bias else tf.zeros([2, columns], kernel.dtype)
-    if cell_kind(cell) == "gru":
+    gru = cell_kind(cell) == "gru"
+    bias_shape = [2, recurrent_kernel.shape[1]] if gru else [recurrent_kernel.shape[1]]  # GRU: input, recurrent
+    bias = value(cell.bias) if cell.use_bias else tf.zeros(bias_shape, kernel.dtype)
+    if gru:
         return {"input": fold_bias(kernel, bias[0]), "recurrent": fold_bias(recurrent_kernel, bias[1])}
-    return {"all": fold_bias(tf.concat([kernel, recurrent_kernel], 0), tf.reshape(bias, [-1])[:columns])}
+    return {"all": fold_bias(tf.concat([kernel, recurrent_kernel], 0), bias)}
 
 
 def fused_cell_step(cell, kernels: dict, inputs, states, projected=None):
