@@ -12,9 +12,10 @@ sentences from the batch. A run trained with ``precision: mixed_bfloat16`` decod
 bfloat16 from weights cast once at loading, with each step's products fused
 (`translator.models.computing_in`); a float32 run may do the same with
 ``Translator.load(run, precision="bfloat16")`` (in `make bench` on 2 cores with AMX, greedy
-2.0x faster; the float32 output on 95.2% of the sentences of an undertrained model). An empty sentence gives an empty translation. A
-sentence longer than the model's source limit (``max_source_length`` pieces, from the run's
-config) is truncated to it, with a warning: nothing crashes on long input.
+2.0x faster; the float32 output on 95.2% of the sentences of an undertrained model). An
+empty sentence gives an empty translation. A sentence longer than the model's source limit
+(``max_source_length`` pieces, from the run's config) is truncated to it, with a warning:
+nothing crashes on long input.
 A ``Translator`` may be shared by threads.
 """
 
@@ -175,13 +176,8 @@ class Translator:
             return indices, sequences.numpy(), scores.numpy(), weights
 
         with ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT) as pool:
-            finished = pool.map(run, batches) if len(batches) > 1 else map(run, batches)
-            results = self._collect(finished, sentences, encoded, original_lengths, n_best, detailed, results)
-        return results
-
-    def _collect(self, finished, sentences, encoded, original_lengths, n_best, detailed, results):
-        """Translations from the searched batches (indices, sequences, scores, weights)."""
-        for indices, sequences, scores, weights in finished:
+            searched = list(pool.map(run, batches))
+        for indices, sequences, scores, weights in searched:
             if not detailed:
                 texts = self.target_tokenizer.decode(strip_special(sequences[:, 0]))
                 for index, text in zip(indices, texts):
