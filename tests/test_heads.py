@@ -11,7 +11,7 @@ import tensorflow as tf
 import yaml
 from conftest import REPOSITORY, sha256
 
-from translator.classifiers import Classifier, classification_metrics
+from translator.classifiers import Classifier, classification_loss, classification_metrics
 from translator.language_models import LanguageModel, TextStreams
 from translator.search import sample
 
@@ -114,6 +114,15 @@ def test_classifier_save_and_load_round_trip(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "classifier.keras")
     assert loaded.label_names == ["neg", "pos"]
     np.testing.assert_allclose(loaded(ids), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_classification_loss_equals_keras_crossentropy(label_smoothing):
+    logits = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    labels = np.array([0, 3, 4, 1])
+    expected = keras.losses.categorical_crossentropy(np.eye(5)[labels], logits, from_logits=True,
+                                                     label_smoothing=label_smoothing)
+    np.testing.assert_allclose(classification_loss(logits, labels, label_smoothing), expected, rtol=1e-5)
 
 
 def test_classification_metrics():

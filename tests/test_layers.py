@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from translator import decoders
 from translator.attention import BahdanauAttention, LuongAttention, masked_softmax
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
@@ -634,6 +635,33 @@ def test_every_trainable_weight_gets_a_finite_gradient(cell, config):
     for weight, gradient in zip(weights, gradients):
         assert gradient is not None, weight.path
         assert np.all(np.isfinite(numpy(ops.convert_to_tensor(gradient)))), weight.path
+
+
+@pytest.mark.parametrize("cell, config_name", [("lstm", "bahdanau"), ("gru", "luong_general"), ("rnn", "luong_dot")])
+def test_loop_kernel_gradients_equal_the_cell_by_cell_gradients(cell, config_name, monkeypatch):
+    """Teacher forcing with attention computes its kernels' gradients after the loop
+    (`LoopKernels`): the same gradients as autodiff through Keras's cell step by step."""
+    _, decoder, cache, _ = build_decoder(cell, config_name)
+    target_ids = pad(TARGET_TOKENS, 5)
+    labels = np.roll(target_ids, -1, axis=1)
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            logits = decoder(target_ids, cache, training=True)
+            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        # (The cache is made outside the tape: the bridges and the memory get no gradient.)
+        return [None if g is None else numpy(ops.convert_to_tensor(g))
+                for g in tape.gradient(loss, decoder.trainable_weights)]
+
+    fused = gradients()
+    monkeypatch.setattr(decoders, "use_fused_loop", lambda: False)
+    compared = 0
+    for weight, expected, actual in zip(decoder.trainable_weights, gradients(), fused):
+        assert (expected is None) == (actual is None), weight.path
+        if expected is not None:
+            np.testing.assert_allclose(actual, expected, atol=1e-6, err_msg=weight.path)
+            compared += "kernel" in weight.path and "_cell" in weight.path
+    assert compared == 4  # both layers' kernel and recurrent kernel
 
 
 def test_decoder_trains_under_xla():

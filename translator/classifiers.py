@@ -189,6 +189,18 @@ def classification_metrics(true, predicted, label_names) -> dict:
 
 # ----------------------------------------------------------------------------- training
 
+def classification_loss(logits, labels, label_smoothing: float = 0.0):
+    """Cross-entropy per example, float32 [batch]; with label smoothing e the target is 1 - e
+    on the label plus e spread evenly over all classes (as Keras's ``label_smoothing``)."""
+    import tensorflow as tf
+
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    if not label_smoothing:
+        return nll
+    uniform = tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_mean(logits, axis=-1)
+    return (1.0 - label_smoothing) * nll + label_smoothing * uniform
+
+
 def read_examples(config: dict, split: str, tokenizer, label_names):
     from translator.corpora import read_prepared_split
 
@@ -270,9 +282,11 @@ class ClassificationTask:
 
         ids, labels, weights = batch
         logits = tf.cast(model(ids, training=training), tf.float32)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        nll = classification_loss(logits, labels)
+        smoothing = self.config["training"]["label_smoothing"] if training else 0.0
+        objective = classification_loss(logits, labels, smoothing) if smoothing else nll
         count = tf.cast(tf.shape(labels)[0], tf.float32)
-        return tf.reduce_sum(nll * weights), tf.reduce_sum(weights), tf.reduce_sum(nll), count
+        return tf.reduce_sum(objective * weights), tf.reduce_sum(weights), tf.reduce_sum(nll), count
 
     def validate(self, model, evaluate_step, epoch: int) -> dict:
         loss_sum = count = 0.0

@@ -29,6 +29,7 @@ from translator.checks import check_bool, check_choice, check_positive_int, chec
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
 from translator.recurrence import (
+    LoopKernels,
     cell_step,
     fold_bias,
     fused_cell_step,
@@ -40,6 +41,9 @@ from translator.recurrence import (
 )
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
+# `fuse_for_inference` precomputes embedding x first-layer kernel for the whole vocabulary up
+# to this many numbers (64 MiB in float32): 8,000 tokens x 4 x 512 LSTM units is 16.4 million.
+EMBEDDING_PROJECTION_LIMIT = 16 * 2**20
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -325,7 +329,7 @@ class RecurrentDecoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ one step
 
-    def _advance(self, embedded, state, cache, training, kernels=None, projected_embedded=None):
+    def _advance(self, embedded, state, cache, training, kernels=None, projected_embedded=None, multiply=None):
         """One decoder step from the embedded previous token [batch, embedding_dim].
 
         `state` holds the `_recurrent_keys()` entries, `cache` the constant ones. ``kernels``
@@ -335,7 +339,8 @@ class RecurrentDecoder(keras.layers.Layer):
         share of the first layer's input side, computed for all steps at once. Returns
         ``(hidden, context, new_state, weights)``: the top layer's s_t, the attention context
         c_t (None without attention), the new recurrent state and the attention weights (or
-        None).
+        None). ``multiply(name, rows, kernel)`` (with ``kernels``) computes each layer's
+        products, ``name`` being ``layer_{index}/{key}`` (see `LoopKernels`).
         """
         top_key = f"hidden_state_{self.num_layers - 1}"
         context_pieces = [cache["encoder_context"]] if self.feed_context else []
@@ -361,12 +366,16 @@ class RecurrentDecoder(keras.layers.Layer):
             states = [state[key] for key in keys]
             if index == 0:
                 pieces = fed if projected_embedded is not None else [embedded] + fed
-                hidden = ops.concatenate(pieces, axis=-1) if pieces else embedded[:, :0]
+                empty = (embedded if projected_embedded is None else projected_embedded)[:, :0]
+                hidden = ops.concatenate(pieces, axis=-1) if pieces else empty
             elif self.dropout > 0:
                 hidden = self.dropout_layer(hidden, training=training)
             if kernels is not None:
+                layer_multiply = None if multiply is None else (
+                    lambda key, rows, kernel, prefix=f"layer_{index}/": multiply(prefix + key, rows, kernel))
                 hidden, states = fused_cell_step(layer.cell, kernels[f"layer_{index}"], hidden, states,
-                                                 projected=projected_embedded if index == 0 else None)
+                                                 projected=projected_embedded if index == 0 else None,
+                                                 multiply=layer_multiply)
             elif use_fused_loop():
                 hidden, states = cell_step(layer.cell, project_inputs(layer.cell, hidden), states)
             else:
@@ -419,22 +428,37 @@ class RecurrentDecoder(keras.layers.Layer):
 
     def fuse_for_inference(self):
         """Precompute, from the weights as they are now, the kernels that make `step` fast:
-        each layer's step as one product ``[x, h, 1] @ [W; U; b]`` (`fused_kernels`) and the
-        output projection's bias as a row of its kernel (`fold_bias`). Only for a copy that
+        each layer's step as one product ``[x, h, 1] @ [W; U; b]`` (`fused_kernels`), the
+        embedding's share of the first layer's product for every token of the vocabulary (a
+        step looks up its row: the product then has 256 fewer rows for a 256-wide embedding),
+        and the output projection's bias as a row of its kernel (`fold_bias`). Only for a copy that
         decodes and is not trained further (`translator.models.computing_in`): the kernels do
         not follow later changes of the weights. Teacher forcing is unchanged."""
         fused = {f"layer_{index}": fused_kernels(layer.cell) for index, layer in enumerate(self.recurrent_layers)}
+        first = self.recurrent_layers[0].cell
+        if self.vocabulary_size * first.kernel.shape[1] <= EMBEDDING_PROJECTION_LIMIT:
+            # The embedding's share of the first layer's input side, for every token at once:
+            # a step looks its row up instead of multiplying the embedded token.
+            embeddings = ops.convert_to_tensor(self.embedding.embeddings)
+            fused["embedding_projection"] = ops.cast(ops.matmul(embeddings, first.kernel[: self.embedding_dim]),
+                                                     self.compute_dtype)
+            fused["layer_0"] = fused_kernels(first, skip_input_rows=self.embedding_dim)
         kernel, bias = self._output_kernel_and_bias()  # a tied projection stays a product of its own
         fused["output"] = fold_bias(ops.convert_to_tensor(kernel), bias)
         self._fused = fused
 
     def step(self, previous_token_ids, cache, training=False):
         """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights)."""
-        embedded = self.embedding(previous_token_ids)
-        if self.dropout > 0:
-            embedded = self.dropout_layer(embedded, training=training)
         kernels = self._fused if self._fused is not None and not training else None
-        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training, kernels)
+        projected = embedded = None
+        if kernels is not None and "embedding_projection" in kernels:
+            projected = ops.take(kernels["embedding_projection"], previous_token_ids, axis=0)
+        else:
+            embedded = self.embedding(previous_token_ids)
+            if self.dropout > 0:
+                embedded = self.dropout_layer(embedded, training=training)
+        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training, kernels,
+                                                            projected_embedded=projected)
         if "attentional_vector" in new_state:
             pre_output = new_state["attentional_vector"]
         else:
@@ -490,7 +514,8 @@ class RecurrentDecoder(keras.layers.Layer):
         On a CPU the embedding's share of the first layer's input projection is one matrix
         product for all steps before the loop, the rest of each layer's step one product
         with kernels cast and stacked once before the loop (`fused_kernels`), and Bahdanau's
-        attentional layer (which no later step reads) one product after it.
+        attentional layer (which no later step reads) one product after it. When training,
+        the gradients of those kernels are one product each after the loop (`LoopKernels`).
         """
         projected = kernels = None
         if use_fused_loop():
@@ -513,28 +538,45 @@ class RecurrentDecoder(keras.layers.Layer):
         contexts = tf.TensorArray(self.compute_dtype, size=steps)  # c_t (Bahdanau)
         all_weights = tf.TensorArray(self.compute_dtype, size=steps)
         state = {key: cache[key] for key in self._recurrent_keys()}
+        loop = None
+        records = {}
+        if kernels is not None and training:  # the kernels' gradients as one product each after the loop
+            loop = LoopKernels({f"{layer}/{key}": kernel for layer, layer_kernels in kernels.items()
+                                for key, kernel in layer_kernels.items()},
+                               steps, ops.shape(time_major)[1], self.compute_dtype)
+            records = loop.records()
+            kernels = {layer: {key: loop.constants[f"{layer}/{key}"] for key in layer_kernels}
+                       for layer, layer_kernels in kernels.items()}
 
-        def body(time, state, outputs, contexts, all_weights):
+        def body(time, state, outputs, contexts, all_weights, records):
+            if loop is not None:
+                multiply = lambda name, rows, kernel: loop.multiply(name, rows, time)  # noqa: E731
+            else:
+                multiply = None
             hidden, context, state, weights = self._advance(
                 inputs.read(time), state, cache, training, kernels,
-                projected_embedded=None if projected is None else projected.read(time),
+                projected_embedded=None if projected is None else projected.read(time), multiply=multiply,
             )
+            if loop is not None:
+                records = loop.record(time, records)
             if bahdanau:
                 outputs = outputs.write(time, hidden)
                 contexts = contexts.write(time, context)
             else:
                 outputs = outputs.write(time, state["attentional_vector"])
             all_weights = all_weights.write(time, weights)
-            return time + 1, state, outputs, contexts, all_weights
+            return time + 1, state, outputs, contexts, all_weights, records
 
         if not bahdanau:  # nothing is written to `contexts`
             contexts = tf.zeros([0])
-        _, state, outputs, contexts, all_weights = tf.while_loop(
+        _, state, outputs, contexts, all_weights, records = tf.while_loop(
             lambda time, *_: time < steps,
             body,
-            (tf.constant(0), state, outputs, contexts, all_weights),
+            (tf.constant(0), state, outputs, contexts, all_weights, records),
             maximum_iterations=steps,  # lets XLA (jit_compile=True) size the TensorArrays
         )
+        if loop is not None:
+            loop.finish(records)
         outputs = ops.transpose(outputs.stack(), (1, 0, 2))
         if bahdanau:
             outputs = self._pre_output(outputs, ops.transpose(contexts.stack(), (1, 0, 2)), cache)
