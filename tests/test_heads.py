@@ -92,7 +92,7 @@ def test_language_model_save_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_output_does_not_depend_on_padding(pooling, bidirectional):
     model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, num_layers=2,
-                       bidirectional=bidirectional, pooling=pooling, ensemble=2 if bidirectional else 1)
+                       bidirectional=bidirectional, pooling=pooling)
     rows = [[3, 4, 5, 6], [7, 8]]
     short = np.array([[3, 4, 5, 6], [7, 8, 0, 0]], dtype="int32")
     long = np.pad(short, ((0, 0), (0, 5)))
@@ -106,27 +106,14 @@ def test_classifier_output_does_not_depend_on_padding(pooling, bidirectional):
         assert np.all(np.asarray(weights)[1, 2:] == 0)
 
 
-@pytest.mark.parametrize("ensemble", [1, 3])
-def test_classifier_save_and_load_round_trip(tmp_path, ensemble):
-    model = Classifier(20, ["neg", "pos"], embedding_dim=8, units=12, pooling="attention", dropout=0.2,
-                       ensemble=ensemble)
+def test_classifier_save_and_load_round_trip(tmp_path):
+    model = Classifier(20, ["neg", "pos"], embedding_dim=8, units=12, pooling="attention", dropout=0.2)
     ids = np.array([[3, 4, 5], [6, 0, 0]], dtype="int32")
     expected = model(ids)
     model.save(tmp_path / "classifier.keras")
     loaded = keras.saving.load_model(tmp_path / "classifier.keras")
     assert loaded.label_names == ["neg", "pos"]
-    assert len(loaded.members) == ensemble
     np.testing.assert_allclose(loaded(ids), expected, atol=1e-6)
-
-
-def test_an_ensemble_averages_its_members_probabilities():
-    model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, pooling="max", ensemble=3)
-    ids = np.array([[3, 4, 5], [6, 0, 0]], dtype="int32")
-    members = [np.asarray(logits) for logits in model.member_logits(ids)]
-    assert len(members) == 3 and not np.allclose(members[0], members[1])  # initialised apart
-    expected = np.mean([np.asarray(tf.nn.softmax(logits)) for logits in members], axis=0)
-    np.testing.assert_allclose(np.asarray(tf.nn.softmax(model(ids))), expected, atol=1e-6)
-    np.testing.assert_allclose(model.predict_ids([[3, 4, 5], [6]]), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
