@@ -549,10 +549,7 @@ class RecurrentDecoder(keras.layers.Layer):
                        for layer, layer_kernels in kernels.items()}
 
         def body(time, state, outputs, contexts, all_weights, records):
-            if loop is not None:
-                multiply = lambda name, rows, kernel: loop.multiply(name, rows, time)  # noqa: E731
-            else:
-                multiply = None
+            multiply = None if loop is None else (lambda name, rows, kernel: loop.multiply(name, rows, time))
             hidden, context, state, weights = self._advance(
                 inputs.read(time), state, cache, training, kernels,
                 projected_embedded=None if projected is None else projected.read(time), multiply=multiply,
