@@ -187,17 +187,18 @@ def test_tatoeba_split_is_deterministic_and_keeps_each_english_sentence_in_one_s
     assert first["train"]["source"][0] == "Ve."  # Spanish -> English by default
 
 
-def test_names_split_is_stratified_deduplicated_and_seeded(mirror):
+def test_names_split_is_stratified_deduplicated_grouped_and_seeded(mirror):
     corpus = load_corpus("names", data_dir=mirror)
     labels = corpus["train"].features["label"].names
     assert len(labels) == 18
     for split in ("train", "validation", "test"):
         assert set(corpus[split]["label"]) == set(range(18)), split
-    seen = set()
-    for split in corpus:
-        pairs = set(zip(corpus[split]["text"], corpus[split]["label"]))
-        assert not pairs & seen
-        seen |= pairs
+    pairs = [pair for split in corpus for pair in zip(corpus[split]["text"], corpus[split]["label"])]
+    assert len(pairs) == len(set(pairs)) == 18015  # 20,074 lines less the exact duplicates
+    texts = {split: set(corpus[split]["text"]) for split in corpus}
+    assert sum(len(t) for t in texts.values()) == len(set.union(*texts.values()))  # no name in two splits
+    abel = [split for split in corpus for text in corpus[split]["text"] if text == "Abel"]
+    assert len(abel) == 5 and len(set(abel)) == 1  # listed under five languages, all in one split
 
 
 def test_tinyshakespeare_is_split_like_nanogpt(mirror):

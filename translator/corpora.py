@@ -184,6 +184,10 @@ def read_recipe(path: str | Path) -> Recipe:
         deduplicate=bool(raw.get("deduplicate", False)), label_names=raw.get("label_names"),
         label_separator=raw.get("label_separator"), encoding_errors=raw.get("encoding_errors", "strict"),
     )
+    group_by = recipe.make_splits.get("group_by")
+    if task == "classification" and group_by not in (None, "text"):
+        raise CorpusError(f"{path}: make_splits.group_by: '{group_by}' is not 'text' (the one column a "
+                          "classification recipe can group by: every example of a text in one split)")
     if task == "translation" and (not recipe.default_pair or len(recipe.default_pair) != 2):
         raise CorpusError(f"{path}: default_pair: a translation recipe needs [source, target]")
     if recipe.encoding_errors not in ("strict", "replace"):
@@ -405,7 +409,8 @@ def _split_indices(n: int, settings: dict, groups=None, labels=None) -> dict[str
     """Deterministic train/validation/test indices from the recipe's seed.
 
     With ``groups``, all items of a group go to one split; with ``labels``, the split is
-    stratified (each label divided in the same proportions).
+    stratified (each label divided in the same proportions; a group counts under the label of
+    its first item). Without groups every item is its own group.
     """
     rng = np.random.RandomState(int(settings["seed"]))  # RandomState: stable across numpy versions
     fractions = {name: float(settings.get(name, 0.0)) for name in ("validation", "test")}
@@ -418,22 +423,22 @@ def _split_indices(n: int, settings: dict, groups=None, labels=None) -> dict[str
                  "train": items[n_validation + n_test:]}
         return {name: part for name, part in parts.items() if name == "train" or fractions[name] > 0}
 
+    groups = list(range(n)) if groups is None else list(groups)
+    order = list(dict.fromkeys(groups))  # groups in first-seen order
+    strata = [range(len(order))]
     if labels is not None:
-        parts = {"train": [], **{name: [] for name, value in fractions.items() if value > 0}}
-        for label in sorted(set(labels)):
-            for name, items in divide([i for i in range(n) if labels[i] == label]).items():
-                parts[name].extend(items.tolist())
-        return {name: np.sort(np.array(items, dtype=np.int64)) for name, items in parts.items()}
-    if groups is not None:
-        order = list(dict.fromkeys(groups))  # groups in first-seen order
-        chosen = divide(np.arange(len(order)))
-        split_of_group = {}
-        for name, group_ids in chosen.items():
-            for group_id in group_ids:
-                split_of_group[order[group_id]] = name
-        assigned = [split_of_group[g] for g in groups]
-        return {name: np.array([i for i in range(n) if assigned[i] == name], dtype=np.int64) for name in chosen}
-    return {name: np.sort(items) for name, items in divide(np.arange(n)).items()}
+        label_of = {}
+        for group, label in zip(groups, labels):
+            label_of.setdefault(group, label)
+        strata = [[i for i, group in enumerate(order) if label_of[group] == label]
+                  for label in sorted(set(label_of.values()))]
+    split_of_group = {}
+    for members in strata:
+        for name, group_ids in divide(members).items():
+            split_of_group.update((order[group_id], name) for group_id in group_ids)
+    assigned = [split_of_group[group] for group in groups]
+    names = ["train"] + [name for name, value in fractions.items() if value > 0]
+    return {name: np.array([i for i in range(n) if assigned[i] == name], dtype=np.int64) for name in names}
 
 
 def _read_translation(spec: CorpusSpec, data_dir, cleaning: Cleaning, report: dict) -> dict:
@@ -547,7 +552,8 @@ def _read_classification(spec: CorpusSpec, data_dir, report: dict):
     if None in split_examples:  # one pool: make the splits
         examples = split_examples[None]
         labels = [label for _, label in examples] if recipe.make_splits.get("stratify") else None
-        indices = _split_indices(len(examples), recipe.make_splits, labels=labels)
+        groups = [text for text, _ in examples] if recipe.make_splits.get("group_by") else None
+        indices = _split_indices(len(examples), recipe.make_splits, groups=groups, labels=labels)
         split_examples = {split: [examples[i] for i in part] for split, part in indices.items()}
         report["pool"] = counts[None]
         counts = {split: {} for split in indices}
