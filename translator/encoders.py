@@ -14,6 +14,8 @@ Implements the encoders of
 Padding id is 0 and padding only ever sits at the end of a row.
 """
 
+import types
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -123,13 +125,21 @@ class RecurrentEncoder(keras.layers.Layer):
         self.supports_masking = True  # the outputs keep the source mask
 
         self.recurrent_layers = []
+        templates = []
         for index in range(num_layers):
             layer = RECURRENT_LAYERS[cell](
                 units, return_sequences=True, return_state=True, name=f"{cell}_{index}"
             )
             if bidirectional:
+                templates.append(layer)
                 layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{cell}_{index}")
             self.recurrent_layers.append(layer)
+        # `Bidirectional` copies its layer through Keras serialization. Inside `load_model`
+        # that copy is looked up by the template's id(), so a template freed before the next
+        # one is made can hand its id (and its copy) on, and the load fails or shares layers.
+        # Kept alive, the templates keep their ids apart (in a namespace, which neither Keras's
+        # tracking nor its saving looks into: they hold no weights).
+        self._bidirectional_templates = types.SimpleNamespace(layers=templates)
         self.dropout_layer = keras.layers.Dropout(dropout)
 
     def build(self, embedded_shape):
