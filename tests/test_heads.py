@@ -92,7 +92,7 @@ def test_language_model_save_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_classifier_output_does_not_depend_on_padding(pooling, bidirectional):
     model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, num_layers=2,
-                       bidirectional=bidirectional, pooling=pooling)
+                       bidirectional=bidirectional, pooling=pooling, ensemble=2 if bidirectional else 1)
     rows = [[3, 4, 5, 6], [7, 8]]
     short = np.array([[3, 4, 5, 6], [7, 8, 0, 0]], dtype="int32")
     long = np.pad(short, ((0, 0), (0, 5)))
@@ -106,14 +106,27 @@ def test_classifier_output_does_not_depend_on_padding(pooling, bidirectional):
         assert np.all(np.asarray(weights)[1, 2:] == 0)
 
 
-def test_classifier_save_and_load_round_trip(tmp_path):
-    model = Classifier(20, ["neg", "pos"], embedding_dim=8, units=12, pooling="attention", dropout=0.2)
+@pytest.mark.parametrize("ensemble", [1, 3])
+def test_classifier_save_and_load_round_trip(tmp_path, ensemble):
+    model = Classifier(20, ["neg", "pos"], embedding_dim=8, units=12, pooling="attention", dropout=0.2,
+                       ensemble=ensemble)
     ids = np.array([[3, 4, 5], [6, 0, 0]], dtype="int32")
     expected = model(ids)
     model.save(tmp_path / "classifier.keras")
     loaded = keras.saving.load_model(tmp_path / "classifier.keras")
     assert loaded.label_names == ["neg", "pos"]
+    assert len(loaded.members()) == ensemble
     np.testing.assert_allclose(loaded(ids), expected, atol=1e-6)
+
+
+def test_an_ensemble_averages_its_members_probabilities():
+    model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, pooling="max", ensemble=3)
+    ids = np.array([[3, 4, 5], [6, 0, 0]], dtype="int32")
+    members = [np.asarray(logits) for logits in model.member_logits(ids)]
+    assert len(members) == 3 and not np.allclose(members[0], members[1])  # initialised apart
+    expected = np.mean([np.asarray(tf.nn.softmax(logits)) for logits in members], axis=0)
+    np.testing.assert_allclose(np.asarray(tf.nn.softmax(model(ids))), expected, atol=1e-6)
+    np.testing.assert_allclose(model.predict_ids([[3, 4, 5], [6]]), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
@@ -205,19 +218,24 @@ def test_language_model_learns_a_text_and_samples_it(tmp_path):
     assert printed == "JULIET: that is it\n\n"
 
 
-def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
-    from translator.evaluation import evaluate
-    from translator.training import Trainer
-
+def rule_examples(count=600):
+    """Texts of filler words with one keyword that decides the label."""
     generator = random.Random(0)
     filler = "the a one two three four five six seven eight".split()
     examples = []
-    for index in range(600):
+    for index in range(count):
         words = [generator.choice(filler) for _ in range(generator.randint(3, 9))]
         label = ["pos", "neg", "odd"][index % 3]
         words.insert(generator.randint(0, len(words)), {"pos": "good", "neg": "bad", "odd": "weird"}[label])
         examples.append((label, " ".join(words)))
-    data = prepare(tmp_path, write_label_corpus(tmp_path, examples), tmp_path / "toylabels-tokenizer.yaml")
+    return examples
+
+
+def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
+    from translator.evaluation import evaluate
+    from translator.training import Trainer
+
+    data = prepare(tmp_path, write_label_corpus(tmp_path, rule_examples()), tmp_path / "toylabels-tokenizer.yaml")
     config = tmp_path / "classifier.yaml"
     config.write_text(yaml.safe_dump({
         "data": data,
@@ -240,3 +258,31 @@ def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
     printed = run_cli("classify", "--run", str(run), stdin="one good two\nbad three\n")
     assert [line.split("\t")[0] for line in printed.splitlines()] == ["pos", "neg"]
 
+
+
+def test_an_ensemble_run_trains_its_members_from_successive_seeds_and_averages_them(tmp_path):
+    from translator.training import Trainer
+
+    data = prepare(tmp_path, write_label_corpus(tmp_path, rule_examples(300)), tmp_path / "toylabels-tokenizer.yaml")
+    config = tmp_path / "ensemble.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": data,
+        "model": {"type": "classifier", "cell": "gru", "embedding_dim": 8, "units": 16, "ensemble": 2},
+        "training": {"epochs": 2, "batch_tokens": 256, "learning_rate": 0.01, "seed": 7, "bleu_every": 0}}))
+    run = tmp_path / "run"
+    Trainer(config, run, log=lambda *a: None).train()
+    members = [Classifier.load(run / "members" / str(index)) for index in (1, 2)]
+    assert [yaml.safe_load((run / "members" / str(index) / "config.yaml").read_text())["training"]["seed"]
+            for index in (1, 2)] == [7, 8]
+    ids = [[4, 5, 6], [7], [5, 4, 6, 7, 8]]
+    expected = np.mean([member.predict_ids(ids) for member in members], axis=0)
+    assert not np.allclose(members[0].predict_ids(ids), members[1].predict_ids(ids))
+    model = Classifier.load(run)
+    assert len(model.members()) == 2
+    np.testing.assert_allclose(model.predict_ids(ids), expected, atol=1e-6)
+    assert (run / "log.csv").read_text().splitlines()[0].startswith("member,epoch")
+
+    written = (run / "members" / "1" / "model.keras").stat().st_mtime_ns
+    Trainer(config, run, log=lambda *a: None).train()  # finished members are not trained again
+    assert (run / "members" / "1" / "model.keras").stat().st_mtime_ns == written
+    np.testing.assert_allclose(Classifier.load(run).predict_ids(ids), expected, atol=1e-6)

@@ -63,6 +63,8 @@ def test_an_unknown_config_key_fails_with_its_name_before_any_work(tmp_path, cap
         validate({"data": {"corpus": "x"}, "training": {"epochs": 0}})
     with pytest.raises(ConfigError, match=r"BLEU is never computed"):
         validate({"data": {"corpus": "x"}, "training": {"early_stopping_metric": "validation_bleu", "bleu_every": 0}})
+    with pytest.raises(ConfigError, match=r"'model.ensemble' is 3, but only a classifier trains an ensemble"):
+        validate({"data": {"corpus": "x"}, "model": {"ensemble": 3}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {corpus: multi30k-de-en}\nmodel: {attention: luong}\n")
     from translator.cli import main

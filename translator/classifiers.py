@@ -15,6 +15,8 @@ equal weight per class.
 ``translator evaluate --run RUN --split test`` writes accuracy, macro-F1, per-class figures
 and a confusion matrix (report.json, report.md, report.html);
 ``Classifier.load(run).predict(texts)`` and ``translator classify --run RUN`` label new text.
+With ``model.ensemble: N`` the run trains N models from N seeds and averages their
+probabilities (`Classifier.from_members`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ class AttentionPooling(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+def ensemble_logits(member_logits: list):
+    """The log of the members' averaged probabilities (softmax of it = that average); one
+    member's logits unchanged."""
+    if len(member_logits) == 1:
+        return member_logits[0]
+    probabilities = ops.mean(ops.stack([ops.softmax(logits) for logits in member_logits]), axis=0)
+    return ops.log(ops.maximum(probabilities, 1e-30))
+
+
 @keras.saving.register_keras_serializable(package="translator")
 class Classifier(ConfiguredModel):
     """Embedding -> RecurrentEncoder -> final states, attention or max pooling -> softmax layer.
@@ -73,59 +84,116 @@ class Classifier(ConfiguredModel):
     logits [batch, number_of_classes]. ``label_names`` (saved with the model) maps class
     index to label.
 
+    ``ensemble=N`` holds N members, each with its own embedding, encoder, pooling and softmax
+    layer (`member_logits`); the model's logits are the log of the members' averaged
+    probabilities, so its softmax is that average. The trainer trains the members as separate
+    models, each from its own seed, and copies them in (`Classifier.from_members`).
+
     Masking: padding is masked in the encoder (it never changes the final states or the real
     outputs), in the attention pooling (weight 0) and in the max pooling (never the maximum),
     so the prediction for a text does not depend on how far its batch is padded.
     """
 
     def __init__(self, vocabulary_size, label_names, cell="lstm", embedding_dim=128, units=256, num_layers=1,
-                 bidirectional=True, pooling="final", dropout=0.0, **kwargs):
+                 bidirectional=True, pooling="final", dropout=0.0, ensemble=1, **kwargs):
         super().__init__(**kwargs)
         if pooling not in ("final", "attention", "max"):
             raise ValueError(f"pooling must be 'final', 'attention' or 'max'; got {pooling!r}")
         if len(label_names) < 2:
             raise ValueError(f"a classifier needs at least 2 labels; got {label_names!r}")
+        if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+            raise ValueError(f"ensemble must be a positive integer (the number of members); got {ensemble!r}")
         self.label_names = list(label_names)
         self.settings = {"vocabulary_size": vocabulary_size, "label_names": self.label_names, "cell": cell,
                          "embedding_dim": embedding_dim, "units": units, "num_layers": num_layers,
-                         "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout}
-        with dtype_policy_of(self):
-            self.embedding = TokenEmbedding(vocabulary_size, embedding_dim, name="embedding")
-            self.embedding_dropout = keras.layers.Dropout(dropout)
-            self.encoder = RecurrentEncoder(cell, units, num_layers=num_layers, bidirectional=bidirectional,
-                                            dropout=dropout, name="encoder")
-            self.pooling = AttentionPooling(units, name="attention_pooling") if pooling == "attention" else None
-            self.output_dropout = keras.layers.Dropout(dropout)
+                         "bidirectional": bidirectional, "pooling": pooling, "dropout": dropout,
+                         "ensemble": ensemble}
+
+        def member(suffix, dropouts=False):  # the layers of one member; the dropout layers are shared
+            embedding = TokenEmbedding(vocabulary_size, embedding_dim, name="embedding" + suffix)
+            if dropouts:  # created in this order, so that a seed initialises a model as it always has
+                self.embedding_dropout = keras.layers.Dropout(dropout)
+            encoder = RecurrentEncoder(cell, units, num_layers=num_layers, bidirectional=bidirectional,
+                                       dropout=dropout, name="encoder" + suffix)
+            attention = AttentionPooling(units, name="attention_pooling" + suffix) if pooling == "attention" else None
+            if dropouts:
+                self.output_dropout = keras.layers.Dropout(dropout)
             # The softmax layer computes in float32 even under mixed precision.
-            self.output_layer = keras.layers.Dense(len(self.label_names), name="output", dtype="float32")
+            return embedding, encoder, attention, keras.layers.Dense(len(self.label_names), name="output" + suffix,
+                                                                     dtype="float32")
+
+        with dtype_policy_of(self):
+            self.embedding, self.encoder, self.pooling, self.output_layer = member("", dropouts=True)
+            # Members 2..N (the first keeps the attribute names of a single model).
+            others = [member(f"_{index}") for index in range(1, ensemble)]
+            self.other_embeddings = [layers[0] for layers in others]
+            self.other_encoders = [layers[1] for layers in others]
+            self.other_poolings = [layers[2] for layers in others] if pooling == "attention" else []
+            self.other_output_layers = [layers[3] for layers in others]
+
+    def members(self) -> list:
+        """(embedding, encoder, pooling or None, output layer) of every member. (A method, not a
+        property: Keras's saving walks the properties of a model too.)"""
+        poolings = self.other_poolings or [None] * len(self.other_embeddings)
+        return [(self.embedding, self.encoder, self.pooling, self.output_layer)] + list(
+            zip(self.other_embeddings, self.other_encoders, poolings, self.other_output_layers))
 
     @classmethod
     def from_settings(cls, model_config: dict, vocabulary_size: int, label_names, dtype: str = "float32"):
         model = cls(vocabulary_size, label_names, cell=model_config["cell"],
                     embedding_dim=model_config["embedding_dim"], units=model_config["units"],
                     num_layers=model_config["encoder_layers"], bidirectional=model_config["bidirectional"],
-                    pooling=model_config["pooling"], dropout=model_config["dropout"], dtype=dtype)
+                    pooling=model_config["pooling"], dropout=model_config["dropout"],
+                    ensemble=model_config.get("ensemble", 1), dtype=dtype)
         model.build_for_shapes()
+        return model
+
+    @classmethod
+    def from_members(cls, members: list) -> Classifier:
+        """An ensemble holding copies of trained single classifiers with the same settings."""
+        settings = {**members[0].settings, "ensemble": len(members)}
+        for member in members:
+            if {**member.settings, "ensemble": len(members)} != settings:
+                raise ValueError("ensemble members must share every setting; got "
+                                 f"{members[0].settings} and {member.settings}")
+        model = cls(**settings, dtype=members[0].dtype_policy.name)
+        model.build_for_shapes()
+        for layers, member in zip(model.members(), members):
+            for layer, trained in zip(layers, (member.embedding, member.encoder, member.pooling, member.output_layer)):
+                if layer is not None:
+                    layer.set_weights(trained.get_weights())
         return model
 
     def build_for_shapes(self):
         with dtype_policy_of(self):
             self(ops.convert_to_tensor([[4, 5, 0]], dtype="int32"))
 
-    def call(self, token_ids, training=False, return_attention=False):
+    def member_logits(self, token_ids, training=False, return_attention=False):
+        """Every member's logits [batch, classes] (and attention weights [batch, time] or None)."""
         mask = ops.not_equal(token_ids, 0)
-        embedded = self.embedding_dropout(self.embedding(token_ids), training=training)
-        outputs, final_states = self.encoder(embedded, mask=mask, training=training)
-        weights = None
-        if self.settings["pooling"] == "final":
-            pooled = final_states[-1][0]  # the top layer's h (both directions if bidirectional)
-        elif self.settings["pooling"] == "max":  # padding never wins; an empty text gives zeros
-            lowest = ops.full_like(outputs, -1e4 if outputs.dtype == "float16" else -1e9)
-            pooled = ops.max(ops.where(mask[:, :, None], outputs, lowest), axis=1)
-            pooled = ops.where(ops.any(mask, axis=1)[:, None], pooled, ops.zeros_like(pooled))
-        else:
-            pooled, weights = self.pooling(outputs, mask)
-        logits = self.output_layer(self.output_dropout(pooled, training=training))
+        results = []
+        for embedding, encoder, pooling, output_layer in self.members():
+            embedded = self.embedding_dropout(embedding(token_ids), training=training)
+            outputs, final_states = encoder(embedded, mask=mask, training=training)
+            weights = None
+            if self.settings["pooling"] == "final":
+                pooled = final_states[-1][0]  # the top layer's h (both directions if bidirectional)
+            elif self.settings["pooling"] == "max":  # padding never wins; an empty text gives zeros
+                lowest = ops.full_like(outputs, -1e4 if outputs.dtype == "float16" else -1e9)
+                pooled = ops.max(ops.where(mask[:, :, None], outputs, lowest), axis=1)
+                pooled = ops.where(ops.any(mask, axis=1)[:, None], pooled, ops.zeros_like(pooled))
+            else:
+                pooled, weights = pooling(outputs, mask)
+            logits = output_layer(self.output_dropout(pooled, training=training))
+            results.append((logits, weights) if return_attention else logits)
+        return results
+
+    def call(self, token_ids, training=False, return_attention=False):
+        results = self.member_logits(token_ids, training=training, return_attention=True)
+        logits = ensemble_logits([logits for logits, _ in results])
+        weights = results[0][1]
+        if weights is not None and len(results) > 1:  # the members' attention weights, averaged
+            weights = ops.mean(ops.stack([weights for _, weights in results]), axis=0)
         return (logits, weights) if return_attention else logits
 
     # ------------------------------------------------------------------ a trained run

@@ -70,6 +70,7 @@ SCHEMA = {
         "tie_embeddings": (False, bool),
         "dropout": (0.0, _number(0.0, 0.9)),
         "pooling": ("final", POOLINGS),           # classifier: final states, attention or max pooling
+        "ensemble": (1, _positive_int),           # classifier: models from seeds seed, +1, ..., averaged
     },
     "training": {
         "epochs": (10, _positive_int),
@@ -168,6 +169,9 @@ def validate(raw: dict, source: str = "config") -> dict:
     if training["early_stopping_metric"] == "validation_bleu" and not training["bleu_every"]:
         raise ConfigError(f"{source}: 'training.early_stopping_metric' is validation_bleu but "
                           f"'training.bleu_every' is 0, so BLEU is never computed; set bleu_every to 1 or more")
+    if config["model"]["ensemble"] > 1 and config["model"]["type"] != "classifier":
+        raise ConfigError(f"{source}: 'model.ensemble' is {config['model']['ensemble']}, but only a classifier "
+                          f"trains an ensemble; set it to 1 or remove it")
     config["name"] = raw.get("name") or Path(source).stem
     return config
 

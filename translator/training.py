@@ -22,6 +22,7 @@ keras-team/keras#20585), and so that resumption is exact.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -175,8 +176,8 @@ class TranslationTask:
 
     def model_settings(self) -> dict:
         settings = dict(self.config["model"])
-        settings.pop("type", None)
-        settings.pop("pooling", None)
+        for classifier_only in ("type", "pooling", "ensemble"):
+            settings.pop(classifier_only, None)
         return settings
 
     def start_epoch(self, epoch: int, batches_done: int) -> None:
@@ -287,10 +288,10 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 
 class Trainer:
     """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
-    overrides the config's ``training.seed``."""
+    overrides the config's ``training.seed``. ``config_path`` may also be a validated config dict."""
 
     def __init__(self, config_path, run=None, log=print, seed=None):
-        self.config = load_config(config_path)
+        self.config = copy.deepcopy(config_path) if isinstance(config_path, dict) else load_config(config_path)
         if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
@@ -307,6 +308,8 @@ class Trainer:
 
         config, settings = self.config, self.config["training"]
         manifest = prepare_run_directory(config, self.run)
+        if config["model"]["ensemble"] > 1:
+            return self._train_ensemble()
         keras.utils.set_random_seed(settings["seed"])
         if settings["deterministic"]:
             tf.config.experimental.enable_op_determinism()
@@ -436,6 +439,37 @@ class Trainer:
             f"best {settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']})"
         self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; {best_text}; "
                  f"model: {self.run / 'model.keras'}")
+        return self.run / "model.keras"
+
+    def _train_ensemble(self) -> Path:
+        """``model.ensemble: N`` (classifiers): N models trained one after another into
+        RUN/members/1..N, from seeds training.seed, +1, ..., so each has its own initialisation,
+        dropout and batch order; then RUN/model.keras, a `Classifier` that averages their
+        probabilities. Resumable: finished members are not trained again."""
+        import keras
+
+        from translator.classifiers import Classifier
+
+        config, count = self.config, self.config["model"]["ensemble"]
+        members = []
+        for index in range(count):
+            member = copy.deepcopy(config)
+            member["model"]["ensemble"] = 1
+            member["training"]["seed"] = config["training"]["seed"] + index
+            member["name"] = f"{config['name']}-member-{index + 1}"
+            self.log(f"ensemble member {index + 1} of {count} (seed {member['training']['seed']})")
+            members.append(keras.saving.load_model(Trainer(member, self.run / "members" / str(index + 1),
+                                                           self.log).train()))
+        self._save_model(Classifier.from_members(members), self.run / "model.keras")
+        # The members' epochs (log.csv) and machines (machines.txt), for the report and the tables.
+        from translator.evaluation import _read_log
+
+        directories = [self.run / "members" / str(index + 1) for index in range(count)]
+        self._write_log([{"member": index + 1, **row} for index, directory in enumerate(directories)
+                         for row in _read_log(directory)])
+        atomic_write_text(self.run / "machines.txt", "".join(
+            (directory / "machines.txt").read_text(encoding="utf-8") for directory in directories))
+        self.log(f"done: an ensemble of {count} members; model: {self.run / 'model.keras'}")
         return self.run / "model.keras"
 
     # ------------------------------------------------------------------ compiled steps
