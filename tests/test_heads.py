@@ -122,7 +122,7 @@ def test_classifier_save_and_load_round_trip(tmp_path, ensemble):
 def test_an_ensemble_averages_its_members_probabilities():
     model = Classifier(20, ["a", "b", "c"], cell="gru", embedding_dim=8, units=12, pooling="max", ensemble=3)
     ids = np.array([[3, 4, 5], [6, 0, 0]], dtype="int32")
-    members = [np.asarray(logits) for logits in model.member_logits(ids)]
+    members = [np.asarray(logits) for logits, _ in model.member_logits(ids)]
     assert len(members) == 3 and not np.allclose(members[0], members[1])  # initialised apart
     expected = np.mean([np.asarray(tf.nn.softmax(logits)) for logits in members], axis=0)
     np.testing.assert_allclose(np.asarray(tf.nn.softmax(model(ids))), expected, atol=1e-6)

@@ -168,8 +168,8 @@ class Classifier(ConfiguredModel):
         with dtype_policy_of(self):
             self(ops.convert_to_tensor([[4, 5, 0]], dtype="int32"))
 
-    def member_logits(self, token_ids, training=False, return_attention=False):
-        """Every member's logits [batch, classes] (and attention weights [batch, time] or None)."""
+    def member_logits(self, token_ids, training=False):
+        """Every member's ``(logits [batch, classes], attention weights [batch, time] or None)``."""
         mask = ops.not_equal(token_ids, 0)
         results = []
         for embedding, encoder, pooling, output_layer in self.members():
@@ -185,11 +185,11 @@ class Classifier(ConfiguredModel):
             else:
                 pooled, weights = pooling(outputs, mask)
             logits = output_layer(self.output_dropout(pooled, training=training))
-            results.append((logits, weights) if return_attention else logits)
+            results.append((logits, weights))
         return results
 
     def call(self, token_ids, training=False, return_attention=False):
-        results = self.member_logits(token_ids, training=training, return_attention=True)
+        results = self.member_logits(token_ids, training=training)
         logits = ensemble_logits([logits for logits, _ in results])
         weights = results[0][1]
         if weights is not None and len(results) > 1:  # the members' attention weights, averaged
