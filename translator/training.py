@@ -176,8 +176,8 @@ class TranslationTask:
 
     def model_settings(self) -> dict:
         settings = dict(self.config["model"])
-        for classifier_only in ("type", "pooling", "ensemble"):
-            settings.pop(classifier_only, None)
+        for not_a_seq2seq_argument in ("type", "pooling", "ensemble"):
+            settings.pop(not_a_seq2seq_argument, None)
         return settings
 
     def start_epoch(self, epoch: int, batches_done: int) -> None:
@@ -449,22 +449,20 @@ class Trainer:
         import keras
 
         from translator.classifiers import Classifier
+        from translator.evaluation import _read_log
 
         config, count = self.config, self.config["model"]["ensemble"]
+        directories = [self.run / "members" / str(index + 1) for index in range(count)]
         members = []
-        for index in range(count):
+        for index, directory in enumerate(directories):
             member = copy.deepcopy(config)
             member["model"]["ensemble"] = 1
             member["training"]["seed"] = config["training"]["seed"] + index
             member["name"] = f"{config['name']}-member-{index + 1}"
             self.log(f"ensemble member {index + 1} of {count} (seed {member['training']['seed']})")
-            members.append(keras.saving.load_model(Trainer(member, self.run / "members" / str(index + 1),
-                                                           self.log).train()))
+            members.append(keras.saving.load_model(Trainer(member, directory, self.log).train()))
         self._save_model(Classifier.from_members(members), self.run / "model.keras")
         # The members' epochs (log.csv) and machines (machines.txt), for the report and the tables.
-        from translator.evaluation import _read_log
-
-        directories = [self.run / "members" / str(index + 1) for index in range(count)]
         self._write_log([{"member": index + 1, **row} for index, directory in enumerate(directories)
                          for row in _read_log(directory)])
         atomic_write_text(self.run / "machines.txt", "".join(
