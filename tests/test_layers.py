@@ -164,6 +164,30 @@ def test_encoder_reverse_source_equals_reversing_the_ids_first():
     np.testing.assert_allclose(numpy(states[0][0]), numpy(expected_states[0][0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize(
+    "num_layers, bidirectional, reverse_source",
+    [(1, False, False), (2, False, True), (2, True, True)],
+    ids=["single", "stacked-reversed", "stacked-bidirectional-reversed"],
+)
+def test_encoder_input_table_gives_the_same_outputs(cell, num_layers, bidirectional, reverse_source):
+    """`fuse_for_inference`: rows of a table made once (the first layer's input side of every
+    token) give the numbers of embedding then multiplying, in the packed loop and the masked one."""
+    embedding, encoder, ids, outputs, states = encode(
+        cell, num_layers=num_layers, bidirectional=bidirectional, reverse_source=reverse_source)
+    assert encoder.input_table is None
+    encoder.fuse_for_inference(embedding.embeddings)
+    width = (2 if bidirectional else 1) * {"lstm": 4, "gru": 3, "rnn": 1}[cell] * UNITS
+    assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, width)
+    rows = ops.take(encoder.input_table, ids, axis=0)
+    for training in (False, True):  # packed (inference) and masked loops
+        fused_outputs, fused_states = encoder(rows, mask=ids != 0, training=training, inputs_projected=True)
+        np.testing.assert_allclose(numpy(fused_outputs), numpy(outputs), atol=1e-5)
+        for fused_layer, layer in zip(fused_states, states):
+            for fused, expected in zip(fused_layer, layer):
+                np.testing.assert_allclose(numpy(fused), numpy(expected), atol=1e-5)
+
+
 # ---------------------------------------------------------------------- attention
 
 

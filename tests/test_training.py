@@ -189,6 +189,31 @@ def test_padding_never_changes_outputs_or_loss(settings):
     np.testing.assert_allclose(np.array(loss_padded), np.array(loss_short), rtol=1e-5)
 
 
+@pytest.mark.parametrize("settings", MODEL_VARIANTS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_fusing_for_inference_keeps_every_decoding_number(settings):
+    """`Seq2Seq.fuse_for_inference` (the encoder's input table, the decoder's fused step
+    kernels) changes how decoding computes, not what: the same cache, logits and translations."""
+    from translator.search import GreedyTranslator, beam_search
+
+    model = build(**settings)
+    source = np.array([[5, 6, 7, 8], [9, 10, 0, 0], [4, 0, 0, 0]], dtype="int32")
+    tokens = np.array([2, 5, 9], dtype="int32")
+    cache = model.encode(source)
+    logits = np.asarray(model.decoder.step(tokens, cache)[0])
+    greedy, beams = GreedyTranslator(model)(source), beam_search(model, source, beam_size=3)
+    model.fuse_for_inference()
+    assert model.encoder.input_table is not None
+    fused_cache = model.encode(source)
+    assert fused_cache.keys() == cache.keys()
+    for key, value in cache.items():  # states, memory, its mask and projection
+        np.testing.assert_allclose(np.asarray(fused_cache[key]), np.asarray(value), atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(np.asarray(model.decoder.step(tokens, fused_cache)[0]), logits, atol=1e-5)
+    assert GreedyTranslator(model)(source) == greedy
+    fused_beams = beam_search(model, source, beam_size=3)
+    np.testing.assert_array_equal(fused_beams[0].numpy(), beams[0].numpy())
+    np.testing.assert_allclose(fused_beams[1].numpy(), beams[1].numpy(), atol=1e-5)
+
+
 def test_save_then_load_gives_identical_logits_and_the_file_alone_decodes(tmp_path):
     import keras
 

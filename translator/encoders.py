@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import ops
 
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
-from translator.recurrence import run_cell, use_fused_loop
+from translator.recurrence import project_inputs, run_cell, use_fused_loop
 
 RECURRENT_LAYERS = {
     "lstm": keras.layers.LSTM,
@@ -78,6 +78,8 @@ class RecurrentEncoder(keras.layers.Layer):
             of each row. Filled in automatically from a `TokenEmbedding` output.
             None means every position is real.
         training: whether dropout is active.
+        inputs_projected: `embedded` is instead rows of the table made by
+            `fuse_for_inference`: the first layer's input side, [batch, time, width].
 
     Returns:
         ``(outputs, final_states)``:
@@ -141,6 +143,7 @@ class RecurrentEncoder(keras.layers.Layer):
         # tracking nor its saving looks into: they hold no weights).
         self._bidirectional_templates = types.SimpleNamespace(layers=templates)
         self.dropout_layer = keras.layers.Dropout(dropout)
+        self.input_table = None  # made by `fuse_for_inference`
 
     def build(self, embedded_shape):
         shape = tuple(embedded_shape)
@@ -148,7 +151,20 @@ class RecurrentEncoder(keras.layers.Layer):
             layer.build(shape)
             shape = shape[:-1] + (self.output_width,)
 
-    def call(self, embedded, mask=None, training=None):
+    def fuse_for_inference(self, embeddings):
+        """Precompute, from the weights as they are now, the first layer's input side (input
+        kernel and bias) of every row of `embeddings` [vocabulary, embedding_dim]; for a
+        bidirectional layer the forward and backward sides side by side. The encoder then
+        reads a token's row (``call(ops.take(encoder.input_table, ids, axis=0),
+        inputs_projected=True)``) instead of multiplying its embedding: for an LSTM of 512
+        units over 256-wide embeddings that is a third of the first layer's products. Only for
+        a copy that decodes and is not trained further (`translator.models.computing_in`)."""
+        first = self.recurrent_layers[0]
+        cells = [first.forward_layer.cell, first.backward_layer.cell] if self.bidirectional else [first.cell]
+        embeddings = ops.convert_to_tensor(embeddings)
+        self.input_table = ops.concatenate([project_inputs(cell, embeddings) for cell in cells], axis=-1)
+
+    def call(self, embedded, mask=None, training=None, inputs_projected=False):
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if self.reverse_source:
@@ -160,7 +176,9 @@ class RecurrentEncoder(keras.layers.Layer):
         for index, layer in enumerate(self.recurrent_layers):
             if index > 0 and self.dropout > 0:
                 outputs = self.dropout_layer(outputs, training=training)
-            if use_fused_loop():
+            if inputs_projected and index == 0:  # any device: only this loop reads projected inputs
+                outputs, states = self._run_fused(layer, outputs, mask, not training, inputs_projected=True)
+            elif use_fused_loop():
                 outputs, states = self._run_fused(layer, outputs, mask, skip_padding=not training)
             else:
                 outputs, *states = layer(outputs, mask=mask, training=training)
@@ -172,22 +190,26 @@ class RecurrentEncoder(keras.layers.Layer):
             final_states.append(list(states))
         return outputs, final_states
 
-    def _run_fused(self, layer, inputs, mask, skip_padding=False):
+    def _run_fused(self, layer, inputs, mask, skip_padding=False, inputs_projected=False):
         """One layer on a CPU through `translator.recurrence.run_cell`, returning what the
         Keras layer returns: outputs and [forward states..., backward states...].
 
         The backward direction reads the real tokens reversed (`reverse_real_tokens`), so it
         starts at each row's last real token exactly as Keras's masked ``go_backwards`` does.
+        With `inputs_projected`, a bidirectional layer's inputs are [forward side, backward side].
         """
         batch = ops.shape(inputs)[0]
         zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
         initial = [zeros] * STATE_COUNTS[self.cell]
         if not self.bidirectional:
-            return run_cell(layer.cell, inputs, initial, mask, skip_padding)
-        forward, forward_states = run_cell(layer.forward_layer.cell, inputs, initial, mask, skip_padding)
-        backward, backward_states = run_cell(
-            layer.backward_layer.cell, reverse_real_tokens(inputs, mask), initial, mask, skip_padding
-        )
+            return run_cell(layer.cell, inputs, initial, mask, skip_padding, inputs_projected)
+        forward_inputs = backward_inputs = inputs
+        if inputs_projected:
+            forward_inputs, backward_inputs = ops.split(inputs, 2, axis=-1)
+        forward, forward_states = run_cell(layer.forward_layer.cell, forward_inputs, initial, mask, skip_padding,
+                                           inputs_projected)
+        backward, backward_states = run_cell(layer.backward_layer.cell, reverse_real_tokens(backward_inputs, mask),
+                                             initial, mask, skip_padding, inputs_projected)
         outputs = ops.concatenate([forward, reverse_real_tokens(backward, mask)], axis=-1)
         return outputs, forward_states + backward_states
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from translator.decoders import RecurrentDecoder
+from translator.decoders import EMBEDDING_PROJECTION_LIMIT, RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
 
@@ -64,7 +64,9 @@ def computing_in(model: keras.Model, dtype: str) -> keras.Model:
     with _orthogonal_initializer_in_float32():
         copy = type(model).from_config({**model.get_config(), "dtype": dtype})
     copy.set_weights([ops.cast(weight, dtype) for weight in model.get_weights()])
-    if isinstance(getattr(copy, "decoder", None), RecurrentDecoder):
+    if isinstance(copy, Seq2Seq):
+        copy.fuse_for_inference()
+    elif isinstance(getattr(copy, "decoder", None), RecurrentDecoder):
         copy.decoder.fuse_for_inference()
     return copy
 
@@ -156,9 +158,23 @@ class Seq2Seq(ConfiguredModel):
     def encode(self, source_ids, training=False) -> dict:
         """Run the encoder; return the decoder's cache (its initial state, memory and mask)."""
         mask = ops.not_equal(source_ids, 0)
-        embedded = self.embedding_dropout(self.source_embedding(source_ids), training=training)
-        outputs, final_states = self.encoder(embedded, mask=mask, training=training)
+        if self.encoder.input_table is not None and not training:  # `fuse_for_inference`
+            projected = ops.take(self.encoder.input_table, source_ids, axis=0)
+            outputs, final_states = self.encoder(projected, mask=mask, inputs_projected=True)
+        else:
+            embedded = self.embedding_dropout(self.source_embedding(source_ids), training=training)
+            outputs, final_states = self.encoder(embedded, mask=mask, training=training)
         return self.decoder.initial_state(final_states, outputs, mask)
+
+    def fuse_for_inference(self):
+        """Precompute the decoder's step kernels (`RecurrentDecoder.fuse_for_inference`) and, if
+        it is not too large, the encoder's first-layer input side for every source token
+        (`RecurrentEncoder.fuse_for_inference`). For a decoding copy (`computing_in`)."""
+        self.decoder.fuse_for_inference()
+        first = self.encoder.recurrent_layers[0]
+        width = 2 * first.forward_layer.cell.kernel.shape[1] if self.encoder.bidirectional else first.cell.kernel.shape[1]
+        if self.settings["source_vocabulary_size"] * width <= EMBEDDING_PROJECTION_LIMIT:
+            self.encoder.fuse_for_inference(self.source_embedding.embeddings)
 
     def call(self, inputs, training=False, return_attention=False):
         source_ids, target_input_ids = inputs

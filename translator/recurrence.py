@@ -203,7 +203,7 @@ def _gates(kind, input_side, recurrent_side, states):
     return h, [h]
 
 
-def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False):
+def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs_projected=False):
     """Runs `cell` over inputs [batch, time, input_dim] from `initial_states`.
 
     Args:
@@ -218,13 +218,17 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False):
             batch of mixed lengths then costs its real tokens, not batch x longest. The
             numbers are the same; for inference (the gradient would go through the
             gathers).
+        inputs_projected: the inputs are already the input side of every step,
+            [batch, time, gates * units] (`project_inputs`, bias included), e.g. rows of a
+            table made once for a vocabulary (`RecurrentEncoder.fuse_for_inference`).
 
     Returns:
         ``(outputs [batch, time, units], final_states)``.
     """
     if mask is not None and skip_padding:
-        return _run_cell_packed(cell, inputs, initial_states, mask)
-    projected = tf.transpose(project_inputs(cell, inputs), (1, 0, 2))  # time-major
+        return _run_cell_packed(cell, inputs, initial_states, mask, inputs_projected)
+    projected = inputs if inputs_projected else project_inputs(cell, inputs)
+    projected = tf.transpose(projected, (1, 0, 2))  # time-major
     steps = tf.shape(projected)[0]
     states = [tf.cast(state, projected.dtype) for state in initial_states]
     time_mask = None if mask is None else tf.transpose(tf.cast(mask, "bool"), (1, 0))
@@ -247,7 +251,7 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False):
     return tf.transpose(outputs.stack(), (1, 0, 2)), states
 
 
-def _run_cell_packed(cell, inputs, initial_states, mask):
+def _run_cell_packed(cell, inputs, initial_states, mask, inputs_projected=False):
     """`run_cell` on the real tokens only, as PyTorch's packed sequences do.
 
     The rows are sorted by length, longest first, so the rows with a token at time t are the
@@ -262,7 +266,9 @@ def _run_cell_packed(cell, inputs, initial_states, mask):
     positions = tf.where(tf.transpose(sorted_mask))  # (time, sorted row), by time, then row
     batch_positions = tf.stack([tf.gather(order, tf.cast(positions[:, 1], tf.int32)),
                                 tf.cast(positions[:, 0], tf.int32)], 1)
-    projected = project_inputs(cell, tf.gather_nd(inputs, batch_positions))  # [real, gates * units]
+    projected = tf.gather_nd(inputs, batch_positions)  # the real tokens, packed: [real, width]
+    if not inputs_projected:
+        projected = project_inputs(cell, projected)
     counts = tf.reduce_sum(tf.cast(sorted_mask, tf.int32), axis=0)  # rows with a token at each time
     steps = tf.size(counts)
     offsets = tf.concat([[0], tf.cumsum(counts)], 0)
