@@ -53,8 +53,11 @@ def test_the_summary_table_names_every_measurement():
                         **{f"{key}_{precision}": value for key, value in decoding.items()
                            for precision in ("float32", "bfloat16")}},
         "decode_attention": dict(decoding),
-        "machine": {"date": "2026-11-21", "cpu_cores": 2, "seconds_per_training_phase": 60, "total_minutes": 8.0},
+        "machine": {"date": "2026-11-21", "cpu_cores": 2, "hardware": "AMD EPYC (x86_64), 2 CPU cores",
+                    "matrix_instructions": "AVX-512 with bfloat16, no AMX", "seconds_per_training_phase": 60,
+                    "total_minutes": 8.0},
     }
     table = markdown(results)
+    assert table.startswith("# translator bench, 2026-11-21, AMD EPYC (x86_64), 2 CPU cores (AVX-512 with bfloat16, no AMX)")
     assert "| ours, bfloat16 | 300.0 | 80.0 | 3.0 | 2.0 | 97.0% |" in table
     assert "textbook, direct call per token | 150.0 | - | 1.5 | 1.0 |" in table

@@ -85,6 +85,19 @@ def forward_flops(settings: dict, source_length: int, target_length: int, source
 
 # ----------------------------------------------------------------------------- phases
 
+def matrix_instructions() -> str:
+    """What this CPU multiplies matrices with, from /proc/cpuinfo's flags: the speed of every
+    product here, and so every ratio to the textbook's per-call overhead, depends on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = set(next(line for line in cpuinfo if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "CPU flags unknown"
+    vector = ("AVX-512 with bfloat16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags
+              else "AVX2" if "avx2" in flags else "no AVX2")
+    return vector + (", AMX" if "amx_bf16" in flags else ", no AMX")
+
+
 def phase_matmul() -> dict:
     import tensorflow as tf
 
@@ -341,6 +354,7 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
     import os
     import platform
 
+    from translator.evaluation import hardware
     from translator.files import atomic_write_text
 
     _data(SEPARATE_TOKENIZER), _data(JOINT_TOKENIZER)  # fail early, with the command to run
@@ -366,6 +380,7 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
               seconds, attention_model)
         phase("decode_attention", "decode_attention", attention_model)
     results["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
+                          "hardware": hardware(), "matrix_instructions": matrix_instructions(),
                           "date": time.strftime("%Y-%m-%d"), "seconds_per_training_phase": seconds,
                           "total_minutes": round((time.time() - started) / 60, 1)}
     atomic_write_text(output / "bench.json", json.dumps(results, indent=2) + "\n")
@@ -380,7 +395,8 @@ def markdown(results: dict) -> str:
 
     peak = results["matmul"]["gflops"]["float32"]
     baseline = results["textbook_train"]["tokens_per_second"]
-    lines = [f"# translator bench, {results['machine']['date']}, {results['machine']['cpu_cores']} CPU cores",
+    machine = results["machine"]
+    lines = [f"# translator bench, {machine['date']}, {machine['hardware']} ({machine['matrix_instructions']})",
              "", f"Matmul peak (4096 x 4096): float32 {peak} GFLOP/s, bfloat16 "
              f"{results['matmul']['gflops']['bfloat16']} GFLOP/s.", "",
              "## Training, Multi30k de->en (non-padding target tokens per second)", "",
