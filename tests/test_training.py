@@ -123,6 +123,24 @@ def test_a_model_without_attention_learns_a_shorter_reversal(tmp_path):
     assert accuracy >= 0.9
 
 
+def test_progress_into_a_log_file_is_plain_lines(reversal, tmp_path, capsys):
+    """With stdout not a terminal (here pytest's capture) no progress bar is written: the log
+    gets a plain line at the end of each epoch (and every 30 s)."""
+    import re
+
+    from translator.training import Trainer
+
+    _, data = reversal
+    config = write_config(tmp_path, data, training={"epochs": 2, "batch_tokens": 1024, "bleu_every": 0})
+    lines = []
+    Trainer(config, tmp_path / "run", log=lines.append).train()
+    progress = [line for line in lines if re.match(r"epoch \d: batch", line)]
+    assert len(progress) == 2, lines
+    for epoch, line in enumerate(progress, 1):
+        assert re.fullmatch(rf"epoch {epoch}: batch (\d+)/\1, loss [\d.]+, lr [\d.e-]+, tok/s [\d,]+", line), line
+    assert "\x1b[" not in capsys.readouterr().out
+
+
 def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_policy_alone(reversal, tmp_path):
     import keras
 

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -368,8 +369,11 @@ class Trainer:
         try:
             while state["epoch"] < settings["epochs"]:
                 epoch = state["epoch"]
-                progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", unit],
-                                               unit_name="batch")
+                if sys.stdout.isatty():
+                    progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", unit],
+                                                   unit_name="batch")
+                else:  # a log file: Keras's bar would write every batch into it, colour codes included
+                    progress = _ProgressLines(batches_per_epoch, epoch, self.log)
                 progress.update(state["batches_done"])
                 loss_sum = token_sum = 0.0
                 started = epoch_started = time.time()
@@ -521,6 +525,25 @@ class Trainer:
         keys = list(dict.fromkeys(k for row in history for k in row))
         lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row[k]) for k in keys) for row in history]
         atomic_write_text(self.run / "log.csv", "\n".join(lines) + "\n")
+
+
+class _ProgressLines:
+    """Training progress when stdout is not a terminal (``make train > log``, CI, nohup): one
+    plain line every `interval` seconds and one at the end of the epoch, where Keras's progress
+    bar (which takes any Linux stdout for a terminal) would rewrite itself into the file at
+    every batch."""
+
+    def __init__(self, target: int, epoch: int, log, interval: float = 30.0):
+        self.target, self.epoch, self.log, self.interval = target, epoch, log, interval
+        self.last = time.time()
+
+    def update(self, current: int, values=()):
+        if current != self.target and time.time() - self.last < self.interval:
+            return
+        self.last = time.time()
+        figures = "".join(f", {name} {value:,.0f}" if value >= 100 else f", {name} {value:.4g}"
+                          for name, value in values)
+        self.log(f"epoch {self.epoch + 1}: batch {current}/{self.target}{figures}")
 
 
 class _StopRequest:
