@@ -188,6 +188,17 @@ def test_encoder_input_table_gives_the_same_outputs(cell, num_layers, bidirectio
                 np.testing.assert_allclose(numpy(fused), numpy(expected), atol=1e-5)
 
 
+def test_encoder_input_table_only_up_to_the_size_limit(monkeypatch):
+    embedding, encoder, _, _, _ = encode("lstm")
+    size = SOURCE_VOCABULARY * 4 * UNITS
+    monkeypatch.setattr("translator.encoders.EMBEDDING_PROJECTION_LIMIT", size - 1)
+    encoder.fuse_for_inference(embedding.embeddings)
+    assert encoder.input_table is None
+    monkeypatch.setattr("translator.encoders.EMBEDDING_PROJECTION_LIMIT", size)
+    encoder.fuse_for_inference(embedding.embeddings)
+    assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, 4 * UNITS)
+
+
 # ---------------------------------------------------------------------- attention
 
 

@@ -29,6 +29,7 @@ from translator.checks import check_bool, check_choice, check_positive_int, chec
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
 from translator.recurrence import (
+    EMBEDDING_PROJECTION_LIMIT,
     LoopKernels,
     cell_step,
     fold_bias,
@@ -41,9 +42,6 @@ from translator.recurrence import (
 )
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
-# `fuse_for_inference` precomputes embedding x first-layer kernel for the whole vocabulary up
-# to this many numbers (64 MiB in float32): 8,000 tokens x 4 x 512 LSTM units is 16.4 million.
-EMBEDDING_PROJECTION_LIMIT = 16 * 2**20
 
 
 @keras.saving.register_keras_serializable(package="translator")

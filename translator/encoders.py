@@ -21,7 +21,12 @@ import tensorflow as tf
 from keras import ops
 
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
-from translator.recurrence import project_inputs, run_cell, use_fused_loop
+from translator.recurrence import (
+    EMBEDDING_PROJECTION_LIMIT,
+    project_inputs,
+    run_cell,
+    use_fused_loop,
+)
 
 RECURRENT_LAYERS = {
     "lstm": keras.layers.LSTM,
@@ -157,10 +162,13 @@ class RecurrentEncoder(keras.layers.Layer):
         bidirectional layer the forward and backward sides side by side. The encoder then
         reads a token's row (``call(ops.take(encoder.input_table, ids, axis=0),
         inputs_projected=True)``) instead of multiplying its embedding: for an LSTM of 512
-        units over 256-wide embeddings that is a third of the first layer's products. Only for
-        a copy that decodes and is not trained further (`translator.models.computing_in`)."""
+        units over 256-wide embeddings that is a third of the first layer's products. No table
+        above `EMBEDDING_PROJECTION_LIMIT` numbers. Only for a copy that decodes and is not
+        trained further (`translator.models.computing_in`)."""
         first = self.recurrent_layers[0]
         cells = [first.forward_layer.cell, first.backward_layer.cell] if self.bidirectional else [first.cell]
+        if embeddings.shape[0] * sum(cell.kernel.shape[1] for cell in cells) > EMBEDDING_PROJECTION_LIMIT:
+            return
         embeddings = ops.convert_to_tensor(embeddings)
         self.input_table = ops.concatenate([project_inputs(cell, embeddings) for cell in cells], axis=-1)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from translator.decoders import EMBEDDING_PROJECTION_LIMIT, RecurrentDecoder
+from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
 
@@ -167,14 +167,11 @@ class Seq2Seq(ConfiguredModel):
         return self.decoder.initial_state(final_states, outputs, mask)
 
     def fuse_for_inference(self):
-        """Precompute the decoder's step kernels (`RecurrentDecoder.fuse_for_inference`) and, if
-        it is not too large, the encoder's first-layer input side for every source token
-        (`RecurrentEncoder.fuse_for_inference`). For a decoding copy (`computing_in`)."""
+        """Precompute the encoder's first-layer input side for every source token and the
+        decoder's step kernels (`RecurrentEncoder.fuse_for_inference`,
+        `RecurrentDecoder.fuse_for_inference`). For a decoding copy (`computing_in`)."""
+        self.encoder.fuse_for_inference(self.source_embedding.embeddings)
         self.decoder.fuse_for_inference()
-        first = self.encoder.recurrent_layers[0]
-        width = 2 * first.forward_layer.cell.kernel.shape[1] if self.encoder.bidirectional else first.cell.kernel.shape[1]
-        if self.settings["source_vocabulary_size"] * width <= EMBEDDING_PROJECTION_LIMIT:
-            self.encoder.fuse_for_inference(self.source_embedding.embeddings)
 
     def call(self, inputs, training=False, return_attention=False):
         source_ids, target_input_ids = inputs
