@@ -99,3 +99,59 @@ def test_sequence_loss_and_gradient_equal_the_log_softmax_formula(label_smoothin
     gradient = tape.gradient(total, logits)
     np.testing.assert_allclose(gradient, tape.gradient(expected_total, logits), atol=1e-6)
     assert np.all(np.asarray(gradient)[targets == 0] == 0)  # padding gets no gradient
+
+
+def test_matmul_gives_tf_matmuls_numbers_and_gradients():
+    """`recurrence.matmul` only changes how the float32 rows gradient is multiplied."""
+    rng = np.random.default_rng(8)
+    rows = tf.constant(rng.normal(size=(2, 3, 5)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(5, 4)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(2, 3, 4)), tf.float32)
+
+    @tf.function  # as in a training step
+    def gradients(multiply):
+        with tf.GradientTape() as tape:
+            tape.watch([rows, kernel])
+            loss = tf.reduce_sum(multiply(rows, kernel) * upstream)
+        return tape.gradient(loss, [rows, kernel])
+
+    expected = [np.asarray(x) for x in gradients(lambda r, k: tf.einsum("btk,km->btm", r, k))]
+    for multiply in (recurrence.matmul, lambda r, k: recurrence.matmul(r, k, tf.transpose(k))):
+        np.testing.assert_allclose(multiply(rows, kernel), tf.einsum("btk,km->btm", rows, kernel), atol=1e-5)
+        for value, reference in zip(gradients(multiply), expected):
+            np.testing.assert_allclose(value, reference, atol=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch([rows, kernel])
+        loss = tf.reduce_sum(recurrence.matmul(rows, kernel, kernel_gradient=False) * upstream)
+    rows_gradient, kernel_gradient = tape.gradient(loss, [rows, kernel])
+    np.testing.assert_allclose(rows_gradient, expected[0], atol=1e-5)
+    assert kernel_gradient is None
+    bfloat16 = recurrence.matmul(tf.cast(rows, tf.bfloat16), tf.cast(kernel, tf.bfloat16))
+    assert bfloat16.dtype == tf.bfloat16 and tuple(bfloat16.shape) == (2, 3, 4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_run_cell_gradients_equal_the_keras_layers(cell):
+    """Under tf.function, as in training: the gradients of the masked loop (its recurrent
+    product multiplied by a kernel transposed once, `recurrence.matmul`) are Keras's."""
+    keras.utils.set_random_seed(6)
+    inputs, mask = inputs_and_mask()
+    layer = RECURRENT_LAYERS[cell](7, return_sequences=True, return_state=True)
+    layer.build(inputs.shape)
+    inputs = tf.constant(inputs)
+    upstream = tf.constant(np.random.default_rng(9).normal(size=(3, 5, 7)), tf.float32)
+    weights = layer.trainable_variables
+
+    @tf.function
+    def gradients(run):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = run()
+            loss = tf.reduce_sum(outputs * upstream * mask[:, :, None])
+        return tape.gradient(loss, [inputs, *weights])
+
+    initial = [tf.zeros((3, 7))] * STATE_COUNTS[cell]
+    ours = gradients(lambda: recurrence.run_cell(layer.cell, inputs, initial, mask)[0])
+    expected = gradients(lambda: layer(inputs, mask=mask)[0])
+    for value, reference in zip(ours, expected):
+        np.testing.assert_allclose(value, reference, atol=1e-5)

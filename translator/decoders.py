@@ -35,6 +35,7 @@ from translator.recurrence import (
     fold_bias,
     fused_cell_step,
     fused_kernels,
+    matmul,
     project_inputs,
     run_cell,
     use_fused_loop,
@@ -415,7 +416,7 @@ class RecurrentDecoder(keras.layers.Layer):
         # with the kernel's, instead of a separate pass over [tokens, vocabulary].
         kernel, bias = self._output_kernel_and_bias()
         kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
-        return ops.matmul(with_ones(pre_output), fold_bias(kernel, bias))
+        return matmul(with_ones(pre_output), fold_bias(kernel, bias))
 
     def _output_kernel_and_bias(self):
         """The output projection's kernel [width, vocabulary] and bias: the Dense layer's, or
@@ -519,7 +520,7 @@ class RecurrentDecoder(keras.layers.Layer):
         if use_fused_loop():
             first_cell = self.recurrent_layers[0].cell
             kernel = ops.cast(first_cell.kernel[: self.embedding_dim], embedded.dtype)
-            projected = ops.transpose(ops.matmul(embedded, kernel), (1, 0, 2))
+            projected = ops.transpose(matmul(embedded, kernel), (1, 0, 2))
             # Kept in float32 (the weights' dtype under mixed precision) and cast inside the
             # loop, so that their gradients are summed over the steps in float32.
             kernels = {
