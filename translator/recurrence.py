@@ -54,6 +54,12 @@ def with_ones(x):
     return tf.concat([x, tf.ones(tf.concat([tf.shape(x)[:-1], [1]], 0), x.dtype)], -1)
 
 
+def transpose_kernel(kernel):
+    """kernel [k, m] -> a copy [m, k]. As an einsum: Grappler folds a Transpose op that feeds a
+    product back into it as ``transpose_b``, the slow form `matmul` avoids."""
+    return tf.einsum("ij->ji", kernel)
+
+
 def matmul(rows, kernel, transposed_kernel=None, kernel_gradient=True):
     """``rows @ kernel`` for rows [..., k] and kernel [k, m], whose gradient for `rows` in float32
     multiplies by a transposed copy of the kernel (`transposed_kernel` if given, made once
@@ -70,7 +76,7 @@ def matmul(rows, kernel, transposed_kernel=None, kernel_gradient=True):
     @tf.custom_gradient
     def product(flat, kernel):
         def gradient(upstream):
-            transposed = tf.transpose(kernel) if transposed_kernel is None else transposed_kernel
+            transposed = transpose_kernel(kernel) if transposed_kernel is None else transposed_kernel
             rows_gradient = tf.linalg.matmul(upstream, transposed)
             return rows_gradient, (tf.linalg.matmul(flat, upstream, transpose_a=True) if kernel_gradient else None)
 
@@ -168,7 +174,7 @@ class LoopKernels:
     def __init__(self, kernels: dict, steps, batch, dtype):
         self.dtype = dtype
         self.constants = {name: tf.stop_gradient(tf.cast(kernel, dtype)) for name, kernel in kernels.items()}
-        self.transposed = {name: tf.transpose(kernel) if dtype == tf.float32 else None
+        self.transposed = {name: transpose_kernel(kernel) if dtype == tf.float32 else None
                            for name, kernel in self.constants.items()}
         self.probes = {name: tf.TensorArray(dtype, size=steps).unstack(self._probe(name, kernel, steps, batch))
                        for name, kernel in kernels.items()}
@@ -274,7 +280,7 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs
     outputs = tf.TensorArray(projected.dtype, size=steps)
 
     recurrent = tf.cast(cell.recurrent_kernel, projected.dtype)
-    recurrent_kernels = (recurrent, tf.transpose(recurrent) if recurrent.dtype == tf.float32 else None)
+    recurrent_kernels = (recurrent, transpose_kernel(recurrent) if recurrent.dtype == tf.float32 else None)
 
     def body(time, states, outputs):
         h, new_states = cell_step(cell, projected_steps.read(time), states, recurrent_kernels)
