@@ -70,21 +70,23 @@ def matmul(rows, kernel, transposed_kernel=None, kernel_gradient=True):
     ([256, 2048] x [2048, 512]: 116 against 162 GFLOP/s, [64, ...]: 54 against 142, on a 2-core
     AMD EPYC); in bfloat16 both run alike, and other dtypes take `tf.matmul` as it is.
     ``kernel_gradient=False`` for a kernel hidden from autodiff (`LoopKernels`)."""
-    shape = tf.concat([tf.shape(rows)[:-1], [kernel.shape[1]]], 0)
-    flat = tf.reshape(rows, [-1, kernel.shape[0]])  # one product (rows [b, t, k] would broadcast)
+    if rows.shape.rank != 2:  # one product: rows [b, t, k] would broadcast the kernel
+        shape = tf.concat([tf.shape(rows)[:-1], [kernel.shape[1]]], 0)
+        return tf.reshape(matmul(tf.reshape(rows, [-1, kernel.shape[0]]), kernel, transposed_kernel,
+                                 kernel_gradient), shape)
     if rows.dtype != tf.float32:
-        return tf.reshape(tf.linalg.matmul(flat, kernel), shape)
+        return tf.linalg.matmul(rows, kernel)
 
     @tf.custom_gradient
-    def product(flat, kernel):
+    def product(rows, kernel):
         def gradient(upstream):
             transposed = transpose_kernel(kernel) if transposed_kernel is None else transposed_kernel
             rows_gradient = tf.linalg.matmul(upstream, transposed)
-            return rows_gradient, (tf.linalg.matmul(flat, upstream, transpose_a=True) if kernel_gradient else None)
+            return rows_gradient, (tf.linalg.matmul(rows, upstream, transpose_a=True) if kernel_gradient else None)
 
-        return tf.linalg.matmul(flat, kernel), gradient
+        return tf.linalg.matmul(rows, kernel), gradient
 
-    return tf.reshape(product(flat, kernel), shape)
+    return product(rows, kernel)
 
 
 def project_inputs(cell, inputs):
