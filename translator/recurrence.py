@@ -172,8 +172,7 @@ class LoopKernels:
     def __init__(self, kernels: dict, steps, batch, dtype):
         self.dtype = dtype
         self.constants = {name: tf.stop_gradient(tf.cast(kernel, dtype)) for name, kernel in kernels.items()}
-        self.transposed = {name: transpose_kernel(kernel) if dtype == tf.float32 else None
-                           for name, kernel in self.constants.items()}
+        self.transposed = {name: transpose_kernel(kernel) for name, kernel in self.constants.items()}
         self.probes = {name: tf.TensorArray(dtype, size=steps).unstack(self._probe(name, kernel, steps, batch))
                        for name, kernel in kernels.items()}
         self.steps, self._rows, self._stacked = steps, {}, {}
@@ -278,7 +277,7 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs
     outputs = tf.TensorArray(projected.dtype, size=steps)
 
     recurrent = tf.cast(cell.recurrent_kernel, projected.dtype)
-    recurrent_kernels = (recurrent, transpose_kernel(recurrent) if recurrent.dtype == tf.float32 else None)
+    recurrent_kernels = (recurrent, transpose_kernel(recurrent))  # used by float32 gradients only
 
     def body(time, states, outputs):
         h, new_states = cell_step(cell, projected_steps.read(time), states, recurrent_kernels)
