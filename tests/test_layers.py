@@ -358,6 +358,34 @@ def test_fused_decoding_steps_give_the_same_logits(cell, config_name):
 
 
 @pytest.mark.parametrize("config_name", ["plain", "luong_general", "bahdanau"])
+def test_output_mask_gives_the_chosen_positions_logits(config_name):
+    """``output_mask`` (a training loss over real tokens) returns the logits of the True
+    positions only, in row-major order, with the numbers of the full call."""
+    _, decoder, cache, _ = build_decoder("lstm", config_name)
+    target_ids = pad(TARGET_TOKENS, 5)
+    real = target_ids != 0
+    full = numpy(decoder(target_ids, cache))
+    chosen = numpy(decoder(target_ids, cache, output_mask=real))
+    assert chosen.shape == (real.sum(), TARGET_VOCABULARY)
+    np.testing.assert_allclose(chosen, full[real], atol=1e-6)
+
+
+def test_take_positions_gives_boolean_masks_values_and_gradients():
+    values = tf.constant(np.random.default_rng(4).normal(size=(3, 4, 5)), tf.float32)
+    mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool)
+    upstream = tf.constant(np.random.default_rng(5).normal(size=(mask.sum(), 5)), tf.float32)
+    results = []
+    for take in (decoders.take_positions, tf.boolean_mask):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            taken = take(values, mask)
+            loss = tf.reduce_sum(taken * upstream)
+        results.append((numpy(taken), numpy(ops.convert_to_tensor(tape.gradient(loss, values)))))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("config_name", ["plain", "luong_general", "bahdanau"])
 def test_decoder_target_padding_does_not_change_real_logits(config_name):
     _, decoder, cache, _ = build_decoder("gru", config_name)
     short = numpy(decoder(pad(TARGET_TOKENS, 5), cache))
@@ -679,24 +707,26 @@ def test_loop_kernel_gradients_equal_the_cell_by_cell_gradients(cell, config_nam
     _, decoder, cache, _ = build_decoder(cell, config_name)
     target_ids = pad(TARGET_TOKENS, 5)
     labels = np.roll(target_ids, -1, axis=1)
+    memory = tf.constant(cache["memory"])  # its gradient through the weighted sums: one product too
 
     def gradients():
         with tf.GradientTape() as tape:
-            logits = decoder(target_ids, cache, training=True)
+            tape.watch(memory)
+            logits = decoder(target_ids, {**cache, "memory": memory}, training=True)
             loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        # (The cache is made outside the tape: the bridges and the memory get no gradient.)
+        # (The rest of the cache is made outside the tape: the bridges get no gradient.)
         return [None if g is None else numpy(ops.convert_to_tensor(g))
-                for g in tape.gradient(loss, decoder.trainable_weights)]
+                for g in tape.gradient(loss, [*decoder.trainable_weights, memory])]
 
     fused = gradients()
     monkeypatch.setattr(decoders, "use_fused_loop", lambda: False)
     compared = 0
-    for weight, expected, actual in zip(decoder.trainable_weights, gradients(), fused):
-        assert (expected is None) == (actual is None), weight.path
+    for name, expected, actual in zip([w.path for w in decoder.trainable_weights] + ["memory"], gradients(), fused):
+        assert (expected is None) == (actual is None), name
         if expected is not None:
-            np.testing.assert_allclose(actual, expected, atol=1e-6, err_msg=weight.path)
-            compared += "kernel" in weight.path and "_cell" in weight.path
-    assert compared == 4  # both layers' kernel and recurrent kernel
+            np.testing.assert_allclose(actual, expected, atol=1e-6, err_msg=name)
+            compared += ("kernel" in name and "_cell" in name) or name == "memory"
+    assert compared == 5  # both layers' kernel and recurrent kernel, and the memory
 
 
 def test_decoder_trains_under_xla():

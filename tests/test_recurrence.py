@@ -137,10 +137,12 @@ def test_matmul_gives_tf_matmuls_numbers_and_gradients():
         assert "MatMul" in kinds and not any(kind.startswith("BatchMatMul") for kind in kinds), kinds
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_run_cell_gradients_equal_the_keras_layers(cell):
+def test_run_cell_gradients_equal_the_keras_layers(cell, training):
     """Under tf.function, as in training: the gradients of the masked loop (its recurrent
-    product multiplied by a kernel transposed once, `recurrence.matmul`) are Keras's."""
+    product multiplied by a kernel transposed once, `recurrence.matmul`; with `training`,
+    the recurrent kernel's gradient one product after the loop, `LoopKernels`) are Keras's."""
     keras.utils.set_random_seed(6)
     inputs, mask = inputs_and_mask()
     layer = RECURRENT_LAYERS[cell](7, return_sequences=True, return_state=True)
@@ -158,7 +160,7 @@ def test_run_cell_gradients_equal_the_keras_layers(cell):
         return tape.gradient(loss, [inputs, *weights])
 
     initial = [tf.zeros((3, 7))] * STATE_COUNTS[cell]
-    ours = gradients(lambda: recurrence.run_cell(layer.cell, inputs, initial, mask)[0])
+    ours = gradients(lambda: recurrence.run_cell(layer.cell, inputs, initial, mask, training=training)[0])
     expected = gradients(lambda: layer(inputs, mask=mask)[0])
     for value, reference in zip(ours, expected):
         np.testing.assert_allclose(value, reference, atol=1e-5)

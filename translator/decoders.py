@@ -45,6 +45,28 @@ from translator.recurrence import (
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
 
 
+def take_positions(values, mask):
+    """values [batch, time, width] at the positions where mask [batch, time] is True:
+    [count, width], in row-major order (as ``tf.boolean_mask``). Its gradient is one gather
+    (each position's row, or a row of zeros for the others) instead of ``tf.boolean_mask``'s
+    segment sum: 0.7 against 2.8 ms for [4200, 513] on a 2-core CPU."""
+    width = values.shape[-1]
+    flat_mask = tf.reshape(ops.cast(mask, "bool"), [-1])
+    positions = tf.cast(tf.where(flat_mask)[:, 0], tf.int32)
+    count = tf.size(positions)
+    rows = tf.where(flat_mask, tf.cumsum(tf.cast(flat_mask, tf.int32)) - 1, count)  # `count`: the zero row
+
+    @tf.custom_gradient
+    def take(values):
+        def gradient(upstream):
+            padded = tf.concat([upstream, tf.zeros([1, width], upstream.dtype)], 0)
+            return tf.reshape(tf.gather(padded, rows), tf.shape(values))
+
+        return tf.gather(tf.reshape(values, [-1, width]), positions), gradient
+
+    return take(values)
+
+
 @keras.saving.register_keras_serializable(package="translator")
 class RecurrentDecoder(keras.layers.Layer):
     """Stacked recurrent decoder producing vocabulary logits.
@@ -98,11 +120,16 @@ class RecurrentDecoder(keras.layers.Layer):
         cache: the dict from `initial_state`.
         training: whether dropout is active.
         return_attention: also return the attention weights.
+        output_mask: optional bool [batch, time]: the logits of the positions
+            where it is True only, [count, vocabulary_size] in row-major order
+            (as ``tf.boolean_mask`` takes them). A training loss over the real
+            target tokens then pays nothing for padding in the output
+            projection, the largest product of a step.
 
     Returns:
-        logits [batch, time, vocabulary_size]; with ``return_attention=True``
-        ``(logits, weights)`` with weights [batch, time, source_time] (None
-        without attention).
+        logits [batch, time, vocabulary_size] ([count, vocabulary_size] with
+        ``output_mask``); with ``return_attention=True`` ``(logits, weights)``
+        with weights [batch, time, source_time] (None without attention).
 
     `step(previous_token_ids, cache, training=False)` advances one token:
     previous_token_ids int [batch] -> ``(logits [batch, vocabulary_size],
@@ -339,7 +366,8 @@ class RecurrentDecoder(keras.layers.Layer):
         ``(hidden, context, new_state, weights)``: the top layer's s_t, the attention context
         c_t (None without attention), the new recurrent state and the attention weights (or
         None). ``multiply(name, rows, kernel)`` (with ``kernels``) computes each layer's
-        products, ``name`` being ``layer_{index}/{key}`` (see `LoopKernels`).
+        products, ``name`` being ``layer_{index}/{key}``, and the attention's weighted sum of
+        the memory, ``name`` being ``memory`` (see `LoopKernels`).
         """
         top_key = f"hidden_state_{self.num_layers - 1}"
         context_pieces = [cache["encoder_context"]] if self.feed_context else []
@@ -347,12 +375,7 @@ class RecurrentDecoder(keras.layers.Layer):
 
         fed = []  # what joins the embedding at the first layer's input
         if self.attention == "bahdanau":  # attend with the previous top state s_{t-1}
-            context, weights = self.attention_layer(
-                state[top_key],
-                cache["memory"],
-                cache["memory_mask"],
-                projected_memory=cache["projected_memory"],
-            )
+            context, weights = self._attend(state[top_key], cache, multiply)
             fed.append(context)
         elif self.attention is not None:  # Luong input feeding: h~_{t-1}
             fed.append(state["attentional_vector"])
@@ -382,14 +405,18 @@ class RecurrentDecoder(keras.layers.Layer):
             new_state.update(zip(keys, states))
 
         if self.attention in ("luong_dot", "luong_general"):  # attend with the new top state s_t
-            context, weights = self.attention_layer(
-                hidden,
-                cache["memory"],
-                cache["memory_mask"],
-                projected_memory=cache["projected_memory"],
-            )
+            context, weights = self._attend(hidden, cache, multiply)
             new_state["attentional_vector"] = self._pre_output(hidden, context, cache)
         return hidden, context, new_state, weights
+
+    def _attend(self, query, cache, multiply=None):
+        """(context, weights) for one query; with ``multiply`` (see `_advance`), the weighted
+        sum of the memory is ``multiply("memory", weights, memory)``."""
+        if multiply is None:
+            return self.attention_layer(query, cache["memory"], cache["memory_mask"],
+                                        projected_memory=cache["projected_memory"])
+        weights = self.attention_layer.alignment(query, cache["projected_memory"], cache["memory_mask"])
+        return multiply("memory", weights, cache["memory"]), weights
 
     def _pre_output(self, hidden, context, cache):
         """The vector the output projection reads, for one step [batch, ...] or all steps
@@ -468,7 +495,8 @@ class RecurrentDecoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ whole sequence
 
-    def call(self, target_input_ids, cache, training=None, return_attention=False, return_state=False):
+    def call(self, target_input_ids, cache, training=None, return_attention=False, return_state=False,
+             output_mask=None):
         embedded = self.embedding(target_input_ids)
         if self.dropout > 0:
             embedded = self.dropout_layer(embedded, training=training)
@@ -477,6 +505,8 @@ class RecurrentDecoder(keras.layers.Layer):
             weights = None
         else:
             pre_outputs, weights, state = self._decode_step_by_step(embedded, cache, training)
+        if output_mask is not None:  # the output projection for the chosen positions only
+            pre_outputs = take_positions(pre_outputs, output_mask)
         logits = self._project(pre_outputs)
         outputs = (logits,)
         if return_attention:
@@ -501,7 +531,7 @@ class RecurrentDecoder(keras.layers.Layer):
             keys = self._layer_state_keys(index)
             initial_state = [cache[key] for key in keys]
             if use_fused_loop():
-                hidden, final_states = run_cell(layer.cell, hidden, initial_state)
+                hidden, final_states = run_cell(layer.cell, hidden, initial_state, training=bool(training))
             else:
                 hidden, *final_states = layer(hidden, initial_state=initial_state, training=training)
             state.update(zip(keys, final_states))
@@ -514,7 +544,8 @@ class RecurrentDecoder(keras.layers.Layer):
         product for all steps before the loop, the rest of each layer's step one product
         with kernels cast and stacked once before the loop (`fused_kernels`), and Bahdanau's
         attentional layer (which no later step reads) one product after it. When training,
-        the gradients of those kernels are one product each after the loop (`LoopKernels`).
+        the gradients of those kernels, and the memory's through the attention's weighted sum,
+        are one product each after the loop (`LoopKernels`).
         """
         projected = kernels = None
         if use_fused_loop():
@@ -540,9 +571,11 @@ class RecurrentDecoder(keras.layers.Layer):
         loop = None
         records = {}
         if kernels is not None and training:  # the kernels' gradients as one product each after the loop
-            loop = LoopKernels({f"{layer}/{key}": kernel for layer, layer_kernels in kernels.items()
-                                for key, kernel in layer_kernels.items()},
-                               steps, ops.shape(time_major)[1], self.compute_dtype)
+            loop_kernels = {f"{layer}/{key}": kernel for layer, layer_kernels in kernels.items()
+                            for key, kernel in layer_kernels.items()}
+            if self.attention is not None:  # one [source_time, memory_dim] "kernel" per row
+                loop_kernels["memory"] = cache["memory"]
+            loop = LoopKernels(loop_kernels, steps, ops.shape(time_major)[1], self.compute_dtype)
             records = loop.records()
             kernels = {layer: {key: loop.constants[f"{layer}/{key}"] for key in layer_kernels}
                        for layer, layer_kernels in kernels.items()}

@@ -187,7 +187,7 @@ class RecurrentEncoder(keras.layers.Layer):
             if inputs_projected and index == 0:  # any device: only this loop reads projected inputs
                 outputs, states = self._run_fused(layer, outputs, mask, not training, inputs_projected=True)
             elif use_fused_loop():
-                outputs, states = self._run_fused(layer, outputs, mask, skip_padding=not training)
+                outputs, states = self._run_fused(layer, outputs, mask, skip_padding=not training, training=training)
             else:
                 outputs, *states = layer(outputs, mask=mask, training=training)
             if self.bidirectional:  # [forward..., backward...] -> [concat(f, b), ...]
@@ -198,7 +198,7 @@ class RecurrentEncoder(keras.layers.Layer):
             final_states.append(list(states))
         return outputs, final_states
 
-    def _run_fused(self, layer, inputs, mask, skip_padding=False, inputs_projected=False):
+    def _run_fused(self, layer, inputs, mask, skip_padding=False, inputs_projected=False, training=False):
         """One layer on a CPU through `translator.recurrence.run_cell`, returning what the
         Keras layer returns: outputs and [forward states..., backward states...].
 
@@ -210,14 +210,14 @@ class RecurrentEncoder(keras.layers.Layer):
         zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
         initial = [zeros] * STATE_COUNTS[self.cell]
         if not self.bidirectional:
-            return run_cell(layer.cell, inputs, initial, mask, skip_padding, inputs_projected)
+            return run_cell(layer.cell, inputs, initial, mask, skip_padding, inputs_projected, training)
         forward_inputs = backward_inputs = inputs
         if inputs_projected:
             forward_inputs, backward_inputs = ops.split(inputs, 2, axis=-1)
         forward, forward_states = run_cell(layer.forward_layer.cell, forward_inputs, initial, mask, skip_padding,
-                                           inputs_projected)
+                                           inputs_projected, training)
         backward, backward_states = run_cell(layer.backward_layer.cell, reverse_real_tokens(backward_inputs, mask),
-                                             initial, mask, skip_padding, inputs_projected)
+                                             initial, mask, skip_padding, inputs_projected, training)
         outputs = ops.concatenate([forward, reverse_real_tokens(backward, mask)], axis=-1)
         return outputs, forward_states + backward_states
 

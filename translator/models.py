@@ -109,6 +109,8 @@ class Seq2Seq(ConfiguredModel):
 
     Call: ``model((source_ids, target_input_ids), training=False)`` with int [batch, source_time]
     and [batch, target_time] ids (0 = padding) returns logits [batch, target_time, target_vocabulary].
+    ``output_mask=`` bool [batch, target_time] returns those of the True positions only,
+    [count, target_vocabulary] (see `RecurrentDecoder`): what a loss over real tokens needs.
 
     Masking: source padding is masked in the encoder (it never changes final states or
     outputs) and in the attention (weight 0); target padding only produces logits at padded
@@ -173,10 +175,11 @@ class Seq2Seq(ConfiguredModel):
         self.encoder.fuse_for_inference(self.source_embedding.embeddings)
         self.decoder.fuse_for_inference()
 
-    def call(self, inputs, training=False, return_attention=False):
+    def call(self, inputs, training=False, return_attention=False, output_mask=None):
         source_ids, target_input_ids = inputs
         cache = self.encode(source_ids, training=training)
-        return self.decoder(target_input_ids, cache, training=training, return_attention=return_attention)
+        return self.decoder(target_input_ids, cache, training=training, return_attention=return_attention,
+                            output_mask=output_mask)
 
 
 

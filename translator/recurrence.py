@@ -99,14 +99,15 @@ def project_inputs(cell, inputs):
     return matmul(with_ones(inputs), fold_bias(kernel, bias))
 
 
-def cell_step(cell, projected_input, states, recurrent_kernels=None):
+def cell_step(cell, projected_input, states, multiply=None):
     """One step from an already projected input [batch, gates * units]; returns (h, new_states).
-    ``recurrent_kernels``: (recurrent kernel, its transpose), cast and transposed once before
-    a loop (see `matmul`)."""
+    ``multiply(h)``, if given, computes ``h @ recurrent_kernel`` (with kernels made once before
+    a loop: see `run_cell`)."""
     kind = cell_kind(cell)
-    if recurrent_kernels is None:
-        recurrent_kernels = (tf.cast(cell.recurrent_kernel, projected_input.dtype), None)
-    inner = matmul(states[0], *recurrent_kernels)
+    if multiply is None:
+        inner = matmul(states[0], tf.cast(cell.recurrent_kernel, projected_input.dtype))
+    else:
+        inner = multiply(states[0])
     if kind == "gru" and cell.use_bias:
         inner += tf.cast(cell.bias[1], inner.dtype)  # the recurrent bias row (reset_after)
     return gates(kind, projected_input, inner, states)
@@ -163,7 +164,11 @@ class LoopKernels:
     the one large product with the rows recorded during the loop, computed in the compute
     dtype and cast to float32 once: the arithmetic of a mixed-precision layer outside a loop.
 
-    Use: ``loop = LoopKernels({name: float32 kernel}, steps, batch, dtype)``; in the loop body
+    A kernel [k, width] is shared by every row of the batch; a kernel [batch, k, width] has
+    one matrix per row (the attention memory: ``context_t = weights_t @ memory`` row by row),
+    and its gradient is then one batched product, ``stack(rows)^T @ stack(dZ)`` per row.
+
+    Use: ``loop = LoopKernels({name: kernel}, steps, batch, dtype)``; in the loop body
     ``loop.multiply(name, rows, time)`` and ``records = loop.record(time, records)`` with
     ``records = loop.records()`` carried as a loop variable; after the loop
     ``loop.finish(records)`` (before any gradient is taken).
@@ -172,20 +177,24 @@ class LoopKernels:
     def __init__(self, kernels: dict, steps, batch, dtype):
         self.dtype = dtype
         self.constants = {name: tf.stop_gradient(tf.cast(kernel, dtype)) for name, kernel in kernels.items()}
-        self.transposed = {name: transpose_kernel(kernel) for name, kernel in self.constants.items()}
+        self.transposed = {name: transpose_kernel(kernel) for name, kernel in self.constants.items()
+                           if kernel.shape.rank == 2}
         self.probes = {name: tf.TensorArray(dtype, size=steps).unstack(self._probe(name, kernel, steps, batch))
                        for name, kernel in kernels.items()}
         self.steps, self._rows, self._stacked = steps, {}, {}
 
     def _probe(self, name, kernel, steps, batch):
-        width = kernel.shape[1]
+        width = kernel.shape[-1]
 
         @tf.custom_gradient
         def zeros(kernel):
             def gradient(upstream):  # [steps, batch, width]: dZ of every step
-                rows = self._stacked[name]
-                product = tf.matmul(tf.reshape(rows, [-1, rows.shape[-1]]), tf.reshape(upstream, [-1, width]),
-                                    transpose_a=True)
+                rows = self._stacked[name]  # [steps, batch, k]
+                if kernel.shape.rank == 3:
+                    product = tf.einsum("tbk,tbw->bkw", rows, upstream)
+                else:
+                    product = tf.matmul(tf.reshape(rows, [-1, rows.shape[-1]]), tf.reshape(upstream, [-1, width]),
+                                        transpose_a=True)
                 return tf.cast(product, kernel.dtype)
 
             return tf.zeros([steps, batch, width], self.dtype), gradient
@@ -196,8 +205,13 @@ class LoopKernels:
         return {name: tf.TensorArray(self.dtype, size=self.steps) for name in self.constants}
 
     def multiply(self, name, rows, time):
+        """rows [batch, k] @ the kernel `name` at step `time`: [batch, width]."""
         self._rows[name] = rows
-        product = matmul(rows, self.constants[name], self.transposed[name], kernel_gradient=False)
+        kernel = self.constants[name]
+        if kernel.shape.rank == 3:
+            product = tf.einsum("bk,bkw->bw", rows, kernel)
+        else:
+            product = matmul(rows, kernel, self.transposed[name], kernel_gradient=False)
         return product + self.probes[name].read(time)
 
     def record(self, time, records: dict) -> dict:
@@ -243,7 +257,8 @@ def _gates(kind, input_side, recurrent_side, states):
     return h, [h]
 
 
-def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs_projected=False):
+def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs_projected=False,
+             training=False):
     """Runs `cell` over inputs [batch, time, input_dim] from `initial_states`.
 
     Args:
@@ -261,6 +276,8 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs
         inputs_projected: the inputs are already the input side of every step,
             [batch, time, gates * units] (`project_inputs`, bias included), e.g. rows of a
             table made once for a vocabulary (`RecurrentEncoder.fuse_for_inference`).
+        training: the recurrent kernel's gradient will be taken: it is then one product after
+            the loop (`LoopKernels`) instead of one per step summed up.
 
     Returns:
         ``(outputs [batch, time, units], final_states)``.
@@ -276,21 +293,31 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs
     projected_steps = tf.TensorArray(projected.dtype, size=steps).unstack(projected)
     outputs = tf.TensorArray(projected.dtype, size=steps)
 
-    recurrent = tf.cast(cell.recurrent_kernel, projected.dtype)
-    recurrent_kernels = (recurrent, transpose_kernel(recurrent))  # used by float32 gradients only
+    if training:  # the recurrent kernel's gradient: one product after the loop
+        loop = LoopKernels({"recurrent": cell.recurrent_kernel}, steps, tf.shape(projected)[1], projected.dtype)
+    else:  # cast and transposed once (the transpose is read by float32 gradients only: see `matmul`)
+        recurrent = tf.cast(cell.recurrent_kernel, projected.dtype)
+        kernels = (recurrent, transpose_kernel(recurrent))
 
-    def body(time, states, outputs):
-        h, new_states = cell_step(cell, projected_steps.read(time), states, recurrent_kernels)
+    def body(time, states, outputs, records):
+        if training:
+            h, new_states = cell_step(cell, projected_steps.read(time), states,
+                                      lambda rows: loop.multiply("recurrent", rows, time))
+            records = loop.record(time, records)
+        else:
+            h, new_states = cell_step(cell, projected_steps.read(time), states, lambda rows: matmul(rows, *kernels))
         if time_mask is not None:
             keep = tf.expand_dims(time_mask[time], -1)
             new_states = [tf.where(keep, new, old) for new, old in zip(new_states, states)]
             h = tf.where(keep, h, tf.zeros_like(h))
-        return time + 1, new_states, outputs.write(time, h)
+        return time + 1, new_states, outputs.write(time, h), records
 
-    _, states, outputs = tf.while_loop(
-        lambda time, *_: time < steps, body, (tf.constant(0), states, outputs),
+    _, states, outputs, records = tf.while_loop(
+        lambda time, *_: time < steps, body, (tf.constant(0), states, outputs, loop.records() if training else {}),
         maximum_iterations=steps,
     )
+    if training:
+        loop.finish(records)
     return tf.transpose(outputs.stack(), (1, 0, 2)), states
 
 

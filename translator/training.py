@@ -190,13 +190,17 @@ class TranslationTask:
     def loss(self, model, batch, training: bool):
         """(objective sum, objective count, reported loss sum, reported count) of one batch:
         the gradient follows objective sum / count; the log reports the plain cross-entropy."""
+        import tensorflow as tf
+
         from translator.models import sequence_loss
 
         source, target_input, target_output = batch
-        logits = model((source, target_input), training=training)
+        real = tf.not_equal(target_output, 0)  # logits for the real target tokens only
+        logits = model((source, target_input), training=training, output_mask=real)
+        targets = tf.boolean_mask(target_output, real)
         smoothing = self.config["training"]["label_smoothing"] if training else 0.0
-        objective_sum, count = sequence_loss(logits, target_output, smoothing)
-        plain_sum = sequence_loss(logits, target_output, 0.0)[0] if smoothing else objective_sum
+        objective_sum, count = sequence_loss(logits, targets, smoothing)
+        plain_sum = sequence_loss(logits, targets, 0.0)[0] if smoothing else objective_sum
         return objective_sum, count, plain_sum, count
 
     def validate(self, model, evaluate_step, epoch: int) -> dict:
