@@ -531,7 +531,7 @@ class RecurrentDecoder(keras.layers.Layer):
             keys = self._layer_state_keys(index)
             initial_state = [cache[key] for key in keys]
             if use_fused_loop():
-                hidden, final_states = run_cell(layer.cell, hidden, initial_state, training=bool(training))
+                hidden, final_states = run_cell(layer.cell, hidden, initial_state, training=training)
             else:
                 hidden, *final_states = layer(hidden, initial_state=initial_state, training=training)
             state.update(zip(keys, final_states))

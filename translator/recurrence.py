@@ -295,17 +295,16 @@ def run_cell(cell, inputs, initial_states, mask=None, skip_padding=False, inputs
 
     if training:  # the recurrent kernel's gradient: one product after the loop
         loop = LoopKernels({"recurrent": cell.recurrent_kernel}, steps, tf.shape(projected)[1], projected.dtype)
+        multiply = lambda rows, time: loop.multiply("recurrent", rows, time)  # noqa: E731
     else:  # cast and transposed once (the transpose is read by float32 gradients only: see `matmul`)
         recurrent = tf.cast(cell.recurrent_kernel, projected.dtype)
         kernels = (recurrent, transpose_kernel(recurrent))
+        multiply = lambda rows, time: matmul(rows, *kernels)  # noqa: E731
 
     def body(time, states, outputs, records):
+        h, new_states = cell_step(cell, projected_steps.read(time), states, lambda rows: multiply(rows, time))
         if training:
-            h, new_states = cell_step(cell, projected_steps.read(time), states,
-                                      lambda rows: loop.multiply("recurrent", rows, time))
             records = loop.record(time, records)
-        else:
-            h, new_states = cell_step(cell, projected_steps.read(time), states, lambda rows: matmul(rows, *kernels))
         if time_mask is not None:
             keep = tf.expand_dims(time_mask[time], -1)
             new_states = [tf.where(keep, new, old) for new, old in zip(new_states, states)]
