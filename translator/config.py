@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
+from translator.files import read_yaml
 
 CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = (None, "luong_dot", "luong_general", "bahdanau")
@@ -150,13 +150,10 @@ def validate(raw: dict, source: str = "config") -> dict:
                     f"{source}: unknown key '{section}.{key}'; allowed keys in '{section}': "
                     f"{', '.join(SCHEMA[section])}"
                 )
-            check = SCHEMA[section][key][1]
-            if isinstance(value, int) and not isinstance(value, bool) and check is not int \
-                    and getattr(check, "describe", "").startswith("a number"):
-                value = float(value)
-            if not _valid(value, check):
-                raise ConfigError(f"{source}: '{section}.{key}' is {value!r}; expected {_describe(check)}")
-            config[section][key] = value
+            try:
+                config[section][key] = check_setting(section, key, value, f"'{section}.{key}'")
+            except ValueError as error:
+                raise ConfigError(f"{source}: {error}") from None
     if config["data"]["corpus"] is None:
         raise ConfigError(f"{source}: 'data.corpus' is required (a corpus prepared by `translator data`)")
     training = config["training"]
@@ -176,13 +173,21 @@ def validate(raw: dict, source: str = "config") -> dict:
     return config
 
 
+def check_setting(section: str, key: str, value, name: str | None = None):
+    """``value`` if the schema allows it for ``section.key``, else a ValueError naming ``name``
+    (default: the key) and what is allowed: the API and the command line keep to the same
+    limits as a config file (for example ``decoding.length_penalty``)."""
+    check = SCHEMA[section][key][1]
+    if isinstance(value, int) and not isinstance(value, bool) and getattr(check, "describe", "").startswith("a number"):
+        value = float(value)
+    if not _valid(value, check):
+        raise ValueError(f"{name or key} is {value!r}; expected {_describe(check)}")
+    return value
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a YAML config file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} not found; see configs/ for the recipes")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate(raw or {}, str(path))
+    return validate(read_yaml(path, ConfigError) or {}, str(path))

@@ -23,6 +23,7 @@ keras-team/keras#20585), and so that resumption is exact.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -35,9 +36,10 @@ import numpy as np
 import yaml
 
 from translator.batching import TranslationBatches
+from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, read_yaml
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -74,7 +76,7 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
                                 f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
     saved_config = run / "config.yaml"
     if saved_config.is_file():
-        previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+        previous = read_yaml(saved_config, TrainingError)
         previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
         decoding_changed = previous["decoding"] != config["decoding"]
         previous["decoding"] = config["decoding"]  # decoding never changes training: the new one is taken
@@ -88,13 +90,44 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
             )
         if decoding_changed:
             atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+        check_same_data(run, corpus_dir, data_fingerprint(manifest, source))
     else:
         run.mkdir(parents=True, exist_ok=True)
         if (run / "tokenizers").exists():
             shutil.rmtree(run / "tokenizers")
         shutil.copytree(source, run / "tokenizers")
+        atomic_write_text(run / "data.json", json.dumps(data_fingerprint(manifest, source), indent=2) + "\n")
         atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
     return manifest
+
+
+def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
+    """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
+    the readers check the files against) and of every tokenizer model."""
+    outputs = {name: recorded if isinstance(recorded, str) else recorded["sha256"]
+               for name, recorded in manifest["outputs"].items()}
+    models = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+              for path in sorted(tokenizer_directory.glob("*.model"))}
+    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizer_models": models}
+
+
+def check_same_data(run: Path, corpus_dir: Path, current: dict) -> None:
+    """Refuse to resume a run whose corpus or tokenizers changed since it started (``run/data.json``)."""
+    path = run / "data.json"
+    if not path.is_file():  # a run started before runs recorded their data: from now on it does
+        atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    changed = [f"{corpus_dir / name}" for name in sorted(set(recorded["prepared_files"]) | set(current["prepared_files"]))
+               if recorded["prepared_files"].get(name) != current["prepared_files"].get(name)]
+    changed += [f"tokenizer {name}" for name in sorted(set(recorded["tokenizer_models"]) | set(current["tokenizer_models"]))
+                if recorded["tokenizer_models"].get(name) != current["tokenizer_models"].get(name)]
+    if changed:
+        raise TrainingError(
+            f"{run} was trained on other data than {corpus_dir} holds now (changed since it started: "
+            f"{', '.join(changed)}); resuming would continue on different data. Start a new run (--run "
+            f"another directory), delete {run} to start over, or prepare the data as it was."
+        )
 
 
 def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
@@ -296,11 +329,13 @@ class Trainer:
     overrides the config's ``training.seed``. ``config_path`` may also be a validated config dict."""
 
     def __init__(self, config_path, run=None, log=print, seed=None):
+        if not isinstance(config_path, dict):
+            check_path("config_path", config_path)
         self.config = copy.deepcopy(config_path) if isinstance(config_path, dict) else load_config(config_path)
         if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-            self.config["training"]["seed"] = seed
+            self.config["training"]["seed"] = check_non_negative_int("seed", seed)
+        if run is not None:
+            check_path("run", run)
         self.run = Path(run or Path("runs") / self.config["name"])
         self.log = log
 
