@@ -162,8 +162,11 @@ def test_a_run_refuses_to_resume_on_a_corpus_prepared_again_differently(toy, tmp
     Trainer(config, run, log=lambda *a: None).train()
     assert json.loads((run / "data.json").read_text())["prepared_files"]["train.xx"]
 
-    # the same data prepared again: the run resumes (here: reports that it finished)
+    # the same data and tokenizer prepared again: the run resumes (here: reports that it finished)
+    from translator.tokenizers import train_tokenizers
+
     prepare_corpus(data["corpus"], work, directory / "mirror")
+    train_tokenizers(data["corpus"], work, recipe=data["tokenizer"])
     messages = []
     Trainer(config, run, log=messages.append).train()
     assert "has finished training" in messages[-1]

@@ -103,12 +103,16 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
 
 def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
     """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
-    the readers check the files against) and of every tokenizer model."""
+    the readers check the files against), and the tokenizers' settings and vocabularies (their
+    ``.vocab`` files: the ``.model`` bytes also hold the temporary paths they were trained from,
+    so a tokenizer trained again identically has other bytes)."""
     outputs = {name: recorded if isinstance(recorded, str) else recorded["sha256"]
                for name, recorded in manifest["outputs"].items()}
-    models = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-              for path in sorted(tokenizer_directory.glob("*.model"))}
-    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizer_models": models}
+    card = json.loads((tokenizer_directory / "card.json").read_text(encoding="utf-8"))
+    tokenizers = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                  for path in sorted(tokenizer_directory.glob("*.vocab"))}
+    tokenizers["settings"] = hashlib.sha256(json.dumps(card["settings"], sort_keys=True).encode()).hexdigest()
+    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizers": tokenizers}
 
 
 def check_same_data(run: Path, corpus_dir: Path, current: dict) -> None:
@@ -118,10 +122,12 @@ def check_same_data(run: Path, corpus_dir: Path, current: dict) -> None:
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
     recorded = json.loads(path.read_text(encoding="utf-8"))
-    changed = [f"{corpus_dir / name}" for name in sorted(set(recorded["prepared_files"]) | set(current["prepared_files"]))
-               if recorded["prepared_files"].get(name) != current["prepared_files"].get(name)]
-    changed += [f"tokenizer {name}" for name in sorted(set(recorded["tokenizer_models"]) | set(current["tokenizer_models"]))
-                if recorded["tokenizer_models"].get(name) != current["tokenizer_models"].get(name)]
+    def differing(part):
+        before, now = recorded.get(part, {}), current[part]
+        return [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+
+    changed = [str(corpus_dir / name) for name in differing("prepared_files")]
+    changed += [f"tokenizer {name}" for name in differing("tokenizers")]
     if changed:
         raise TrainingError(
             f"{run} was trained on other data than {corpus_dir} holds now (changed since it started: "
