@@ -99,7 +99,7 @@ def command_tokenizers(args) -> int:
 def command_train(args) -> int:
     from translator.training import Trainer
 
-    Trainer(args.config, args.run, seed=args.seed).train()
+    Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
     return 0
 
 
@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
     train.add_argument("--seed", type=NON_NEGATIVE_INT, default=None,
                        help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
+                            "config.yaml records the result")
     train.set_defaults(handler=command_train)
 
     translate = commands.add_parser(

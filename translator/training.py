@@ -332,12 +332,15 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 
 class Trainer:
     """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
-    overrides the config's ``training.seed``. ``config_path`` may also be a validated config dict."""
+    overrides the config's ``training.seed``, ``overrides`` other keys (``"section.key=value"``,
+    as ``translator train --set``). ``config_path`` may also be a validated config dict."""
 
-    def __init__(self, config_path, run=None, log=print, seed=None):
-        if not isinstance(config_path, dict):
+    def __init__(self, config_path, run=None, log=print, seed=None, overrides=()):
+        if isinstance(config_path, dict):
+            self.config = copy.deepcopy(config_path)
+        else:
             check_path("config_path", config_path)
-        self.config = copy.deepcopy(config_path) if isinstance(config_path, dict) else load_config(config_path)
+            self.config = load_config(config_path, overrides)
         if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
             self.config["training"]["seed"] = check_non_negative_int("seed", seed)
         if run is not None:
