@@ -96,9 +96,9 @@ def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
 
 def _training(run: Path) -> tuple[str, str]:
     """("N epochs, M min", hardware) from the run's log.csv and machines.txt."""
-    from translator.evaluation import _read_log
+    from translator.reports import read_log
 
-    log = _read_log(run)
+    log = read_log(run)
     minutes = float(log[-1]["train_seconds"]) / 60
     machines = run / "machines.txt"
     names = []

@@ -40,6 +40,7 @@ from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
 from translator.files import atomic_write_text, read_yaml
+from translator.special_ids import PAD_ID
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -234,7 +235,7 @@ class TranslationTask:
         from translator.models import sequence_loss
 
         source, target_input, target_output = batch
-        real = tf.not_equal(target_output, 0)  # logits for the real target tokens only
+        real = tf.not_equal(target_output, PAD_ID)  # logits for the real target tokens only
         logits = model((source, target_input), training=training, output_mask=real)
         targets = tf.boolean_mask(target_output, real)
         smoothing = self.config["training"]["label_smoothing"] if training else 0.0
@@ -352,7 +353,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from translator.evaluation import hardware
+        from translator.machine import hardware
         from translator.models import count_parameters
 
         config, settings = self.config, self.config["training"]
@@ -501,7 +502,7 @@ class Trainer:
         import keras
 
         from translator.classifiers import Classifier
-        from translator.evaluation import _read_log
+        from translator.reports import read_log
 
         config, count = self.config, self.config["model"]["ensemble"]
         directories = [self.run / "members" / str(index + 1) for index in range(count)]
@@ -516,7 +517,7 @@ class Trainer:
         self._save_model(Classifier.from_members(members), self.run / "model.keras")
         # The members' epochs (log.csv) and machines (machines.txt), for the report and the tables.
         self._write_log([{"member": index + 1, **row} for index, directory in enumerate(directories)
-                         for row in _read_log(directory)])
+                         for row in read_log(directory)])
         atomic_write_text(self.run / "machines.txt", "".join(
             (directory / "machines.txt").read_text(encoding="utf-8") for directory in directories))
         self.log(f"done: an ensemble of {count} members; model: {self.run / 'model.keras'}")
