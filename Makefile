@@ -82,6 +82,11 @@ results: setup
 # missing (results cached in experiments/results/, so it resumes), writes experiments/report.html
 # and README.md's section "What the seeds claim, measured".
 experiments: setup
+	$(CLI) data multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
+	$(CLI) data tinyshakespeare
+	$(CLI) tokenizers tinyshakespeare
 	$(CLI) experiments --train
 
 clean:

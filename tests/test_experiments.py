@@ -123,3 +123,28 @@ def test_a_paired_experiment_trains_scores_and_compares_both_sides(place):
     assert 0 <= compared["p_value"] <= 1
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| reversal"))
     assert "backward vs forward:" in row and "BLEU (p = " in row
+
+
+def test_interpretable_cells_trains_a_character_model_and_finds_a_cell_per_feature(place):
+    import yaml
+    from conftest import prepare, write_text_corpus
+
+    tmp_path, recipes, readme = place
+    text = "ROMEO:\nto be or not\n\nJULIET:\nthat is it\n\n" * 120
+    data = prepare(tmp_path, write_text_corpus(tmp_path, text), tmp_path / "toytext-tokenizer.yaml")
+    config = tmp_path / "charlm.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": data, "model": {"type": "language_model", "cell": "lstm", "embedding_dim": 8, "units": 16,
+                                "decoder_layers": 1},
+        "training": {"epochs": 1, "batch_size": 4, "sequence_length": 32, "bleu_every": 0}}))
+    (recipes / "interpretable-cells.yaml").write_text(yaml.safe_dump({
+        "config": str(config), "characters": 300, "shown_characters": 40, "runs_dir": str(tmp_path / "runs")}))
+    status = run(train=True, only="interpretable-cells", output_dir=tmp_path / "out", readme=readme,
+                 log=lambda *a: None, recipes=recipes)
+    assert status["interpretable-cells"] == "measured" and (tmp_path / "runs" / "charlm" / "model.keras").is_file()
+    results = json.loads((tmp_path / "out" / "results" / "interpretable-cells.json").read_text())
+    assert set(results["cells"]) == {"position_in_line", "in_speaker_name", "characters_to_line_end"}
+    assert all(0 <= found["cell"] < 16 and -1 <= found["correlation"] <= 1 for found in results["cells"].values())
+    assert (tmp_path / "out" / "report.html").read_text().count("<span style=") == 3 * 40
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| interpretable-cells"))
+    assert "position in line: cell" in row

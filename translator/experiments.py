@@ -42,7 +42,8 @@ class Experiment:
     ``results`` dict (saving it with ``save()`` after each piece, so that a run resumes) and
     returns True when every piece is there; ``summary(results, recipe)`` gives our figure and
     the verdict (holds / does not hold / mixed); ``plot(results, recipe)`` a matplotlib figure.
-    An experiment without ``measure`` is listed as not implemented yet."""
+    ``html(results, recipe)``, if given, adds HTML of its own to the report. An experiment
+    without ``measure`` is listed as not implemented yet."""
 
     name: str
     seed: str
@@ -50,6 +51,7 @@ class Experiment:
     measure: object = None
     summary: object = None
     plot: object = None
+    html: object = None
 
 
 # ----------------------------------------------------------------------------- 1, 2, 7: pairs of recipes
@@ -236,6 +238,70 @@ def plot_vanishing_gradients(results: dict, recipe: dict):
     return figure
 
 
+# ----------------------------------------------------------------------------- 8. interpretable cells
+
+CORRELATION_THAT_HOLDS = 0.5  # |r| a cell needs with a feature for the claim to hold
+
+
+def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) -> bool:
+    """The character language model of ``recipe["config"]`` (trained when missing and ``train``),
+    read over the first ``characters`` of its validation text: for each feature of
+    `translator.cell_activations.text_features`, the best-correlated cell, and the first
+    ``shown_characters`` coloured by it."""
+    if "cells" in results:
+        return True
+    from translator.cell_activations import (
+        best_cells,
+        cell_activations,
+        coloured_html,
+        text_features,
+    )
+    from translator.config import load_config
+    from translator.corpora import read_prepared_split
+    from translator.language_models import LanguageModel
+
+    path = recipe_path(recipe["config"])
+    config = load_config(path)
+    run = Path(recipe.get("runs_dir", "runs")) / config["name"]
+    if not (run / "model.keras").is_file():
+        if not train:
+            return False
+        from translator.training import Trainer
+
+        Trainer(path, run).train()
+    model = LanguageModel.load(run)
+    text = read_prepared_split(config["data"]["corpus"], "validation", config["data"]["work_dir"])["text"][0]
+    text = text[:recipe["characters"]]
+    ids = model.tokenizer.encode([text])[0]
+    if len(ids) != len(text):
+        raise ExperimentError(f"interpretable-cells: {run}'s tokenizer is not one piece per character "
+                              f"({len(ids)} pieces for {len(text)} characters); use a character-level run")
+    activations = cell_activations(model, ids)
+    cells = best_cells(activations, text_features(text))
+    shown = recipe["shown_characters"]
+    results.update({"run": str(run), "characters": len(text), "cells": cells,
+                    "html": {name: coloured_html(text[:shown], activations[:shown, found["cell"]])
+                             for name, found in cells.items()}})
+    save()
+    return True
+
+
+def summarize_interpretable_cells(results: dict, recipe: dict) -> tuple[str, str]:
+    cells = results["cells"]
+    figure = "; ".join(f"{name.replace('_', ' ')}: cell {found['cell']}, r = {found['correlation']:+.2f}"
+                       for name, found in cells.items())
+    strongest = max(abs(found["correlation"]) for found in cells.values())
+    verdict = "holds" if strongest >= CORRELATION_THAT_HOLDS else \
+        "mixed" if strongest >= CORRELATION_THAT_HOLDS / 2 else "does not hold"
+    return f"{figure} (over {results['characters']:,} validation characters)", verdict
+
+
+def html_interpretable_cells(results: dict, recipe: dict) -> str:
+    return "".join(f"<h3>{html.escape(name.replace('_', ' '))}: cell {results['cells'][name]['cell']} "
+                   f"(r = {results['cells'][name]['correlation']:+.2f})</h3>{page}"
+                   for name, page in results["html"].items())
+
+
 # ----------------------------------------------------------------------------- the list
 
 EXPERIMENTS = [
@@ -254,7 +320,8 @@ EXPERIMENTS = [
     Experiment("context-every-step", SEEDS["stenzel"], "feeding the context vector at every decoder step helps",
                measure_paired_runs, summarize_paired_runs, plot_paired_runs),
     Experiment("interpretable-cells", SEEDS["karpathy"],
-               "some cells of a character model track things a reader can name"),
+               "some cells of a character model track things a reader can name",
+               measure_interpretable_cells, summarize_interpretable_cells, None, html_interpretable_cells),
 ]
 
 
@@ -297,7 +364,10 @@ def run(train: bool = False, only: str | None = None, output_dir: str | Path = "
                "figure": "-", "verdict": status[experiment.name]}
         if status[experiment.name] == "measured":
             row["figure"], row["verdict"] = experiment.summary(results, recipe)
-            figures[experiment.name] = experiment.plot(results, recipe)
+            if experiment.plot is not None:
+                figures[experiment.name] = experiment.plot(results, recipe)
+            if experiment.html is not None:
+                row["html"] = experiment.html(results, recipe)
         rows.append(row)
         log(f"  {experiment.name}: {row['verdict']}")
     _write_report(output / "report.html", rows, figures)
@@ -315,7 +385,7 @@ def _write_report(path: Path, rows: list[dict], figures: dict) -> None:
                    if row["name"] in figures else "")
         sections.append(f"<h2>{html.escape(row['name'])}</h2><p><b>Claim</b> ({html.escape(row['seed'])}): "
                         f"{html.escape(row['claim'])}</p><p><b>Measured:</b> {html.escape(row['figure'])}</p>"
-                        f"<p><b>Verdict:</b> {html.escape(row['verdict'])}</p>{picture}")
+                        f"<p><b>Verdict:</b> {html.escape(row['verdict'])}</p>{picture}{row.get('html', '')}")
     atomic_write_text(path, "<!doctype html><html><head><meta charset=\"utf-8\"><title>What the seeds claim, "
                             "measured</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
                             "img{max-width:100%}</style></head><body><h1>What the seeds claim, measured</h1>"
