@@ -85,6 +85,8 @@ experiments: setup
 	$(CLI) data multi30k-de-en
 	$(CLI) tokenizers multi30k-de-en
 	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
+	$(CLI) data multi30k-de-fr
+	$(CLI) tokenizers multi30k-de-fr
 	$(CLI) data tinyshakespeare
 	$(CLI) tokenizers tinyshakespeare
 	$(CLI) experiments --train

@@ -42,7 +42,8 @@ def test_without_train_it_renders_and_names_what_is_missing(place):
     status = run(train=False, output_dir=directory / "out", readme=readme, log=lambda *a: None, recipes=recipes)
     assert status["vanishing-gradients"] == "missing: run with --train"
     assert status["reversal"] == "missing: run with --train"  # its runs are not in ./runs
-    assert status["interpretable-cells"] == "not implemented yet"
+    assert status["decoder-swap"] == "missing: run with --train"
+    assert status["sliding-window"] == "not implemented yet"
     assert set(status) == {experiment.name for experiment in EXPERIMENTS}
     text = readme.read_text()
     assert "old table" not in text and text.endswith("<!-- experiments:end -->\n\nrest\n")

@@ -66,13 +66,20 @@ def measure_paired_runs(recipe: dict, results: dict, train: bool, save) -> bool:
     """Every pair of recipe ``pairs`` ({baseline: {config, label}, variant: {config, label}}),
     one run per seed each (``RUNS_DIR/NAME-seedN``, trained when missing and ``train``, resumable
     as any run), scored on the test split with the recipe's decoding settings and compared seed
-    by seed with paired bootstrap resampling (`translator compare`)."""
+    by seed with paired bootstrap resampling (`translator compare`). Runs listed under
+    ``requires`` ({config, seed}: one a variant starts from, say) are trained first."""
     from translator.config import load_config
     from translator.evaluation import compare
+    from translator.reports import read_log
     from translator.results import scored_report
 
     runs_dir = Path(recipe.get("runs_dir", "runs"))
     complete = True
+    for required in recipe.get("requires", []):
+        path = recipe_path(required["config"])
+        run = runs_dir / f"{load_config(path)['name']}-seed{required['seed']}"
+        if scored_report(run, "test", train, {"config": str(path), "path": path}, required["seed"]) is None:
+            return False
     for number, pair in enumerate(recipe["pairs"]):
         for seed in recipe["seeds"]:
             key = f"{number}/{seed}"
@@ -85,8 +92,9 @@ def measure_paired_runs(recipe: dict, results: dict, train: bool, save) -> bool:
                 report = scored_report(run, "test", train, {"config": str(path), "path": path}, seed)
                 if report is None:
                     break
-                scored[side] = (run, {name: report["scores"][name]["score"]
-                                      for name in ("BLEU", "BLEU (lowercased)", "chrF")})
+                scored[side] = (run, {**{name: report["scores"][name]["score"]
+                                         for name in ("BLEU", "BLEU (lowercased)", "chrF")},
+                                      "train_minutes": round(float(read_log(run)[-1]["train_seconds"]) / 60, 1)})
             if len(scored) < 2:
                 complete = False
                 continue
@@ -112,8 +120,11 @@ def summarize_paired_runs(results: dict, recipe: dict) -> tuple[str, str]:
         significant = [c["p_value"] is not None and c["p_value"] < 0.05 for c in compared]
         baselines = [c["baseline"]["BLEU (lowercased)"] for c in compared]
         p_values = ", ".join("-" if c["p_value"] is None else f"{c['p_value']:.3f}" for c in compared)
+        minutes = {side: sum(c[side]["train_minutes"] for c in compared) / len(compared)
+                   for side in ("baseline", "variant")}
         figures.append(f"{pair['variant']['label']} vs {pair['baseline']['label']}: {difference:+.2f} BLEU "
-                       f"(p = {p_values}; baseline lowercased BLEU {', '.join(f'{b:.2f}' for b in baselines)})")
+                       f"(p = {p_values}; baseline lowercased BLEU {', '.join(f'{b:.2f}' for b in baselines)}; "
+                       f"training {minutes['variant']:.0f} vs {minutes['baseline']:.0f} min)")
         minimum = recipe.get("minimum_baseline_bleu_lowercased")
         if minimum is not None and min(baselines) < minimum:
             verdicts.append(f"not measured: the baseline reached {min(baselines):.2f} < {minimum} lowercased BLEU")
@@ -316,7 +327,8 @@ EXPERIMENTS = [
     Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse"),
     Experiment("translation-as-continuation", SEEDS["why"],
                "translation can be done by one language model continuing 'source <sep>'"),
-    Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder"),
+    Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder",
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
     Experiment("context-every-step", SEEDS["stenzel"], "feeding the context vector at every decoder step helps",
                measure_paired_runs, summarize_paired_runs, plot_paired_runs),
     Experiment("interpretable-cells", SEEDS["karpathy"],

@@ -152,6 +152,23 @@ class Seq2Seq(ConfiguredModel):
             outputs, final_states = self.encoder(embedded, mask=mask, training=training)
         return self.decoder.initial_state(final_states, outputs, mask)
 
+    def take_encoder(self, other: Seq2Seq, freeze: bool = False) -> None:
+        """Copy ``other``'s source embedding and encoder weights into this model (a model of
+        the same source vocabulary and encoder settings, for another target language: "swap
+        out the decoder while reusing the encoder"); ``freeze`` keeps them fixed in training."""
+        keys = ("source_vocabulary_size", "cell", "embedding_dim", "encoder_layers", "bidirectional",
+                "reverse_source")
+        differing = [key for key in keys if self.settings[key] != other.settings[key]]
+        if (self.settings["encoder_units"] or self.settings["units"]) != \
+                (other.settings["encoder_units"] or other.settings["units"]):
+            differing.append("encoder width (encoder_units or units)")
+        if differing:
+            raise ValueError(f"the encoder to take differs in {', '.join(differing)}; its model and this one "
+                             f"must share the source vocabulary and every encoder setting")
+        for mine, theirs in ((self.source_embedding, other.source_embedding), (self.encoder, other.encoder)):
+            mine.set_weights(theirs.get_weights())
+            mine.trainable = not freeze
+
     def fuse_for_inference(self):
         """Precompute the encoder's first-layer input side for every source token and the
         decoder's step kernels (`RecurrentEncoder.fuse_for_inference`,

@@ -211,6 +211,10 @@ class TranslationTask:
 
         model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,
                                       self.tokenizers["target"].vocabulary_size, dtype=dtype)
+        settings = self.config["training"]
+        if settings["initialize_encoder_from"]:
+            take_encoder_of_run(model, settings["initialize_encoder_from"], self.tokenizers["source"],
+                                settings["freeze_encoder"], self.log)
         from translator.search import GreedyTranslator
         self.greedy = GreedyTranslator(model)
         return model
@@ -276,6 +280,25 @@ class TranslationTask:
             for index, ids in zip(indices, outputs):
                 hypotheses[index] = self.tokenizers["target"].decode(ids)
         return sacrebleu.corpus_bleu(hypotheses, [self.validation_columns["target"][:count]]).score
+
+
+def take_encoder_of_run(model, run, source_tokenizer, freeze: bool, log=print) -> None:
+    """Start ``model``'s source embedding and encoder from those of the trained run ``run``,
+    whose source tokenizer must have the same pieces as ``source_tokenizer``."""
+    from translator.runs import load_run
+
+    _, other = load_run(run, "seq2seq")
+    theirs = load_tokenizers(Path(run) / "tokenizers")["source"]
+    pieces = lambda tokenizer: [tokenizer.id_to_piece(i) for i in range(tokenizer.vocabulary_size)]  # noqa: E731
+    if pieces(theirs) != pieces(source_tokenizer):
+        raise TrainingError(f"training.initialize_encoder_from: {run}'s source tokenizer ({theirs.model_file}) has "
+                            f"other pieces than this run's ({source_tokenizer.model_file}); the encoder reads token "
+                            f"ids, so both runs need the same source tokenizer")
+    try:
+        model.take_encoder(other, freeze=freeze)
+    except ValueError as error:
+        raise TrainingError(f"training.initialize_encoder_from: {run}: {error}") from None
+    log(f"source embedding and encoder from {run}" + (" (frozen: only the decoder trains)" if freeze else ""))
 
 
 def make_task(config: dict, tokenizers: dict, log=print):
