@@ -372,8 +372,9 @@ def run(train: bool = False, only: str | None = None, output_dir: str | Path = "
                 log(f"{experiment.name}: measuring (cached pieces are reused) ...")
             complete = experiment.measure(recipe, results, train and selected, save)
             status[experiment.name] = "measured" if complete else "missing: run with --train"
-        row = {"name": experiment.name, "seed": experiment.seed, "claim": experiment.claim,
-               "figure": "-", "verdict": status[experiment.name]}
+        row = {"name": experiment.name, "seed": experiment.seed, "claim": experiment.claim, "figure": "-",
+               "verdict": f"not measured yet (`translator experiments --train --only {experiment.name}`)"
+               if status[experiment.name].startswith("missing") else status[experiment.name]}
         if status[experiment.name] == "measured":
             row["figure"], row["verdict"] = experiment.summary(results, recipe)
             if experiment.plot is not None:
