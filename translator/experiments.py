@@ -228,17 +228,18 @@ def plot_vanishing_gradients(results: dict, recipe: dict):
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for cell, norms in results["gradient_norms"].items():
+    for index, (cell, norms) in enumerate(results["gradient_norms"].items()):
         for stage, style in (("initial", "--"), ("trained", "-")):
             relative = [value / max(norms[stage][0], 1e-30) for value in norms[stage]]
-            left.semilogy(range(len(relative)), relative, style, label=f"{cell}, {stage}")
+            left.semilogy(range(len(relative)), relative, style, color=f"C{index}", label=f"{cell}, {stage}")
     left.set_xlabel("distance d (steps before the last)")
     left.set_ylabel("|dL/dx| relative to d = 0")
     left.set_title("gradient of the last step's loss by distance")
     left.legend(fontsize=8)
-    for cell in recipe["cells"]:
+    for index, cell in enumerate(recipe["cells"]):
         distances = [d for d in recipe["distances"] if f"{cell}/{d}" in results["accuracy"]]
-        right.plot(distances, [results["accuracy"][f"{cell}/{d}"] for d in distances], "o-", label=cell)
+        right.plot(distances, [results["accuracy"][f"{cell}/{d}"] for d in distances], "o-", color=f"C{index}",
+                   label=cell)
     right.axhline(1 / recipe["symbols"], color="grey", linestyle=":", label="chance")
     right.set_xscale("log")
     right.set_xlabel("distance d")
