@@ -78,6 +78,10 @@ def command_tokenizers(args) -> int:
 
 
 def command_train(args) -> int:
+    if args.workers is not None:  # N local processes, each running this command as one worker
+        from translator.distributed import launch_training
+
+        return launch_training(args.config, args.run, args.seed, args.workers)
     from translator.training import Trainer
 
     Trainer(args.config, args.run, seed=args.seed).train()
@@ -239,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
     train.add_argument("--seed", type=int, default=None,
                        help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
+    train.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
+                            "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
     train.set_defaults(handler=command_train)
 
     translate = commands.add_parser(
