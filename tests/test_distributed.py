@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_task, reversal_pairs, write_config
-from test_training import read_log, saved_state
+from test_training import MIRRORED, read_log, saved_state
 
 from translator.distributed import local_tf_configs
 
@@ -212,3 +212,56 @@ def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_r
         np.testing.assert_array_equal(restarted[name], uninterrupted[name], err_msg=name)
     # The killed worker's leftovers (if it was the other worker) were deleted when it restarted.
     assert leftovers(tmp_path / "scratch") == []
+
+
+# ----------------------------------------------------------------------------- set-up errors
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{cluster", r"TF_CONFIG is not valid JSON .*; set it like \{\"cluster\""),
+    ('{"task": {"type": "worker", "index": 0}}', r"TF_CONFIG has no 'cluster.worker' list"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
+     r"'cluster.ps': MultiWorkerMirroredStrategy trains with 'chief' and 'worker' tasks only"),
+    ('{"cluster": {"worker": "a:1,b:2"}, "task": {"type": "worker", "index": 0}}',
+     r"'cluster.worker' is 'a:1,b:2'; expected a list of host:port addresses"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}',
+     r"'task.type' is 'chief'; expected one of \['worker'\]"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     r"'task.index' is 2; expected this worker's position in 'cluster.worker', 0 to 1"),
+])
+def test_a_bad_tf_config_is_an_error_naming_the_field(tf_config, message, monkeypatch):
+    from translator.distributed import ClusterError, check_tf_config
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ClusterError, match=message):
+        check_tf_config()
+
+
+def test_workers_need_the_multi_worker_strategy_and_a_positive_count(task, tmp_path, capsys):
+    from translator.cli import main
+
+    _, data, config = task
+    single = write_config(tmp_path, data, training=TRAINING, name="single")
+    assert main(["train", str(single), "--run", str(tmp_path / "run"), "--workers", "2"]) == 2
+    assert "--workers 2 trains with training.strategy: multi_worker, but" in capsys.readouterr().err
+    assert main(["train", str(config), "--run", str(tmp_path / "run"), "--workers", "0"]) == 2
+    assert "--workers is 0; expected a positive number of worker processes" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_replica_whose_shard_of_a_batch_is_empty_adds_nothing(tmp_path):
+    """Batches of one sentence on two replicas: the second replica's shard of every batch has no
+    rows, and the run trains as one device does."""
+    from translator.training import Trainer
+
+    data = make_task(tmp_path, "few", {"train": reversal_pairs(40, 7), "validation": reversal_pairs(20, 8),
+                                       "test": reversal_pairs(5, 9)})
+    training = {"epochs": 1, "max_batch_size": 1, "bleu_every": 0}
+    single = write_config(tmp_path, data, training=training, name="single")
+    mirrored = write_config(tmp_path, data, training={**training, "strategy": "mirrored"}, name="mirrored")
+    Trainer(single, tmp_path / "single", log=lambda *a: None).train()
+    result = subprocess.run([sys.executable, "-c", MIRRORED, str(mirrored), str(tmp_path / "mirrored")],
+                            capture_output=True, text=True, timeout=WAIT_SECONDS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = read_log(tmp_path / "single")[-1], read_log(tmp_path / "mirrored")[-1]
+    assert one["step"] == two["step"] == "40"
+    assert float(two["validation_loss"]) == pytest.approx(float(one["validation_loss"]), rel=1e-4)

@@ -117,20 +117,40 @@ def replica_shards(context) -> tuple[int, tuple[int, ...]]:
     return context.num_replicas_in_sync, tuple(range(first, first + local))
 
 
+def mean_over_workers(strategy, values: list[float]) -> list[float]:
+    """The mean over all workers of each worker's ``values``, the same on every worker."""
+    import tensorflow as tf
+
+    @tf.function
+    def mean(tensor):  # every replica of a worker gives that worker's values
+        per_replica = strategy.run(tf.identity, args=(tensor,))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    return mean(tf.constant(values, tf.float64)).numpy().tolist()
+
+
 def agree(strategy, figures: dict) -> dict:
     """The validation figures, the same on every worker: their mean over the workers. Every
     worker validates the same weights, but two machines' arithmetic may differ in the last bits,
     and early stopping and the plateau schedule must decide alike on all of them."""
     if WorkerRole.of(strategy).count == 1:
         return figures
-    import tensorflow as tf
+    return dict(zip(figures, mean_over_workers(strategy, [float(value) for value in figures.values()])))
 
-    @tf.function
-    def mean(values):
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(tf.identity, args=(values,)), axis=None)
 
-    values = mean(tf.constant([float(figures[key]) for key in figures], tf.float64))
-    return dict(zip(figures, values.numpy().tolist()))
+def check_same_start(strategy, run: Path, step: int) -> None:
+    """Stop every worker if they did not all restore the chief's checkpoint (the step they start
+    from): a worker that cannot read the chief's run directory would start over on its own."""
+    role = WorkerRole.of(strategy)
+    if role.count == 1:
+        return
+    chief_step = round(mean_over_workers(strategy, [step if role.chief else 0])[0] * role.count)
+    differing = round(mean_over_workers(strategy, [float(step != chief_step)])[0] * role.count)
+    if differing:
+        raise ClusterError(f"{differing} worker(s) found no checkpoint of step {chief_step:,} (the chief's) in "
+                           f"{run}/checkpoints{f', this one step {step:,}' if step != chief_step else ''}: every "
+                           f"worker resumes from the chief's checkpoints, so the run directory must be on storage "
+                           f"all workers share (a network file system), at the same path on each")
 
 
 # ----------------------------------------------------------------------------- local launcher

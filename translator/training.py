@@ -375,9 +375,10 @@ class Trainer:
             state = json.loads(state_variable.numpy().decode("utf-8"))
             self.log(f"resuming {self.run} from step {state['step']:,} (epoch {state['epoch'] + 1}, "
                      f"batch {state['batches_done']} of {batches_per_epoch})")
-            if state["finished"]:
-                self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
-                return self.run / "model.keras"
+        distributed.check_same_start(strategy, self.run, state["step"])  # one worker of several: all alike
+        if state["finished"]:
+            self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
+            return self.run / "model.keras"
         # Which machine trained which part: the results table names the hardware from this file.
         machine = hardware() if worker.count == 1 else f"{worker.count} workers, the chief on {hardware()}"
         if worker.chief:
