@@ -203,7 +203,8 @@ def launch_local_workers(command: list[str], count: int, log=print, grace_second
             # Each worker in a session of its own: a Ctrl-C in the terminal reaches the launcher
             # only, which passes it on once (a second one, to a worker, means "stop at once").
             workers.append(subprocess.Popen(command, env={**os.environ, "TF_CONFIG": tf_config},
-                                            stdout=logs[index], stderr=logs[index], start_new_session=True))
+                                            stdout=logs[index], stderr=logs[index], start_new_session=True,
+                                            preexec_fn=_die_with_parent))
         addresses = json.loads(configs[0])["cluster"]["worker"]
         log(f"started {count} worker(s) on {', '.join(addresses)}: pids "
             f"{', '.join(str(worker.pid) for worker in workers)} (worker 0 is the chief)")
@@ -235,6 +236,17 @@ def launch_local_workers(command: list[str], count: int, log=print, grace_second
             if handle is not None:
                 handle.close()
                 os.unlink(handle.name)
+
+
+def _die_with_parent() -> None:
+    """In a worker before it starts (Linux): the kernel kills it if the launcher dies, even by
+    SIGKILL, so that no worker trains on unwatched."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
 
 
 def _stop(workers, grace_seconds: float) -> None:

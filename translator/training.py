@@ -17,7 +17,9 @@ same batches in the same order as an uninterrupted run.
 The loop is written out (a compiled step under ``strategy.run``) rather than ``model.fit``, so
 that one code path serves a single device, ``MirroredStrategy`` and
 ``MultiWorkerMirroredStrategy`` (``model.fit`` fails under the latter in Keras 3,
-keras-team/keras#20585), and so that resumption is exact.
+keras-team/keras#20585), and so that resumption is exact. Each replica reads its own shard of
+every global batch; with several workers only the chief writes the run directory, and every
+worker resumes from the chief's checkpoints (``translator.distributed``).
 """
 
 from __future__ import annotations
@@ -380,8 +382,8 @@ class Trainer:
             self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
             return self.run / "model.keras"
         # Which machine trained which part: the results table names the hardware from this file.
-        machine = hardware() if worker.count == 1 else f"{worker.count} workers, the chief on {hardware()}"
         if worker.chief:
+            machine = hardware() if worker.count == 1 else f"{worker.count} workers, the chief on {hardware()}"
             with open(self.run / "machines.txt", "a", encoding="utf-8") as machines:
                 machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step {state['step']}\t"
                                f"{machine}\n")
@@ -407,7 +409,9 @@ class Trainer:
             if scratch:
                 distributed.remove_scratch(scratch)
 
-        stop_requested, stopping = _StopRequest(), False
+        # A stop request (Ctrl-C, SIGTERM) is honoured at once in one process; with several workers,
+        # after the step whose all-reduce told every worker of it, so that all stop at the same step.
+        stop_requested, stopping, alone = _StopRequest(), False, worker.count == 1
         unit = "tok/s" if config["model"]["type"] != "classifier" else "ex/s"
         try:
             while state["epoch"] < settings["epochs"]:
@@ -433,7 +437,7 @@ class Trainer:
                     if stop_requested and not stop_signal.numpy():
                         stop_signal.assign(1.0)
                     batch_loss, batch_tokens, stop = (float(x) for x in train_step(*batch))
-                    stopping = stop > 0  # a stop request in any worker: all stop after this step
+                    stopping = stop > 0 or alone and bool(stop_requested)
                     state["step"] += 1  # the counters move together, after the update
                     state["batches_done"] += 1
                     loss_sum += batch_loss
@@ -475,7 +479,7 @@ class Trainer:
                              f"for {settings['early_stopping_patience']} epoch(s)")
                     break
                 save_state()
-                if stopping:
+                if stopping or alone and stop_requested:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.log(f"\ninterrupted at step {state['step']:,}; run the same command to resume from the last checkpoint")
