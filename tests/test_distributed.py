@@ -173,8 +173,9 @@ def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_r
     deadline = time.time() + WAIT_SECONDS
     while time.time() < deadline and "pids" not in output.read_text(errors="replace"):
         time.sleep(0.1)
-    started = next(line for line in output.read_text().splitlines() if "pids" in line)
-    pids = [int(pid) for pid in started.split("pids ")[1].split(" (")[0].split(", ")]
+    started = [line for line in output.read_text(errors="replace").splitlines() if "pids" in line]
+    assert started, last_lines(output)
+    pids = [int(pid) for pid in started[0].split("pids ")[1].split(" (")[0].split(", ")]
     processes.pids += pids
 
     while time.time() < deadline:  # a checkpoint in the middle of an epoch after the first

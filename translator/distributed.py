@@ -209,9 +209,12 @@ def launch_local_workers(command: list[str], count: int, log=print, grace_second
         log(f"started {count} worker(s) on {', '.join(addresses)}: pids "
             f"{', '.join(str(worker.pid) for worker in workers)} (worker 0 is the chief)")
         sys.stdout.flush()
+        failed = []  # in the order their failures were seen; the first is the cause, the rest followed it
         while True:  # until all have exited; a failure ends the wait unless a stop was asked for
             codes = [worker.poll() for worker in workers]
-            failed = [index for index, code in enumerate(codes) if code not in (None, 0)]
+            # Seen in the same poll, a worker killed by a signal comes first: the others fail after it.
+            failed += sorted((index for index, code in enumerate(codes) if code not in (None, 0) and index not in failed),
+                             key=lambda index: codes[index] >= 0)
             if None not in codes or failed and not interrupts:
                 break
             time.sleep(0.2)
