@@ -244,8 +244,10 @@ def test_workers_need_the_multi_worker_strategy_and_a_positive_count(task, tmp_p
     single = write_config(tmp_path, data, training=TRAINING, name="single")
     assert main(["train", str(single), "--run", str(tmp_path / "run"), "--workers", "2"]) == 2
     assert "--workers 2 trains with training.strategy: multi_worker, but" in capsys.readouterr().err
-    assert main(["train", str(config), "--run", str(tmp_path / "run"), "--workers", "0"]) == 2
-    assert "--workers is 0; expected a positive number of worker processes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["train", str(config), "--run", str(tmp_path / "run"), "--workers", "0"])
+    assert exit.value.code == 2
+    assert "argument --workers: value must be a positive integer; got 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

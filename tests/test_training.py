@@ -383,3 +383,48 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(reversal, tmp_p
     one, two = read_log(tmp_path / "single")[-1], read_log(tmp_path / "mirrored")[-1]
     assert one["step"] == two["step"]
     assert abs(float(one["validation_loss"]) - float(two["validation_loss"])) < 2e-3 * float(one["validation_loss"])
+
+
+def test_a_recipe_extends_a_base_recipe_and_set_overrides_keys(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base-name\ndata: {corpus: multi30k-de-en, max_source_length: 50}\n"
+                    "model: {cell: gru, units: 64}\ndecoding: {beam_size: 10}\n")
+    (tmp_path / "variants").mkdir()
+    child = tmp_path / "variants" / "child.yaml"
+    child.write_text("base: ../base.yaml\nmodel: {cell: lstm}\n")
+    config = load_config(child)
+    assert config["name"] == "child"  # a recipe's name is its own
+    assert config["model"]["cell"] == "lstm" and config["model"]["units"] == 64
+    assert config["data"]["max_source_length"] == 50 and config["decoding"]["beam_size"] == 10
+    overridden = load_config(child, ["training.epochs=3", "model.attention=bahdanau", "data.tokenizer=null"])
+    assert overridden["training"]["epochs"] == 3 and overridden["model"]["attention"] == "bahdanau"
+    assert overridden["data"]["tokenizer"] is None
+
+    for override, message in [("training.epochs", "expected SECTION.KEY=VALUE"),
+                              ("training.epoch=3", "unknown key 'training.epoch'; allowed keys in 'training'"),
+                              ("model.units=-1", "'model.units' is -1; expected a positive integer")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(child, [override])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="'base' makes a cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"base recipe of .*orphan.yaml .*missing.yaml not found"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+def test_train_set_records_the_overridden_config_in_the_run(tmp_path):
+    import yaml
+
+    data = make_task(tmp_path, "tiny", {"train": reversal_pairs(200, 4), "validation": reversal_pairs(20, 5)})
+    config = write_config(tmp_path, data, training={"epochs": 3, "bleu_every": 0})
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "translator", "train", str(config), "--run", str(run),
+                           "--set", "training.epochs=1", "--set", "model.units=16"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["training"]["epochs"] == 1 and saved["model"]["units"] == 16
+    assert len(read_log(run)) == 1
+    again = subprocess.run([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "different config (changed: model.units, training.epochs)" in again.stderr

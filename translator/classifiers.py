@@ -29,6 +29,7 @@ import numpy as np
 from keras import ops
 
 from translator.attention import masked_softmax
+from translator.checks import check_positive_int, check_texts
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
 from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
@@ -201,7 +202,7 @@ class Classifier(ConfiguredModel):
     @classmethod
     def load(cls, run) -> Classifier:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, cls)
+        return load_run_model(run, "classifier")
 
     def predict_ids(self, id_lists, batch_size: int = 128) -> np.ndarray:
         """Class probabilities [n, classes] for token-id lists, in their order (batched by length)."""
@@ -223,14 +224,21 @@ class Classifier(ConfiguredModel):
         return probabilities
 
     def predict(self, texts, batch_size: int = 128) -> list[tuple[str, float]]:
-        """``(label, probability)`` of the most likely class of every text."""
+        """``(label, probability)`` of the most likely class of every text (one pair for one
+        string). An empty text is an error: there is nothing to classify in it."""
         if getattr(self, "tokenizer", None) is None:
             raise ValueError("this model has no tokenizer; use Classifier.load(run)")
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap a single text in a list")
-        probabilities = self.predict_ids(self.tokenizer.encode(list(texts)), batch_size)
+        texts, single = check_texts("texts", texts)
+        check_positive_int("batch_size", batch_size)
+        ids = self.tokenizer.encode(texts)
+        empty = [index for index, row in enumerate(ids) if not row]
+        if empty:
+            raise ValueError(f"texts[{empty[0]}] is {texts[empty[0]]!r}: no character the tokenizer keeps, so "
+                             f"nothing to classify ({len(empty):,} such text(s) in all); leave empty texts out")
+        probabilities = self.predict_ids(ids, batch_size)
         best = probabilities.argmax(axis=1)
-        return [(self.label_names[k], float(probabilities[i, k])) for i, k in enumerate(best)]
+        labelled = [(self.label_names[k], float(probabilities[i, k])) for i, k in enumerate(best)]
+        return labelled[0] if single else labelled
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -380,13 +388,12 @@ class ClassificationTask:
 
 def evaluate_classifier(run, split: str = "test") -> dict:
     """Classify a split of the run's corpus; write report.json, report.md and report.html."""
-    import yaml
-
     from translator.evaluation import _png, _read_log
     from translator.files import atomic_write_text
+    from translator.runs import read_run_config
 
     run = Path(run)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     model = Classifier.load(run)
     ids, labels = read_examples(config, split, model.tokenizer, model.label_names)
     probabilities = model.predict_ids(ids)

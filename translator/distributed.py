@@ -267,15 +267,18 @@ def _stop(workers, grace_seconds: float) -> None:
             worker.wait()
 
 
-def launch_training(config_path, run=None, seed=None, workers: int = 2, log=print) -> int:
+def launch_training(config_path, run=None, seed=None, workers: int = 2, overrides=(), log=print) -> int:
     """``translator train CONFIG --workers N``: the same training command as N local workers."""
     from translator.config import load_config
 
-    strategy = load_config(config_path)["training"]["strategy"]
+    strategy = load_config(config_path, overrides)["training"]["strategy"]
     if strategy != "multi_worker":
         raise ClusterError(f"--workers {workers} trains with training.strategy: multi_worker, but {config_path} "
-                           f"has strategy: {strategy}; set it under training: in the config")
+                           f"has strategy: {strategy}; set it under training: in the config (or add "
+                           f"--set training.strategy=multi_worker)")
     command = [sys.executable, "-m", "translator", "train", str(config_path)]
     command += ["--run", str(run)] if run else []
     command += ["--seed", str(seed)] if seed is not None else []
+    for override in overrides:
+        command += ["--set", override]
     return launch_local_workers(command, workers, log)

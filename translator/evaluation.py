@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from translator.corpora import read_prepared_split
 from translator.files import atomic_write_text
+from translator.runs import read_run_config
 
 LENGTH_BUCKETS = [(1, 10), (11, 15), (16, 20), (21, 30), (31, 1000)]
 
@@ -229,10 +229,10 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
 
     ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config."""
     from translator.models import count_parameters
-    from translator.translator import Translator
+    from translator.translator import MOSTLY_UNKNOWN, Translator
 
     run = Path(run)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     kind = config["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import evaluate_classifier
@@ -260,6 +260,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         "hardware": hardware(), "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "scores": score(hypotheses, references),
         "bleu_by_source_length": _bleu_by_length(sources, hypotheses, references),
+        "mostly_unknown_sentences": sum(share > MOSTLY_UNKNOWN for share in translator.unknown_shares(sources)),
         "best": best, "worst": worst, "translations": f"translations/{split}.txt",
         "model": config["model"], "parameters": count_parameters(translator.model),
     }
@@ -286,7 +287,7 @@ def compare(run_a, run_b, split: str = "test", samples: int = 1000) -> dict:
         path = run / "translations" / f"{split}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `translator evaluate --run {run} --split {split}` first")
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        config = read_run_config(run)
         target = read_prepared_split(config["data"]["corpus"], split, config["data"]["work_dir"])["target"]
         if references is not None and target != references:
             raise ValueError(f"{runs[0]} and {run} were evaluated on different references; compare runs of one corpus")

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from translator.checks import check_non_negative_int, check_number
 from translator.decoders import RecurrentDecoder
 from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
 
@@ -78,7 +79,7 @@ class LanguageModel(ConfiguredModel):
     @classmethod
     def load(cls, run) -> LanguageModel:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, cls)
+        return load_run_model(run, "language_model")
 
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
                seed: int | None = None) -> str:
@@ -91,12 +92,17 @@ class LanguageModel(ConfiguredModel):
 
         from translator.search import sample
 
-        if self.tokenizer is None:
+        if getattr(self, "tokenizer", None) is None:
             raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string; got {type(prime).__name__} {prime!r:.60}")
         if not prime:
             raise ValueError("prime must hold at least one character (the default is a newline)")
-        if temperature < 0 or top_k < 0 or length < 0:
-            raise ValueError(f"temperature, top_k and length must be >= 0; got {temperature}, {top_k}, {length}")
+        length = check_non_negative_int("length", length)
+        temperature = check_number("temperature", temperature, 0.0)
+        top_k = check_non_negative_int("top_k", top_k)
+        if seed is not None and check_non_negative_int("seed", seed) >= 2**31:
+            raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
         if length == 0:
             return prime
         prime_ids = self.tokenizer.encode([prime])[0]

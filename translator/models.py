@@ -35,19 +35,17 @@ def dtype_policy_of(model: keras.Model):
         keras.config.set_dtype_policy(previous_policy)
 
 
-def load_run_model(run, model_class):
-    """The ``model.keras`` of a finished run directory, with its ``text`` tokenizer attached
-    (for `LanguageModel.load` and `Classifier.load`)."""
+def load_run_model(run, kind: str):
+    """The ``model.keras`` of a finished run directory whose ``model.type`` is ``kind``
+    (checked, see `translator.runs`), with its ``text`` tokenizer attached (for
+    `LanguageModel.load` and `Classifier.load`)."""
+    from translator.checks import check_path
+    from translator.runs import load_run
     from translator.tokenizers import load_tokenizers
 
-    run = Path(run)
-    path = run / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
-    model = keras.saving.load_model(path)
-    if not isinstance(model, model_class):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a {model_class.__name__}")
-    model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
+    check_path("run", run)
+    _, model = load_run(run, kind)
+    model.tokenizer = load_tokenizers(Path(run) / "tokenizers")["text"]
     return model
 
 

@@ -19,10 +19,8 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from translator.config import load_config
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, read_yaml
 
 START, END = "<!-- results -->", "<!-- /results -->"
 SCORES = ("BLEU", "BLEU (lowercased)", "chrF")
@@ -35,7 +33,7 @@ class ResultsError(ValueError):
 def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
     """The rows and differences of a results manifest, each row with its runs [(seed, run name)]."""
     manifest = Path(manifest)
-    raw = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(manifest, ResultsError) or {}
     rows = raw.get("rows")
     if not isinstance(rows, list) or not rows:
         raise ResultsError(f"{manifest}: expected a list 'rows' of {{config: PATH, label: TEXT, seeds: [N, ...]}}")

@@ -25,6 +25,7 @@ worker resumes from the chief's checkpoints (``translator.distributed``).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -37,9 +38,10 @@ import numpy as np
 import yaml
 
 from translator.batching import TranslationBatches
+from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, read_yaml
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -82,7 +84,7 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
                                 f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
     saved_config = run / "config.yaml"
     if saved_config.is_file():
-        previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+        previous = read_yaml(saved_config, TrainingError)
         previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
         decoding_changed = previous["decoding"] != config["decoding"]
         previous["decoding"] = config["decoding"]  # decoding never changes training: the new one is taken
@@ -96,6 +98,7 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
             )
         if decoding_changed and chief:
             atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+        check_same_data(run, corpus_dir, data_fingerprint(manifest, source), write=chief)
     elif not chief:
         return manifest, source
     else:
@@ -103,8 +106,46 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
         if (run / "tokenizers").exists():
             shutil.rmtree(run / "tokenizers")
         shutil.copytree(source, run / "tokenizers")
+        atomic_write_text(run / "data.json", json.dumps(data_fingerprint(manifest, source), indent=2) + "\n")
         atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
     return manifest, run / "tokenizers"
+
+
+def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
+    """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
+    the readers check the files against), and the tokenizers' settings and vocabularies (their
+    ``.vocab`` files: the ``.model`` bytes also hold the temporary paths they were trained from,
+    so a tokenizer trained again identically has other bytes)."""
+    outputs = {name: recorded if isinstance(recorded, str) else recorded["sha256"]
+               for name, recorded in manifest["outputs"].items()}
+    card = json.loads((tokenizer_directory / "card.json").read_text(encoding="utf-8"))
+    tokenizers = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                  for path in sorted(tokenizer_directory.glob("*.vocab"))}
+    tokenizers["settings"] = hashlib.sha256(json.dumps(card["settings"], sort_keys=True).encode()).hexdigest()
+    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizers": tokenizers}
+
+
+def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = True) -> None:
+    """Refuse to resume a run whose corpus or tokenizers changed since it started (``run/data.json``).
+    ``write``: whether this process writes the run (the chief of a multi-worker run)."""
+    path = run / "data.json"
+    if not path.is_file():  # a run started before runs recorded their data: from now on it does
+        if write:
+            atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    def differing(part):
+        before, now = recorded.get(part, {}), current[part]
+        return [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+
+    changed = [str(corpus_dir / name) for name in differing("prepared_files")]
+    changed += [f"tokenizer {name}" for name in differing("tokenizers")]
+    if changed:
+        raise TrainingError(
+            f"{run} was trained on other data than {corpus_dir} holds now (changed since it started: "
+            f"{', '.join(changed)}); resuming would continue on different data. Start a new run (--run "
+            f"another directory), delete {run} to start over, or prepare the data as it was."
+        )
 
 
 def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
@@ -307,14 +348,19 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 
 class Trainer:
     """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
-    overrides the config's ``training.seed``. ``config_path`` may also be a validated config dict."""
+    overrides the config's ``training.seed``, ``overrides`` other keys (``"section.key=value"``,
+    as ``translator train --set``). ``config_path`` may also be a validated config dict."""
 
-    def __init__(self, config_path, run=None, log=print, seed=None):
-        self.config = copy.deepcopy(config_path) if isinstance(config_path, dict) else load_config(config_path)
+    def __init__(self, config_path, run=None, log=print, seed=None, overrides=()):
+        if isinstance(config_path, dict):
+            self.config = copy.deepcopy(config_path)
+        else:
+            check_path("config_path", config_path)
+            self.config = load_config(config_path, overrides)
         if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-            self.config["training"]["seed"] = seed
+            self.config["training"]["seed"] = check_non_negative_int("seed", seed)
+        if run is not None:
+            check_path("run", run)
         self.run = Path(run or Path("runs") / self.config["name"])
         self.log = log
         self.chief = True  # whether this process writes the run directory (one worker of several does)
