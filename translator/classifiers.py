@@ -331,12 +331,15 @@ class ClassificationTask:
 
         return (pad([ids[i] or [0] for i in indices]), labels[indices], self.class_weights[labels[indices]])
 
-    def dataset(self, epoch: int, skip: int):
+    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
         import tensorflow as tf
+
+        from translator.batching import shard_rows
 
         def batches():
             for indices in self._batches(epoch)[skip:]:
-                yield self._arrays(self.train_ids, self.train_labels, indices)
+                for rows in shard_rows(indices, shards, shard_ids):
+                    yield self._arrays(self.train_ids, self.train_labels, rows)
 
         return tf.data.Dataset.from_generator(batches, output_signature=tuple(self.signature)).prefetch(2)
 

@@ -98,6 +98,10 @@ def command_tokenizers(args) -> int:
 
 
 def command_train(args) -> int:
+    if args.workers is not None:  # N local processes, each running this command as one worker
+        from translator.distributed import launch_training
+
+        return launch_training(args.config, args.run, args.seed, args.workers, args.set or ())
     from translator.training import Trainer
 
     Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
@@ -289,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
                             "config.yaml records the result")
+    train.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
+                       help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
+                            "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
     train.set_defaults(handler=command_train)
 
     translate = commands.add_parser(

@@ -178,8 +178,10 @@ class LanguageModelTask:
     def batches_per_epoch(self) -> int:
         return len(self.train)
 
-    def dataset(self, epoch: int, skip: int):
+    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
         import tensorflow as tf
+
+        assert shards == 1, "a language model trains on one replica (see __init__)"
 
         return tf.data.Dataset.from_generator(lambda: self.train.chunks(skip),
                                               output_signature=tuple(self.signature)).prefetch(2)
