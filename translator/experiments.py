@@ -250,6 +250,65 @@ def plot_vanishing_gradients(results: dict, recipe: dict):
     return figure
 
 
+# ----------------------------------------------------------------------------- 4. sliding window
+
+def measure_language_models(recipe: dict, results: dict, train: bool, save) -> bool:
+    """Each of recipe ``models`` ({config, label}: language-model recipes), trained when missing
+    and ``train``: its best validation loss (nats per token), parameters and training minutes."""
+    from translator.config import load_config
+    from translator.language_models import LanguageModel
+    from translator.models import count_parameters
+    from translator.reports import read_log
+
+    complete = True
+    for entry in recipe["models"]:
+        if entry["label"] in results.get("models", {}):
+            continue
+        path = recipe_path(entry["config"])
+        run = Path(recipe.get("runs_dir", "runs")) / load_config(path)["name"]
+        if not (run / "model.keras").is_file():
+            if not train:
+                complete = False
+                continue
+            from translator.training import Trainer
+
+            Trainer(path, run).train()
+        log = read_log(run)
+        results.setdefault("models", {})[entry["label"]] = {
+            "run": str(run), "validation_loss": min(float(row["validation_loss"]) for row in log),
+            "parameters": count_parameters(LanguageModel.load(run)),
+            "train_minutes": round(float(log[-1]["train_seconds"]) / 60, 1)}
+        save()
+    return complete
+
+
+def summarize_language_models(results: dict, recipe: dict) -> tuple[str, str]:
+    models = results["models"]
+    figure = "; ".join(f"{label}: {found['validation_loss']:.4f} nats/char ({found['parameters'] / 1e6:.2f}M "
+                       f"parameters, {found['train_minutes']:.0f} min)" for label, found in models.items())
+    baseline = models[recipe["baseline"]]["validation_loss"]
+    others = [found["validation_loss"] for label, found in models.items() if label != recipe["baseline"]]
+    verdict = "holds" if all(baseline < other for other in others) else \
+        "does not hold" if all(baseline >= other for other in others) else "mixed"
+    return figure, verdict
+
+
+def plot_language_models(results: dict, recipe: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 0.8 + 0.5 * len(results["models"])))
+    labels = list(results["models"])
+    axis.barh(range(len(labels)), [results["models"][label]["validation_loss"] for label in labels],
+              color=["#c96" if label == recipe["baseline"] else "#9ab" for label in labels])
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("best validation loss, nats per character (lower is better)")
+    return figure
+
+
 # ----------------------------------------------------------------------------- 8. interpretable cells
 
 CORRELATION_THAT_HOLDS = 0.5  # |r| a cell needs with a feature for the claim to hold
@@ -325,7 +384,8 @@ EXPERIMENTS = [
                "a simple RNN's gradient vanishes with distance, so it cannot learn long-term dependencies; "
                "LSTM and GRU gates fix it",
                measure_vanishing_gradients, summarize_vanishing_gradients, plot_vanishing_gradients),
-    Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse"),
+    Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse",
+               measure_language_models, summarize_language_models, plot_language_models),
     Experiment("translation-as-continuation", SEEDS["why"],
                "translation can be done by one language model continuing 'source <sep>'"),
     Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder",

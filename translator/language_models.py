@@ -30,8 +30,72 @@ from translator.models import ConfiguredModel, dtype_policy_of
 from translator.runs import load_text_model
 
 
+class TextModel(ConfiguredModel):
+    """What the two language models share: loading a trained run, and sampling text through
+    their ``step`` (one token: ids [batch] and a cache -> logits, new cache, None) with the
+    compiled loop of `translator.search.sample`. A subclass is called as
+    ``model(token_ids, state=None, training=False, return_state=False)``."""
+
+    def build_for_shapes(self):
+        with dtype_policy_of(self):
+            self(ops.convert_to_tensor([[4, 5]], dtype="int32"))
+
+    # ------------------------------------------------------------------ a trained run
+
+    @classmethod
+    def load(cls, run) -> TextModel:
+        """The model of a finished run directory (``model.keras``), with its tokenizer."""
+        return load_text_model(run, "language_model")
+
+    def sample_ids(self, prime_ids, length, temperature, top_k, seed):
+        """The graph of `sample`: int32 [batch, length] token ids drawn after ``prime_ids``
+        (int32 [batch, time >= 1]) by `translator.search.sample` (``seed``: int32 [2])."""
+        from translator.search import sample
+
+        _, state = self(prime_ids[:, :-1], return_state=True)
+        return sample(self.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
+
+    def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
+               seed: int | None = None) -> str:
+        """Continue `prime` by `length` tokens; returns prime + continuation.
+
+        temperature 0 takes the most likely token at every step (greedy); top_k > 0 samples
+        among the k most likely only. The same seed gives the same text.
+        """
+        import tensorflow as tf
+
+        if getattr(self, "tokenizer", None) is None:
+            raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string; got {type(prime).__name__} {prime!r:.60}")
+        if not prime:
+            raise ValueError("prime must hold at least one character (the default is a newline)")
+        length = check_non_negative_int("length", length)
+        temperature = check_number("temperature", temperature, 0.0)
+        top_k = check_non_negative_int("top_k", top_k)
+        if seed is not None and check_non_negative_int("seed", seed) >= 2**31:
+            raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
+        if length == 0:
+            return prime
+        prime_ids = self.tokenizer.encode([prime])[0]
+        if not prime_ids:
+            raise ValueError(f"prime {prime!r} has no token in this model's vocabulary")
+        if "sample" not in self._samplers:
+            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
+                                          tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+                                          tf.TensorSpec([2], tf.int32)])
+            def run_sampler(prime_ids, length, temperature, top_k, seed):
+                return self.sample_ids(prime_ids, length, temperature, top_k, seed)
+            self._samplers["sample"] = run_sampler
+        seed = np.random.randint(0, 2**31 - 1) if seed is None else seed
+        ids = self._samplers["sample"](tf.constant([prime_ids], tf.int32), tf.constant(length, tf.int32),
+                                       tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
+                                       tf.constant([seed, 0], tf.int32))
+        return prime + self.tokenizer.decode(ops.convert_to_numpy(ids)[0].tolist())
+
+
 @keras.saving.register_keras_serializable(package="translator")
-class LanguageModel(ConfiguredModel):
+class LanguageModel(TextModel):
     """A stacked LSTM/GRU/RNN language model.
 
     Call: ``model(token_ids, state=None, training=False, return_state=False)`` with int
@@ -63,10 +127,6 @@ class LanguageModel(ConfiguredModel):
         model.build_for_shapes()
         return model
 
-    def build_for_shapes(self):
-        with dtype_policy_of(self):
-            self(ops.convert_to_tensor([[4, 5]], dtype="int32"))
-
     def initial_state(self, batch_size):
         return self.decoder.initial_state(batch_size=batch_size)
 
@@ -75,54 +135,9 @@ class LanguageModel(ConfiguredModel):
             state = self.initial_state(ops.shape(token_ids)[0])
         return self.decoder(token_ids, state, training=training, return_state=return_state)
 
-    # ------------------------------------------------------------------ a trained run
-
-    @classmethod
-    def load(cls, run) -> LanguageModel:
-        """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_text_model(run, "language_model")
-
-    def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               seed: int | None = None) -> str:
-        """Continue `prime` by `length` tokens; returns prime + continuation.
-
-        temperature 0 takes the most likely token at every step (greedy); top_k > 0 samples
-        among the k most likely only. The same seed gives the same text.
-        """
-        import tensorflow as tf
-
-        from translator.search import sample
-
-        if getattr(self, "tokenizer", None) is None:
-            raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
-        if not isinstance(prime, str):
-            raise TypeError(f"prime must be a string; got {type(prime).__name__} {prime!r:.60}")
-        if not prime:
-            raise ValueError("prime must hold at least one character (the default is a newline)")
-        length = check_non_negative_int("length", length)
-        temperature = check_number("temperature", temperature, 0.0)
-        top_k = check_non_negative_int("top_k", top_k)
-        if seed is not None and check_non_negative_int("seed", seed) >= 2**31:
-            raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
-        if length == 0:
-            return prime
-        prime_ids = self.tokenizer.encode([prime])[0]
-        if not prime_ids:
-            raise ValueError(f"prime {prime!r} has no token in this model's vocabulary")
-        if "sample" not in self._samplers:
-            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32),
-                                          tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-                                          tf.TensorSpec([2], tf.int32)])
-            def run_sampler(prime_ids, length, temperature, top_k, seed):
-                _, state = self(prime_ids[:, :-1], return_state=True)
-                return sample(self.decoder.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
-            self._samplers["sample"] = run_sampler
-        seed = np.random.randint(0, 2**31 - 1) if seed is None else seed
-        ids = self._samplers["sample"](tf.constant([prime_ids], tf.int32), tf.constant(length, tf.int32),
-                                       tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
-                                       tf.constant([seed, 0], tf.int32))
-        return prime + self.tokenizer.decode(ops.convert_to_numpy(ids)[0].tolist())
-
+    def step(self, previous_token_ids, cache, training=False):
+        """One token: int [batch] -> (logits [batch, vocabulary], new cache, None)."""
+        return self.decoder.step(previous_token_ids, cache, training=training)
 
 # ----------------------------------------------------------------------------- training
 
@@ -193,7 +208,12 @@ class LanguageModelTask:
     def build_model(self, dtype: str):
         import tensorflow as tf
 
-        model = LanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype=dtype)
+        if self.config["model"]["window"]:  # the sliding-window MLP an RNN replaced
+            from translator.window_models import WindowLanguageModel
+
+            model = WindowLanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype)
+        else:
+            model = LanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype=dtype)
         state = model.initial_state(self.train.inputs.shape[0])
         self.carried = {key: tf.Variable(tf.zeros_like(value), trainable=False, name=f"carried_{key}")
                         for key, value in state.items()}
