@@ -428,3 +428,34 @@ def test_train_set_records_the_overridden_config_in_the_run(tmp_path):
     again = subprocess.run([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "different config (changed: model.units, training.epochs)" in again.stderr
+
+
+def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
+    import keras
+
+    from translator.training import Trainer, TrainingError
+
+    data = make_task(tmp_path, "swap", {"train": reversal_pairs(300, 7), "validation": reversal_pairs(20, 8)})
+    training = {"epochs": 1, "bleu_every": 0, "batch_tokens": 512}
+    first = tmp_path / "first"
+    Trainer(write_config(tmp_path, data, training=training, name="first"), first, log=lambda *a: None).train()
+    config = write_config(tmp_path, data, name="second", training={
+        **training, "initialize_encoder_from": str(first), "freeze_encoder": True, "seed": 99})
+    second = tmp_path / "second"
+    messages = []
+    Trainer(config, second, log=messages.append).train()
+    assert any("(frozen: only the decoder trains)" in str(m) for m in messages)
+    taken, trained = (keras.saving.load_model(run / "model.keras") for run in (first, second))
+    for layer in ("source_embedding", "encoder"):
+        for a, b in zip(getattr(taken, layer).get_weights(), getattr(trained, layer).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(taken.decoder.get_weights(), trained.decoder.get_weights()))
+
+    other = make_task(tmp_path / "other", "other", {"train": reversal_pairs(300, 7, symbols="mnopqrstuvwx"),
+                                                    "validation": reversal_pairs(20, 8, symbols="mnopqrstuvwx")})
+    mismatched = write_config(tmp_path / "other", other, name="third",
+                              training={**training, "initialize_encoder_from": str(first)})
+    with pytest.raises(TrainingError, match="source tokenizer .* has other pieces"):
+        Trainer(mismatched, tmp_path / "third", log=lambda *a: None).train()
+    with pytest.raises(ConfigError, match="'training.freeze_encoder' is true but"):
+        validate({"data": {"corpus": "x"}, "training": {"freeze_encoder": True}})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from translator.tokenizers import EOS_ID, PAD_ID, SOS_ID
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
 
 
 def length_batches(lengths, batch_tokens: int, max_batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

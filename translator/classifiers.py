@@ -32,7 +32,9 @@ from translator.attention import masked_softmax
 from translator.checks import check_positive_int, check_texts
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
-from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of
+from translator.runs import load_text_model
+from translator.special_ids import PAD_ID
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -171,7 +173,7 @@ class Classifier(ConfiguredModel):
 
     def member_logits(self, token_ids, training=False):
         """Every member's ``(logits [batch, classes], attention weights [batch, time] or None)``."""
-        mask = ops.not_equal(token_ids, 0)
+        mask = ops.not_equal(token_ids, PAD_ID)
         results = []
         for embedding, encoder, pooling, output_layer in self.members():
             embedded = self.embedding_dropout(embedding(token_ids), training=training)
@@ -202,7 +204,7 @@ class Classifier(ConfiguredModel):
     @classmethod
     def load(cls, run) -> Classifier:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, "classifier")
+        return load_text_model(run, "classifier")
 
     def predict_ids(self, id_lists, batch_size: int = 128) -> np.ndarray:
         """Class probabilities [n, classes] for token-id lists, in their order (batched by length)."""
@@ -388,8 +390,8 @@ class ClassificationTask:
 
 def evaluate_classifier(run, split: str = "test") -> dict:
     """Classify a split of the run's corpus; write report.json, report.md and report.html."""
-    from translator.evaluation import _png, _read_log
     from translator.files import atomic_write_text
+    from translator.reports import png, read_log
     from translator.runs import read_run_config
 
     run = Path(run)
@@ -401,7 +403,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
     report = {"run": str(run), "corpus": config["data"]["corpus"], "split": split, "examples": len(labels),
               "accuracy": round(metrics["accuracy"], 5), "macro_f1": round(metrics["macro_f1"], 5),
               "per_class": metrics["per_class"], "confusion": metrics["confusion"],
-              "labels": model.label_names, "training": _read_log(run)}
+              "labels": model.label_names, "training": read_log(run)}
     atomic_write_text(run / "report.json", json.dumps(report, indent=2) + "\n")
 
     lines = [f"# {config['name']}: {config['data']['corpus']} {split}", "",
@@ -442,7 +444,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
             f"</head><body><h1>{config['name']}: {config['data']['corpus']} {split}</h1>"
             f"<p>{len(labels):,} examples: accuracy <b>{metrics['accuracy']:.2%}</b>, "
             f"macro-F1 <b>{metrics['macro_f1']:.4f}</b></p>"
-            f"<img alt='confusion matrix' style='max-width:100%' src='data:image/png;base64,{_png(figure)}'>"
+            f"<img alt='confusion matrix' style='max-width:100%' src='data:image/png;base64,{png(figure)}'>"
             f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
             f"{table}</table></body></html>")
     atomic_write_text(run / "report.html", html)

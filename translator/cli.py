@@ -9,6 +9,7 @@
     translator sample --run RUN     generate text with a trained language model
     translator classify --run RUN   label lines from stdin with a trained classifier
     translator bench                training and decoding speed against the textbook Keras seq2seq
+    translator experiments          the seeds' claims about RNNs, measured (report and README section)
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -223,6 +224,18 @@ def command_results(args) -> int:
     return 0
 
 
+def command_experiments(args) -> int:
+    from translator.experiments import run
+
+    status = run(train=args.train, only=args.only, output_dir=args.output_dir, readme=args.readme or None)
+    missing = [name for name, state in status.items() if state.startswith("missing")]
+    print(f"wrote {args.output_dir}/report.html" + (f" and the experiments section of {args.readme}" if args.readme
+                                                   else ""))
+    if missing:
+        print(f"missing (run `translator experiments --train` to measure them): {', '.join(missing)}")
+    return 0
+
+
 def command_compare(args) -> int:
     from translator.evaluation import compare
 
@@ -353,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "'' prints the table only")
     results.add_argument("--train", action="store_true", help="train the runs that have no model yet")
     results.set_defaults(handler=command_results)
+
+    experiments = commands.add_parser(
+        "experiments", help="the seeds' claims about RNNs, measured: experiments/report.html and a README section",
+        description="Measure the claims of the articles this project grew from (configs/experiments/): with "
+                    "--train, train and measure what is missing (results are cached in experiments/results/, so "
+                    "an interrupted run resumes); without it, only render the report from what exists.")
+    experiments.add_argument("--train", action="store_true", help="train and measure what is missing")
+    experiments.add_argument("--only", default=None, metavar="NAME", help="one experiment (e.g. vanishing-gradients)")
+    experiments.add_argument("--output-dir", default="experiments", help="where results and report.html go")
+    experiments.add_argument("--readme", default="README.md", help="file whose experiments section is rewritten; "
+                                                                   "'' for none")
+    experiments.set_defaults(handler=command_experiments)
 
     bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
                                 description="Measure training throughput (tokens/s, MFU, memory) and decoding "

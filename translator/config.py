@@ -97,6 +97,8 @@ SCHEMA = {
         "strategy": ("default", STRATEGIES),
         "jit_compile": (False, bool),
         "precision": ("float32", PRECISIONS),
+        "initialize_encoder_from": (None, (type(None), str)),  # seq2seq: a run whose encoder starts this one
+        "freeze_encoder": (False, bool),          # keep that encoder fixed; only the decoder trains
     },
     "decoding": {                                 # seq2seq: the defaults of translate and evaluate
         "beam_size": (5, _positive_int),          # 1 is greedy search
@@ -169,6 +171,12 @@ def validate(raw: dict, source: str = "config") -> dict:
     if config["model"]["ensemble"] > 1 and config["model"]["type"] != "classifier":
         raise ConfigError(f"{source}: 'model.ensemble' is {config['model']['ensemble']}, but only a classifier "
                           f"trains an ensemble; set it to 1 or remove it")
+    if (training["initialize_encoder_from"] or training["freeze_encoder"]) and config["model"]["type"] != "seq2seq":
+        raise ConfigError(f"{source}: 'training.initialize_encoder_from' and 'training.freeze_encoder' are for "
+                          f"seq2seq models; remove them")
+    if training["freeze_encoder"] and not training["initialize_encoder_from"]:
+        raise ConfigError(f"{source}: 'training.freeze_encoder' is true but 'training.initialize_encoder_from' is "
+                          f"null: a frozen encoder would stay random; name the run whose encoder to keep")
     config["name"] = raw.get("name") or Path(source).stem
     return config
 

@@ -31,6 +31,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def replace_between(path: str | Path, start: str, end: str, text: str, error=ValueError) -> None:
+    """Replace what lies between the marker lines ``start`` and ``end`` of a file (README.md's
+    generated tables) with ``text``, atomically; ``error`` if the markers are not there once each."""
+    path = Path(path)
+    content = path.read_text(encoding="utf-8")
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise error(f"{path}: expected one line '{start}' and, after it, one line '{end}'; the generated "
+                    f"table goes between them")
+    head, rest = content.split(start, 1)
+    atomic_write_text(path, f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
+
+
 def search_path(folder: str) -> list[Path]:
     """Where recipes in ``folder`` (corpora, tokenizers, configs) are looked up, in order:
     ./folder in the working directory, then the folder of this source checkout."""

@@ -26,7 +26,8 @@ from keras import ops
 
 from translator.checks import check_non_negative_int, check_number
 from translator.decoders import RecurrentDecoder
-from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of
+from translator.runs import load_text_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -79,7 +80,7 @@ class LanguageModel(ConfiguredModel):
     @classmethod
     def load(cls, run) -> LanguageModel:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, "language_model")
+        return load_text_model(run, "language_model")
 
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
                seed: int | None = None) -> str:

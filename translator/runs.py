@@ -100,3 +100,15 @@ def load_run(run: str | Path, kind: str, model_file: str = "model.keras"):
     config = read_run_config(run)
     check_run_kind(run, config, kind)
     return config, load_model_file(run / model_file, KINDS[kind][0])
+
+
+def load_text_model(run: str | Path, kind: str):
+    """The model of a finished language-model or classifier run, with its ``text`` tokenizer
+    attached as ``model.tokenizer`` (for `LanguageModel.load` and `Classifier.load`)."""
+    from translator.checks import check_path
+    from translator.tokenizers import load_tokenizers
+
+    check_path("run", run)
+    _, model = load_run(run, kind)
+    model.tokenizer = load_tokenizers(Path(run) / "tokenizers")["text"]
+    return model

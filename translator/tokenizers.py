@@ -31,8 +31,8 @@ from pathlib import Path
 from translator.checks import check_path, check_texts
 from translator.corpora import read_manifest, read_prepared_split, resolve_corpus
 from translator.files import atomic_write_text, read_yaml, search_path
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
-PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 RECIPE_DEFAULTS = {
     "corpus": None, "model_type": "unigram", "vocabulary": "separate", "vocab_size": 8000,

@@ -42,6 +42,7 @@ from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
 from translator.files import atomic_write_text, read_yaml
+from translator.special_ids import PAD_ID
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -222,6 +223,10 @@ class TranslationTask:
 
         model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,
                                       self.tokenizers["target"].vocabulary_size, dtype=dtype)
+        settings = self.config["training"]
+        if settings["initialize_encoder_from"]:
+            take_encoder_of_run(model, settings["initialize_encoder_from"], self.tokenizers["source"],
+                                settings["freeze_encoder"], self.log)
         from translator.search import GreedyTranslator
         self.greedy = GreedyTranslator(model)
         return model
@@ -246,7 +251,7 @@ class TranslationTask:
         from translator.models import sequence_loss
 
         source, target_input, target_output = batch
-        real = tf.not_equal(target_output, 0)  # logits for the real target tokens only
+        real = tf.not_equal(target_output, PAD_ID)  # logits for the real target tokens only
         logits = model((source, target_input), training=training, output_mask=real)
         targets = tf.boolean_mask(target_output, real)
         smoothing = self.config["training"]["label_smoothing"] if training else 0.0
@@ -287,6 +292,25 @@ class TranslationTask:
             for index, ids in zip(indices, outputs):
                 hypotheses[index] = self.tokenizers["target"].decode(ids)
         return sacrebleu.corpus_bleu(hypotheses, [self.validation_columns["target"][:count]]).score
+
+
+def take_encoder_of_run(model, run, source_tokenizer, freeze: bool, log=print) -> None:
+    """Start ``model``'s source embedding and encoder from those of the trained run ``run``,
+    whose source tokenizer must have the same pieces as ``source_tokenizer``."""
+    from translator.runs import load_run
+
+    _, other = load_run(run, "seq2seq")
+    theirs = load_tokenizers(Path(run) / "tokenizers")["source"]
+    pieces = lambda tokenizer: [tokenizer.id_to_piece(i) for i in range(tokenizer.vocabulary_size)]  # noqa: E731
+    if pieces(theirs) != pieces(source_tokenizer):
+        raise TrainingError(f"training.initialize_encoder_from: {run}'s source tokenizer ({theirs.model_file}) has "
+                            f"other pieces than this run's ({source_tokenizer.model_file}); the encoder reads token "
+                            f"ids, so both runs need the same source tokenizer")
+    try:
+        model.take_encoder(other, freeze=freeze)
+    except ValueError as error:
+        raise TrainingError(f"training.initialize_encoder_from: {run}: {error}") from None
+    log(f"source embedding and encoder from {run}" + (" (frozen: only the decoder trains)" if freeze else ""))
 
 
 def make_task(config: dict, tokenizers: dict, log=print):
@@ -370,7 +394,7 @@ class Trainer:
         import tensorflow as tf
 
         from translator import distributed
-        from translator.evaluation import hardware
+        from translator.machine import hardware
         from translator.models import count_parameters
 
         config, settings = self.config, self.config["training"]
@@ -557,7 +581,7 @@ class Trainer:
         import keras
 
         from translator.classifiers import Classifier
-        from translator.evaluation import _read_log
+        from translator.reports import read_log
 
         config, count = self.config, self.config["model"]["ensemble"]
         directories = [self.run / "members" / str(index + 1) for index in range(count)]
@@ -572,7 +596,7 @@ class Trainer:
         self._save_model(Classifier.from_members(members), self.run / "model.keras")
         # The members' epochs (log.csv) and machines (machines.txt), for the report and the tables.
         self._write_log([{"member": index + 1, **row} for index, directory in enumerate(directories)
-                         for row in _read_log(directory)])
+                         for row in read_log(directory)])
         atomic_write_text(self.run / "machines.txt", "".join(
             (directory / "machines.txt").read_text(encoding="utf-8") for directory in directories))
         self.log(f"done: an ensemble of {count} members; model: {self.run / 'model.keras'}")

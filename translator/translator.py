@@ -11,8 +11,8 @@ compiled once per setting and reused; beam size 1 runs greedy search, which drop
 sentences from the batch. A run trained with ``precision: mixed_bfloat16`` decodes in
 bfloat16 from weights cast once at loading, with each step's products fused
 (`translator.models.computing_in`); a float32 run may do the same with
-``Translator.load(run, precision="bfloat16")`` (in `make bench` on 2 cores with AMX, greedy
-2.0x faster; the float32 output on 95.2% of the sentences of an undertrained model). An
+``Translator.load(run, precision="bfloat16")`` (faster on a CPU with bfloat16 matrix
+instructions; the output differs from float32's on a few sentences, see `make bench`). An
 empty sentence gives an empty translation. A sentence longer than the model's source limit
 (``max_source_length`` pieces, from the run's config) is truncated to it, with a warning:
 nothing crashes on long input.
@@ -38,11 +38,11 @@ from translator.checks import (
     check_positive_int,
     check_texts,
 )
+from translator.special_ids import PAD_ID
 
 # Batches searched at once, each in its own thread. On a CPU one batch's serial work (the
-# TensorFlow executor, small element-wise ops) then overlaps the other's matrix products:
-# greedy search of Multi30k test2016 in two halves at once, 1,882 sentences/s against 1,501
-# one after the other (2 cores, bfloat16). The translations are the same.
+# TensorFlow executor, small element-wise ops) then overlaps the other's matrix products
+# (README, "Why the fast path looks as it does"). The translations are the same.
 BATCHES_IN_FLIGHT = 2
 
 # A sentence with more than this share of its characters unknown to the source tokenizer is
@@ -119,7 +119,7 @@ class Translator:
                             return sequences[:, None, :], tf.zeros([tf.shape(sequences)[0], 1]), None
                         sequences, scores = greedy_search(self.model, source_ids, max_length_ratio,
                                                           max_length_offset, return_scores=True)
-                        lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, 0), tf.float32), axis=1)
+                        lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, PAD_ID), tf.float32), axis=1)
                         scores /= tf.pow((5.0 + lengths) / 6.0, length_penalty)
                         return sequences[:, None, :], scores[:, None], None
                     return beam_search(self.model, source_ids, beam_size, length_penalty, max_length_ratio,
