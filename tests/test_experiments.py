@@ -44,7 +44,7 @@ def test_without_train_it_renders_and_names_what_is_missing(place):
     assert status["reversal"] == "missing: run with --train"  # its runs are not in ./runs
     assert status["decoder-swap"] == "missing: run with --train"
     assert status["sliding-window"] == "missing: run with --train"
-    assert status["translation-as-continuation"] == "not implemented yet"
+    assert status["translation-as-continuation"] == "missing: run with --train"
     assert set(status) == {experiment.name for experiment in EXPERIMENTS}
     text = readme.read_text()
     assert "old table" not in text and text.endswith("<!-- experiments:end -->\n\nrest\n")
@@ -178,3 +178,45 @@ def test_the_sliding_window_experiment_compares_language_models(place):
     assert found["window 4"]["parameters"] > 0 and found["window 4"]["run"].endswith("window-4")
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| sliding-window"))
     assert "window 4: " in row and "nats/char" in row
+
+
+def test_translation_as_continuation_scores_a_language_model_beside_an_encoder_decoder(place):
+    import yaml
+    from conftest import make_task, reversal_pairs, write_config
+
+    from translator.corpora import prepare_corpus
+    from translator.tokenizers import train_tokenizers
+
+    tmp_path, recipes, readme = place  # the working directory: ./corpora is searched for recipes
+    pairs = {split: reversal_pairs(count, seed, lengths=(2, 3))
+             for split, count, seed in (("train", 300, 1), ("validation", 20, 2), ("test", 20, 3))}
+    data = make_task(tmp_path, "rev", pairs)
+    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "rev.yaml").write_text((tmp_path / "rev.yaml").read_text())
+    (tmp_path / "corpora" / "revtext.yaml").write_text(
+        "name: revtext\ntask: language_modeling\nformat: parallel_text\nparallel_from: rev\n"
+        "default_pair: [xx, yy]\nseparator: <sep>\nend: <end>\n")
+    prepare_corpus("revtext", tmp_path / "work", tmp_path / "mirror")
+    tokenizer = tmp_path / "revtext-tokenizer.yaml"
+    tokenizer.write_text("model_type: word\nvocab_size: 20\nuser_defined_symbols: [\"<sep>\", \"<end>\"]\n")
+    train_tokenizers("revtext", tmp_path / "work", recipe=str(tokenizer))
+    language_model = tmp_path / "lm.yaml"
+    language_model.write_text(yaml.safe_dump({
+        "data": {"corpus": "revtext", "tokenizer": str(tokenizer), "work_dir": str(tmp_path / "work")},
+        "model": {"type": "language_model", "cell": "gru", "embedding_dim": 8, "units": 16, "decoder_layers": 1},
+        "training": {"epochs": 1, "batch_size": 4, "sequence_length": 16, "bleu_every": 0}}))
+    seq2seq = write_config(tmp_path, data, training={"epochs": 1, "bleu_every": 0}, name="s2s")
+    (recipes / "translation-as-continuation.yaml").write_text(yaml.safe_dump({
+        "language_model": {"config": str(language_model), "label": "LM"},
+        "encoder_decoder": {"config": str(seq2seq), "label": "seq2seq"},
+        "test_corpus": data["corpus"], "runs_dir": str(tmp_path / "runs")}))
+    status = run(train=True, only="translation-as-continuation", output_dir=tmp_path / "out", readme=readme,
+                 log=lambda *a: None, recipes=recipes)
+    assert status["translation-as-continuation"] == "measured"
+    models = json.loads((tmp_path / "out" / "results" / "translation-as-continuation.json").read_text())["models"]
+    assert set(models) == {"encoder_decoder", "language_model"}
+    assert all(0 <= found["bleu"] <= 100 and found["parameters"] > 0 for found in models.values())
+    continued = (tmp_path / "runs" / "lm" / "translations" / "test-continued.txt").read_text().splitlines()
+    assert len(continued) == 20
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| translation-as-continuation"))
+    assert "of the encoder-decoder's BLEU" in row
