@@ -3,29 +3,23 @@ separator, on a generated task a small language model learns."""
 
 import pytest
 import yaml
-from conftest import make_task, reversal_pairs
+from conftest import make_continuation_task, reversal_pairs
 
 from translator.continuation import translate_by_continuing
 from translator.corpora import CorpusError, prepare_corpus, read_prepared_split, read_recipe
 
 
 @pytest.fixture(scope="module")
-def continuation(tmp_path_factory, monkeypatch_module=None):
+def continuation(tmp_path_factory):
     directory = tmp_path_factory.mktemp("continuation")
     pairs = {"train": reversal_pairs(1500, 1, lengths=(2, 4)), "validation": reversal_pairs(50, 2, lengths=(2, 4)),
              "test": reversal_pairs(30, 3, lengths=(2, 4))}
-    data = make_task(directory, "rev", pairs)
-    recipes = directory / "corpora"
-    recipes.mkdir()
-    (recipes / "rev.yaml").write_text((directory / "rev.yaml").read_text())
-    (recipes / "revtext.yaml").write_text("name: revtext\ntask: language_modeling\nformat: parallel_text\n"
-                                          "parallel_from: rev\ndefault_pair: [xx, yy]\nseparator: <sep>\n"
-                                          "end: <end>\n")
-    return directory, data, pairs
+    _, text_data = make_continuation_task(directory, pairs)
+    return directory, text_data, pairs
 
 
 def test_pairs_become_lines_of_text_with_separator_and_end(continuation, monkeypatch):
-    directory, data, pairs = continuation
+    directory, _, pairs = continuation
     monkeypatch.chdir(directory)  # ./corpora is where recipes are looked up first
     manifest = prepare_corpus("revtext", directory / "work", directory / "mirror")
     assert manifest["task"] == "language_modeling" and set(manifest["split_files"]) == {"train", "validation", "test"}
@@ -41,18 +35,13 @@ def test_pairs_become_lines_of_text_with_separator_and_end(continuation, monkeyp
 
 def test_a_language_model_translates_by_continuing_after_the_separator(continuation, monkeypatch, tmp_path):
     from translator.language_models import LanguageModel
-    from translator.tokenizers import train_tokenizers
     from translator.training import Trainer
 
-    directory, _, pairs = continuation
+    directory, text_data, pairs = continuation
     monkeypatch.chdir(directory)
-    prepare_corpus("revtext", directory / "work", directory / "mirror")
-    tokenizer = directory / "revtext-tokenizer.yaml"
-    tokenizer.write_text("model_type: word\nvocab_size: 20\nuser_defined_symbols: [\"<sep>\", \"<end>\"]\n")
-    train_tokenizers("revtext", directory / "work", recipe=str(tokenizer))
     config = tmp_path / "lm.yaml"
     config.write_text(yaml.safe_dump({
-        "data": {"corpus": "revtext", "tokenizer": str(tokenizer), "work_dir": str(directory / "work")},
+        "data": text_data,
         "model": {"type": "language_model", "cell": "lstm", "embedding_dim": 16, "units": 128, "decoder_layers": 1},
         "training": {"epochs": 40, "batch_size": 16, "sequence_length": 64, "learning_rate": 0.01,
                      "schedule": "constant", "early_stopping_patience": 0, "bleu_every": 0}}))

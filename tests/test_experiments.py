@@ -182,27 +182,15 @@ def test_the_sliding_window_experiment_compares_language_models(place):
 
 def test_translation_as_continuation_scores_a_language_model_beside_an_encoder_decoder(place):
     import yaml
-    from conftest import make_task, reversal_pairs, write_config
-
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
+    from conftest import make_continuation_task, reversal_pairs, write_config
 
     tmp_path, recipes, readme = place  # the working directory: ./corpora is searched for recipes
     pairs = {split: reversal_pairs(count, seed, lengths=(2, 3))
              for split, count, seed in (("train", 300, 1), ("validation", 20, 2), ("test", 20, 3))}
-    data = make_task(tmp_path, "rev", pairs)
-    (tmp_path / "corpora").mkdir()
-    (tmp_path / "corpora" / "rev.yaml").write_text((tmp_path / "rev.yaml").read_text())
-    (tmp_path / "corpora" / "revtext.yaml").write_text(
-        "name: revtext\ntask: language_modeling\nformat: parallel_text\nparallel_from: rev\n"
-        "default_pair: [xx, yy]\nseparator: <sep>\nend: <end>\n")
-    prepare_corpus("revtext", tmp_path / "work", tmp_path / "mirror")
-    tokenizer = tmp_path / "revtext-tokenizer.yaml"
-    tokenizer.write_text("model_type: word\nvocab_size: 20\nuser_defined_symbols: [\"<sep>\", \"<end>\"]\n")
-    train_tokenizers("revtext", tmp_path / "work", recipe=str(tokenizer))
+    data, text_data = make_continuation_task(tmp_path, pairs)
     language_model = tmp_path / "lm.yaml"
     language_model.write_text(yaml.safe_dump({
-        "data": {"corpus": "revtext", "tokenizer": str(tokenizer), "work_dir": str(tmp_path / "work")},
+        "data": text_data,
         "model": {"type": "language_model", "cell": "gru", "embedding_dim": 8, "units": 16, "decoder_layers": 1},
         "training": {"epochs": 1, "batch_size": 4, "sequence_length": 16, "bleu_every": 0}}))
     seq2seq = write_config(tmp_path, data, training={"epochs": 1, "bleu_every": 0}, name="s2s")
