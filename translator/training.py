@@ -25,6 +25,7 @@ worker resumes from the chief's checkpoints (``translator.distributed``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -370,6 +371,40 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 
 # ----------------------------------------------------------------------------- the trainer
 
+def _initial_state() -> dict:
+    return {"epoch": 0, "batches_done": 0, "step": 0, "saves": 0, "best": None, "best_epoch": None,
+            "epochs_without_improvement": 0, "plateau_wait": 0, "plateau_best": None,
+            "learning_rate_factor": 1.0, "history": [], "finished": False, "train_seconds": 0.0}
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one training process holds while `Trainer.train` runs: the strategy and this
+    process's role in it, the task, model, optimizer and checkpoints, the compiled steps, and
+    ``state`` (counters, schedule, early stopping, history: what a checkpoint saves as JSON)."""
+
+    strategy: object
+    worker: object
+    task: object
+    model: object
+    optimizer: object
+    checkpoint: object
+    manager: object
+    scratch: object
+    state_variable: object
+    stop_signal: object
+    batches_per_epoch: int
+    total_steps: int
+    evaluate_step: object
+    unit: str  # of the throughput: tok/s, or ex/s for a classifier
+    budget: float | None  # training.max_minutes in seconds
+    state: dict = dataclasses.field(default_factory=_initial_state)
+    train_step: object = None
+    writer: object = None
+    stop_requested: object = None  # a _StopRequest while the epochs run
+    stopping: bool = False  # every worker stops after this step
+
+
 class Trainer:
     """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
     overrides the config's ``training.seed``, ``overrides`` other keys (``"section.key=value"``,
@@ -390,13 +425,9 @@ class Trainer:
         self.chief = True  # whether this process writes the run directory (one worker of several does)
 
     def train(self) -> Path:
-        import keras
-        import tensorflow as tf
-
-        from translator import distributed
-        from translator.machine import hardware
-        from translator.models import count_parameters
-
+        """Train (or resume, or find finished) the run; return its model.keras. The phases, in
+        order: `_set_up`, `_restore`, `_announce`, then per epoch `_run_epoch` and
+        `_end_epoch`, and `_finish`."""
         config, settings = self.config, self.config["training"]
         if config["model"]["ensemble"] > 1:
             if settings["strategy"] == "multi_worker":
@@ -404,6 +435,41 @@ class Trainer:
                                     "training.strategy: multi_worker cannot; use default or mirrored")
             prepare_run_directory(config, self.run)
             return self._train_ensemble()
+        session, manifest = self._set_up()
+        self._restore(session)
+        if session.state["finished"]:
+            self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
+            return self.run / "model.keras"
+        self._announce(session, manifest)
+        session.stop_requested = _StopRequest()
+        try:
+            while session.state["epoch"] < settings["epochs"]:
+                sums, out_of_time = self._run_epoch(session)
+                if self._end_epoch(session, sums, out_of_time):
+                    break
+        except KeyboardInterrupt:
+            self.log(f"\ninterrupted at step {session.state['step']:,}; run the same command to resume from the "
+                     f"last checkpoint")
+            raise
+        finally:
+            session.stop_requested.restore()
+            if session.scratch:
+                from translator import distributed
+
+                distributed.remove_scratch(session.scratch)
+        return self._finish(session)
+
+    # ------------------------------------------------------------------ the phases
+
+    def _set_up(self):
+        """The strategy, the run directory, the task's data, the model, the optimizer and the
+        checkpoint manager; returns the session and the corpus manifest."""
+        import keras
+        import tensorflow as tf
+
+        from translator import distributed
+
+        config, settings = self.config, self.config["training"]
         # First: MultiWorkerMirroredStrategy sets up TensorFlow's collectives before any other op.
         strategy = make_strategy(settings["strategy"])
         worker = distributed.WorkerRole.of(strategy)
@@ -411,11 +477,7 @@ class Trainer:
         keras.utils.set_random_seed(settings["seed"])
         if settings["deterministic"]:
             tf.config.experimental.enable_op_determinism()
-        tokenizers = load_tokenizers(tokenizer_directory)
-        task = make_task(config, tokenizers, self.log)
-        batches_per_epoch = task.batches_per_epoch()
-        total_steps = batches_per_epoch * settings["epochs"]
-
+        task = make_task(config, load_tokenizers(tokenizer_directory), self.log)
         with strategy.scope():
             # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls with AMX)
             model = task.build_model(settings["precision"])
@@ -438,148 +500,186 @@ class Trainer:
         if scratch:
             distributed.remove_scratch(scratch)  # what a killed worker left
         manager = tf.train.CheckpointManager(checkpoint, scratch or self.run / "checkpoints", max_to_keep=2)
+        batches_per_epoch = task.batches_per_epoch()
+        session = _Session(
+            strategy=strategy, worker=worker, task=task, model=model, optimizer=optimizer, checkpoint=checkpoint,
+            manager=manager, scratch=scratch, state_variable=state_variable, stop_signal=stop_signal,
+            batches_per_epoch=batches_per_epoch, total_steps=batches_per_epoch * settings["epochs"],
+            evaluate_step=self._evaluation_step(model, task),
+            unit="ex/s" if config["model"]["type"] == "classifier" else "tok/s",
+            budget=None if settings["max_minutes"] is None else 60.0 * settings["max_minutes"])
+        return session, manifest
+
+    def _restore(self, session) -> None:
+        """The state of the last checkpoint, if there is one (every worker reads the chief's)."""
+        import tensorflow as tf
+
+        from translator import distributed
+
         latest_checkpoint = tf.train.latest_checkpoint(self.run / "checkpoints")
-        state = {"epoch": 0, "batches_done": 0, "step": 0, "saves": 0, "best": None, "best_epoch": None,
-                 "epochs_without_improvement": 0, "plateau_wait": 0, "plateau_best": None,
-                 "learning_rate_factor": 1.0, "history": [], "finished": False, "train_seconds": 0.0}
         if latest_checkpoint:
-            checkpoint.restore(latest_checkpoint).assert_existing_objects_matched()
-            state = json.loads(state_variable.numpy().decode("utf-8"))
-            self.log(f"resuming {self.run} from step {state['step']:,} (epoch {state['epoch'] + 1}, "
-                     f"batch {state['batches_done']} of {batches_per_epoch})")
-        distributed.check_same_start(strategy, self.run, state["step"])  # one worker of several: all alike
-        if state["finished"]:
-            self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
-            return self.run / "model.keras"
-        # Which machine trained which part: the results table names the hardware from this file.
+            session.checkpoint.restore(latest_checkpoint).assert_existing_objects_matched()
+            session.state = json.loads(session.state_variable.numpy().decode("utf-8"))
+            self.log(f"resuming {self.run} from step {session.state['step']:,} (epoch {session.state['epoch'] + 1}, "
+                     f"batch {session.state['batches_done']} of {session.batches_per_epoch})")
+        distributed.check_same_start(session.strategy, self.run, session.state["step"])  # all workers alike
+
+    def _announce(self, session, manifest: dict) -> None:
+        """machines.txt (which machine trained which part: the results table names it) and the
+        log's description of the data, the model and the strategy; the TensorBoard writer."""
+        import tensorflow as tf
+
+        from translator.machine import hardware
+        from translator.models import count_parameters
+
+        config, worker = self.config, session.worker
         if worker.chief:
             machine = hardware() if worker.count == 1 else f"{worker.count} workers, the chief on {hardware()}"
             with open(self.run / "machines.txt", "a", encoding="utf-8") as machines:
-                machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step {state['step']}\t"
-                               f"{machine}\n")
-        parameters = count_parameters(model)
-        self.log(f"{config['name']}: {config['data']['corpus']} ({task.describe(manifest)}), "
-                 f"{batches_per_epoch} batches per epoch")
-        self.log(f"model: {config['model']['type']}, {parameters:,} parameters ({config['model']['cell']}), "
-                 f"strategy {settings['strategy']} ({strategy.num_replicas_in_sync} replica(s)"
+                machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step "
+                               f"{session.state['step']}\t{machine}\n")
+        self.log(f"{config['name']}: {config['data']['corpus']} ({session.task.describe(manifest)}), "
+                 f"{session.batches_per_epoch} batches per epoch")
+        self.log(f"model: {config['model']['type']}, {count_parameters(session.model):,} parameters "
+                 f"({config['model']['cell']}), strategy {config['training']['strategy']} "
+                 f"({session.strategy.num_replicas_in_sync} replica(s)"
                  + (f", worker {worker.index} of {worker.count}{', the chief' if worker.chief else ''})"
                     if worker.count > 1 else ")"))
-
-        train_step, evaluate_step = None, self._evaluation_step(model, task)
-        writer = tf.summary.create_file_writer(str(self.run / "tensorboard")) if worker.chief \
+        session.writer = tf.summary.create_file_writer(str(self.run / "tensorboard")) if worker.chief \
             else tf.summary.create_noop_writer()
         self.chief = worker.chief
+        self._total_steps = session.total_steps
 
-        self._total_steps = total_steps
+    def _run_epoch(self, session) -> tuple[dict, bool]:
+        """The batches of the current epoch (or what is left of it), checkpointing every
+        ``checkpoint_every`` steps; raises KeyboardInterrupt after a stop request (the state
+        saved). Returns this process's sums of the epoch (loss, tokens, its start time) and
+        whether the time budget ran out."""
+        import keras
+        import tensorflow as tf
 
-        def save_state():
-            state["saves"] += 1
-            state_variable.assign(json.dumps(state))
-            manager.save(checkpoint_number=state["saves"])
-            if scratch:
-                distributed.remove_scratch(scratch)
+        from translator import distributed
 
+        config, settings, state, task = self.config, self.config["training"], session.state, session.task
+        epoch, unit = state["epoch"], session.unit
+        if sys.stdout.isatty():
+            progress = keras.utils.Progbar(session.batches_per_epoch, stateful_metrics=["loss", "lr", unit],
+                                           unit_name="batch")
+        else:  # a log file: Keras's bar would write every batch into it, colour codes included
+            progress = _ProgressLines(session.batches_per_epoch, epoch, self.log)
+        progress.update(state["batches_done"])
+        loss_sum = token_sum = 0.0
+        started = epoch_started = time.time()
+        out_of_time = False
+        task.start_epoch(epoch, state["batches_done"])
+        dataset = session.strategy.distribute_datasets_from_function(
+            lambda context, epoch=epoch, skip=state["batches_done"]:
+            task.dataset(epoch, skip, *distributed.replica_shards(context)))
+        if session.train_step is None:  # traced once, for any batch and sentence length
+            session.train_step = make_training_step(config, session.model, session.optimizer, session.strategy,
+                                                    dataset.element_spec, task, session.stop_signal)
         # A stop request (Ctrl-C, SIGTERM) is honoured at once in one process; with several workers,
         # after the step whose all-reduce told every worker of it, so that all stop at the same step.
-        stop_requested, stopping, alone = _StopRequest(), False, worker.count == 1
-        budget = None if settings["max_minutes"] is None else 60.0 * settings["max_minutes"]
-        out_of_time = False
-        unit = "tok/s" if config["model"]["type"] != "classifier" else "ex/s"
-        try:
-            while state["epoch"] < settings["epochs"]:
-                epoch = state["epoch"]
-                if sys.stdout.isatty():
-                    progress = keras.utils.Progbar(batches_per_epoch, stateful_metrics=["loss", "lr", unit],
-                                                   unit_name="batch")
-                else:  # a log file: Keras's bar would write every batch into it, colour codes included
-                    progress = _ProgressLines(batches_per_epoch, epoch, self.log)
-                progress.update(state["batches_done"])
-                loss_sum = token_sum = 0.0
-                started = epoch_started = time.time()
-                task.start_epoch(epoch, state["batches_done"])
-                dataset = strategy.distribute_datasets_from_function(
-                    lambda context, epoch=epoch, skip=state["batches_done"]:
-                    task.dataset(epoch, skip, *distributed.replica_shards(context)))
-                if train_step is None:  # traced once, for any batch and sentence length
-                    train_step = make_training_step(config, model, optimizer, strategy, dataset.element_spec, task,
-                                                    stop_signal)
-                for batch in dataset:
-                    rate = learning_rate(config, state["step"] + 1, total_steps, state["learning_rate_factor"])
-                    optimizer.learning_rate.assign(rate)
-                    if stop_requested and not stop_signal.numpy():
-                        stop_signal.assign(1.0)
-                    batch_loss, batch_tokens, stop = (float(x) for x in train_step(*batch))
-                    stopping = stop > 0 or alone and bool(stop_requested)
-                    state["step"] += 1  # the counters move together, after the update
-                    state["batches_done"] += 1
-                    loss_sum += batch_loss
-                    token_sum += batch_tokens
-                    elapsed = time.time() - epoch_started
-                    progress.update(state["batches_done"], [("loss", loss_sum / token_sum), ("lr", rate),
-                                                            (unit, token_sum / max(elapsed, 1e-9))])
-                    if state["step"] % 20 == 0:
-                        with writer.as_default(step=state["step"]):
-                            tf.summary.scalar("train/loss", batch_loss / batch_tokens)
-                            tf.summary.scalar("train/learning_rate", rate)
-                    if state["step"] % settings["checkpoint_every"] == 0 or stopping:
-                        state["train_seconds"] += time.time() - started
-                        started = time.time()
-                        save_state()
-                    if stopping:
-                        raise KeyboardInterrupt
-                    out_of_time = budget is not None and state["train_seconds"] + time.time() - started >= budget
-                    if out_of_time:
-                        break
+        alone = session.worker.count == 1
+        for batch in dataset:
+            rate = learning_rate(config, state["step"] + 1, session.total_steps, state["learning_rate_factor"])
+            session.optimizer.learning_rate.assign(rate)
+            if session.stop_requested and not session.stop_signal.numpy():
+                session.stop_signal.assign(1.0)
+            batch_loss, batch_tokens, stop = (float(x) for x in session.train_step(*batch))
+            session.stopping = stop > 0 or alone and bool(session.stop_requested)
+            state["step"] += 1  # the counters move together, after the update
+            state["batches_done"] += 1
+            loss_sum += batch_loss
+            token_sum += batch_tokens
+            elapsed = time.time() - epoch_started
+            progress.update(state["batches_done"], [("loss", loss_sum / token_sum), ("lr", rate),
+                                                    (unit, token_sum / max(elapsed, 1e-9))])
+            if state["step"] % 20 == 0:
+                with session.writer.as_default(step=state["step"]):
+                    tf.summary.scalar("train/loss", batch_loss / batch_tokens)
+                    tf.summary.scalar("train/learning_rate", rate)
+            if state["step"] % settings["checkpoint_every"] == 0 or session.stopping:
                 state["train_seconds"] += time.time() - started
-                row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
-                row.update(distributed.agree(strategy, task.validate(model, evaluate_step, epoch)))
-                row["learning_rate"] = float(learning_rate(config, max(state["step"], 1), total_steps,
-                                                           state["learning_rate_factor"]))
-                if token_sum:  # figures of this process's part of the epoch (all of it unless resumed)
-                    row["train_loss"] = round(loss_sum / token_sum, 5)
-                    row[f"train_{'tokens' if unit == 'tok/s' else 'examples'}_per_second"] = \
-                        round(token_sum / max(time.time() - epoch_started, 1e-9))
-                with writer.as_default(step=state["step"]):
-                    for key, value in row.items():
-                        if key.startswith("validation_") and value is not None:
-                            tf.summary.scalar(f"validation/{key[len('validation_'):]}", value)
-                stop = self._early_stop(state, row, model)
-                state["epoch"] += 1
-                state["batches_done"] = 0
-                state["history"].append(row)
-                if worker.chief:
-                    self._write_log(state["history"])
-                if stop:
-                    self.log(f"early stopping: no improvement of {settings['early_stopping_metric']} "
-                             f"for {settings['early_stopping_patience']} epoch(s)")
-                    break
-                if out_of_time:
-                    self.log(f"time budget: training.max_minutes {settings['max_minutes']} reached")
-                    break
-                save_state()
-                if stopping or alone and stop_requested:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            self.log(f"\ninterrupted at step {state['step']:,}; run the same command to resume from the last checkpoint")
-            raise
-        finally:
-            stop_requested.restore()
-            if scratch:
-                distributed.remove_scratch(scratch)
+                started = time.time()
+                self._save_state(session)
+            if session.stopping:
+                raise KeyboardInterrupt
+            out_of_time = session.budget is not None and state["train_seconds"] + time.time() - started >= \
+                session.budget
+            if out_of_time:
+                break
+        state["train_seconds"] += time.time() - started
+        return {"loss_sum": loss_sum, "token_sum": token_sum, "started": epoch_started}, out_of_time
+
+    def _end_epoch(self, session, sums: dict, out_of_time: bool) -> bool:
+        """Validation, the log row, the best model, the schedule and early stopping; saves the
+        state. Returns True when training ends here (early stopping or the time budget)."""
+        import tensorflow as tf
+
+        from translator import distributed
+
+        config, settings, state = self.config, self.config["training"], session.state
+        epoch = state["epoch"]
+        row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
+        row.update(distributed.agree(session.strategy, session.task.validate(session.model, session.evaluate_step,
+                                                                             epoch)))
+        row["learning_rate"] = float(learning_rate(config, max(state["step"], 1), session.total_steps,
+                                                   state["learning_rate_factor"]))
+        if sums["token_sum"]:  # figures of this process's part of the epoch (all of it unless resumed)
+            row["train_loss"] = round(sums["loss_sum"] / sums["token_sum"], 5)
+            row[f"train_{'tokens' if session.unit == 'tok/s' else 'examples'}_per_second"] = \
+                round(sums["token_sum"] / max(time.time() - sums["started"], 1e-9))
+        with session.writer.as_default(step=state["step"]):
+            for key, value in row.items():
+                if key.startswith("validation_") and value is not None:
+                    tf.summary.scalar(f"validation/{key[len('validation_'):]}", value)
+        stop = self._early_stop(state, row, session.model)
+        state["epoch"] += 1
+        state["batches_done"] = 0
+        state["history"].append(row)
+        if session.worker.chief:
+            self._write_log(state["history"])
+        if stop:
+            self.log(f"early stopping: no improvement of {settings['early_stopping_metric']} "
+                     f"for {settings['early_stopping_patience']} epoch(s)")
+            return True
+        if out_of_time:
+            self.log(f"time budget: training.max_minutes {settings['max_minutes']} reached")
+            return True
+        self._save_state(session)
+        if session.stopping or session.worker.count == 1 and session.stop_requested:
+            raise KeyboardInterrupt
+        return False
+
+    def _finish(self, session) -> Path:
+        """model.keras (the best epoch's model), the final state; returns model.keras."""
+        settings, state = self.config["training"], session.state
         best = self.run / "best.keras"
-        if worker.chief:
+        if session.worker.chief:
             if not best.is_file():
-                self._save_model(model, best)
+                self._save_model(session.model, best)
             shutil.copyfile(best, self.run / ".model.keras.tmp")
             os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
         state["finished"] = True
-        save_state()
-        self.model = model  # the trained weights, for a caller that wants them
+        self._save_state(session)
+        self.model = session.model  # the trained weights, for a caller that wants them
         best_text = "no validation score" if state["best"] is None else \
             f"best {settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']})"
         self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; {best_text}; "
                  f"model: {self.run / 'model.keras'}")
         return self.run / "model.keras"
+
+    @staticmethod
+    def _save_state(session) -> None:
+        """A checkpoint of the weights, the optimizer and the state, numbered by a save counter."""
+        from translator import distributed
+
+        session.state["saves"] += 1
+        session.state_variable.assign(json.dumps(session.state))
+        session.manager.save(checkpoint_number=session.state["saves"])
+        if session.scratch:
+            distributed.remove_scratch(session.scratch)
 
     def _train_ensemble(self) -> Path:
         """``model.ensemble: N`` (classifiers): N models trained one after another into
