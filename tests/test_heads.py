@@ -12,9 +12,8 @@ import yaml
 from conftest import REPOSITORY, prepare, sha256, write_text_corpus
 
 from translator.classifiers import Classifier, classification_loss, classification_metrics
-from translator.language_models import LanguageModel, TextStreams
+from translator.language_models import LanguageModel, TextStreams, WindowLanguageModel
 from translator.search import sample
-from translator.window_models import WindowLanguageModel
 
 
 @pytest.fixture(autouse=True)

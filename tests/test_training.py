@@ -433,7 +433,8 @@ def test_train_set_records_the_overridden_config_in_the_run(tmp_path):
 def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
     import keras
 
-    from translator.training import Trainer, TrainingError
+    from translator.runs import RunError
+    from translator.training import Trainer
 
     data = make_task(tmp_path, "swap", {"train": reversal_pairs(300, 7), "validation": reversal_pairs(20, 8)})
     training = {"epochs": 1, "bleu_every": 0, "batch_tokens": 512}
@@ -455,7 +456,7 @@ def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
                                                     "validation": reversal_pairs(20, 8, symbols="mnopqrstuvwx")})
     mismatched = write_config(tmp_path / "other", other, name="third",
                               training={**training, "initialize_encoder_from": str(first)})
-    with pytest.raises(TrainingError, match="source tokenizer .* has other pieces"):
+    with pytest.raises(RunError, match="source tokenizer .* has other pieces"):
         Trainer(mismatched, tmp_path / "third", log=lambda *a: None).train()
     with pytest.raises(ConfigError, match="'training.freeze_encoder' is true but"):
         validate({"data": {"corpus": "x"}, "training": {"freeze_encoder": True}})

@@ -195,7 +195,8 @@ def phase_ours_train(settings: dict, tokenizer_recipe: str, precision: str, seco
     import tensorflow as tf
 
     from translator.config import validate
-    from translator.training import TranslationTask, make_training_step
+    from translator.models import TranslationTask
+    from translator.training import make_training_step
 
     config = validate({"data": {"corpus": CORPUS, "tokenizer": tokenizer_recipe},
                        "model": settings, "training": {"batch_tokens": 4096, "precision": precision}})

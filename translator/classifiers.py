@@ -35,6 +35,7 @@ from translator.encoders import RecurrentEncoder
 from translator.models import ConfiguredModel, dtype_policy_of
 from translator.runs import load_text_model
 from translator.special_ids import PAD_ID
+from translator.tasks import Task
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -288,7 +289,7 @@ def read_examples(config: dict, split: str, tokenizer, label_names):
     return tokenizer.encode(columns["text"]), np.array([index[label] for label in columns["label"]], np.int32)
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """`translator.training.Trainer`'s view of a classifier (see the module docstring)."""
 
     def __init__(self, config: dict, tokenizers: dict, log=print):
@@ -351,12 +352,6 @@ class ClassificationTask:
     def build_model(self, dtype: str):
         return Classifier.from_settings(self.config["model"], self.tokenizer.vocabulary_size, self.label_names,
                                         dtype=dtype)
-
-    def start_epoch(self, epoch: int, batches_done: int) -> None:
-        pass
-
-    def checkpointed_variables(self) -> list:
-        return []
 
     def loss(self, model, batch, training: bool):
         import tensorflow as tf

@@ -31,10 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from translator.training import TrainingError
 
-
-class ClusterError(TrainingError):
+class ClusterError(RuntimeError):
     """The cluster cannot be set up or a worker failed (the message says why and what to do)."""
 
 

@@ -85,8 +85,8 @@ def load_model_file(path: str | Path, expected: tuple[str, ...] | None = None):
                        f"class that matches its run's model.type")
     import keras
 
-    import translator.models  # noqa: F401 (registers the model classes for loading)
-    import translator.window_models  # noqa: F401
+    import translator.language_models  # noqa: F401 (registers the model classes for loading)
+    import translator.models  # noqa: F401
 
     try:
         return keras.saving.load_model(path, safe_mode=True)

@@ -35,15 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from translator.batching import TranslationBatches
 from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
-from translator.corpora import read_manifest, read_prepared_split
+from translator.corpora import read_manifest
 from translator.files import atomic_write_text, read_yaml
-from translator.special_ids import PAD_ID
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -150,19 +147,6 @@ def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = Tr
         )
 
 
-def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
-    """Tokenized (source, target) id lists of a prepared split."""
-    data = config["data"]
-    columns = read_prepared_split(data["corpus"], split, data["work_dir"])
-    sources = tokenizers["source"].encode(columns["source"])
-    targets = tokenizers["target"].encode(columns["target"])
-    if limit_length:  # long training pairs are skipped, never truncated
-        keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
-                and 0 < len(targets[i]) <= data["max_target_length"]]
-        sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
-    return sources, targets, columns
-
-
 # ----------------------------------------------------------------------------- schedule
 
 def learning_rate(config: dict, step: int, total_steps: int, factor: float) -> float:
@@ -184,137 +168,8 @@ def learning_rate(config: dict, step: int, total_steps: int, factor: float) -> f
 
 # ----------------------------------------------------------------------------- tasks
 
-class TranslationTask:
-    """What `Trainer` needs to know about one kind of model (here: Seq2Seq translation).
-
-    A task reads its data, builds its model, gives the loss of a batch and the validation
-    figures of an epoch; the trainer owns everything else (schedule, checkpoints, resumption,
-    early stopping, logs). `translator.language_models.LanguageModelTask` and
-    `translator.classifiers.ClassificationTask` are the other two.
-    """
-
-    signature = None  # set in __init__: the TensorSpecs of one batch
-
-    def __init__(self, config: dict, tokenizers: dict, log=print):
-        import tensorflow as tf
-
-        self.config, self.tokenizers, self.log = config, tokenizers, log
-        self.signature = [tf.TensorSpec([None, None], tf.int32)] * 3
-        settings = config["training"]
-        sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
-        self.validation_sources, validation_targets, self.validation_columns = read_pairs(
-            config, "validation", tokenizers, limit_length=False)
-        self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],
-                                                settings["max_batch_size"], settings["seed"])
-        self.validation_batches = TranslationBatches(self.validation_sources, validation_targets,
-                                                     settings["batch_tokens"], settings["max_batch_size"], 0)
-
-    def batches_per_epoch(self) -> int:
-        return len(self.train_batches.batches(0))
-
-    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
-        return self.train_batches.dataset(epoch, skip, shards, shard_ids)
-
-    def describe(self, manifest: dict) -> str:
-        return (f"{manifest['source_language']} -> {manifest['target_language']}, {len(self.train_batches):,} "
-                f"training pairs, target padding {self.train_batches.padding_fraction():.1%}")
-
-    def build_model(self, dtype: str):
-        from translator.models import Seq2Seq
-
-        model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,
-                                      self.tokenizers["target"].vocabulary_size, dtype=dtype)
-        settings = self.config["training"]
-        if settings["initialize_encoder_from"]:
-            take_encoder_of_run(model, settings["initialize_encoder_from"], self.tokenizers["source"],
-                                settings["freeze_encoder"], self.log)
-        from translator.search import GreedyTranslator
-        self.greedy = GreedyTranslator(model)
-        return model
-
-    def model_settings(self) -> dict:
-        settings = dict(self.config["model"])
-        for not_a_seq2seq_argument in ("type", "pooling", "ensemble", "window"):
-            settings.pop(not_a_seq2seq_argument, None)
-        return settings
-
-    def start_epoch(self, epoch: int, batches_done: int) -> None:
-        """Called before the first batch of every epoch (or of what is left of it)."""
-
-    def checkpointed_variables(self) -> list:
-        return []
-
-    def loss(self, model, batch, training: bool):
-        """(objective sum, objective count, reported loss sum, reported count) of one batch:
-        the gradient follows objective sum / count; the log reports the plain cross-entropy."""
-        import tensorflow as tf
-
-        from translator.models import sequence_loss
-
-        source, target_input, target_output = batch
-        real = tf.not_equal(target_output, PAD_ID)  # logits for the real target tokens only
-        logits = model((source, target_input), training=training, output_mask=real)
-        targets = tf.boolean_mask(target_output, real)
-        smoothing = self.config["training"]["label_smoothing"] if training else 0.0
-        objective_sum, count = sequence_loss(logits, targets, smoothing)
-        plain_sum = sequence_loss(logits, targets, 0.0)[0] if smoothing else objective_sum
-        return objective_sum, count, plain_sum, count
-
-    def validate(self, model, evaluate_step, epoch: int) -> dict:
-        settings = self.config["training"]
-        loss_sum = token_sum = 0.0
-        for batch in self.validation_batches.epoch(0):
-            batch_loss, batch_tokens = evaluate_step(*batch)
-            loss_sum += float(batch_loss)
-            token_sum += float(batch_tokens)
-        validation_loss = loss_sum / token_sum
-        row = {"validation_loss": round(validation_loss, 5),
-               "validation_perplexity": round(math.exp(min(validation_loss, 50)), 3)}
-        message = f"validation loss {validation_loss:.4f} (perplexity {row['validation_perplexity']:.2f})"
-        if settings["bleu_every"] and (epoch + 1) % settings["bleu_every"] == 0:
-            row["validation_bleu"] = round(self._validation_bleu(), 3)
-            count = min(settings["bleu_sentences"], len(self.validation_sources))
-            message += f", BLEU {row['validation_bleu']:.2f} on {count} sentences (greedy)"
-        self.log(f"epoch {epoch + 1}: {message}")
-        return row
-
-    def _validation_bleu(self) -> float:
-        import sacrebleu
-
-        from translator.batching import pad
-
-        sources = self.validation_sources
-        count = min(self.config["training"]["bleu_sentences"], len(sources))
-        order = np.argsort([len(s) for s in sources[:count]], kind="stable")
-        hypotheses = [""] * count
-        for start in range(0, count, 128):
-            indices = order[start:start + 128]
-            outputs = self.greedy(pad([sources[i] for i in indices]))
-            for index, ids in zip(indices, outputs):
-                hypotheses[index] = self.tokenizers["target"].decode(ids)
-        return sacrebleu.corpus_bleu(hypotheses, [self.validation_columns["target"][:count]]).score
-
-
-def take_encoder_of_run(model, run, source_tokenizer, freeze: bool, log=print) -> None:
-    """Start ``model``'s source embedding and encoder from those of the trained run ``run``,
-    whose source tokenizer must have the same pieces as ``source_tokenizer``."""
-    from translator.runs import load_run
-
-    _, other = load_run(run, "seq2seq")
-    theirs = load_tokenizers(Path(run) / "tokenizers")["source"]
-    pieces = lambda tokenizer: [tokenizer.id_to_piece(i) for i in range(tokenizer.vocabulary_size)]  # noqa: E731
-    if pieces(theirs) != pieces(source_tokenizer):
-        raise TrainingError(f"training.initialize_encoder_from: {run}'s source tokenizer ({theirs.model_file}) has "
-                            f"other pieces than this run's ({source_tokenizer.model_file}); the encoder reads token "
-                            f"ids, so both runs need the same source tokenizer")
-    try:
-        model.take_encoder(other, freeze=freeze)
-    except ValueError as error:
-        raise TrainingError(f"training.initialize_encoder_from: {run}: {error}") from None
-    log(f"source embedding and encoder from {run}" + (" (frozen: only the decoder trains)" if freeze else ""))
-
-
 def make_task(config: dict, tokenizers: dict, log=print):
+    """The `translator.tasks.Task` of the config's ``model.type``."""
     kind = config["model"]["type"]
     if kind == "language_model":
         from translator.language_models import LanguageModelTask
@@ -322,6 +177,7 @@ def make_task(config: dict, tokenizers: dict, log=print):
     if kind == "classifier":
         from translator.classifiers import ClassificationTask
         return ClassificationTask(config, tokenizers, log)
+    from translator.models import TranslationTask
     return TranslationTask(config, tokenizers, log)
 
 
