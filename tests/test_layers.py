@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from translator import decoders
+from translator import decoders, recurrence
 from translator.attention import BahdanauAttention, LuongAttention, masked_softmax
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
@@ -375,7 +375,7 @@ def test_take_positions_gives_boolean_masks_values_and_gradients():
     mask = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool)
     upstream = tf.constant(np.random.default_rng(5).normal(size=(mask.sum(), 5)), tf.float32)
     results = []
-    for take in (decoders.take_positions, tf.boolean_mask):
+    for take in (recurrence.take_positions, tf.boolean_mask):
         with tf.GradientTape() as tape:
             tape.watch(values)
             taken = take(values, mask)

@@ -38,33 +38,12 @@ from translator.recurrence import (
     matmul,
     project_inputs,
     run_cell,
+    take_positions,
     use_fused_loop,
     with_ones,
 )
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
-
-
-def take_positions(values, mask):
-    """values [batch, time, width] at the positions where mask [batch, time] is True:
-    [count, width], in row-major order (as ``tf.boolean_mask``). Its gradient is one gather
-    (each position's row, or a row of zeros for the others) instead of ``tf.boolean_mask``'s
-    segment sum, which is several times slower on a CPU."""
-    width = values.shape[-1]
-    flat_mask = tf.reshape(ops.cast(mask, "bool"), [-1])
-    positions = tf.cast(tf.where(flat_mask)[:, 0], tf.int32)
-    count = tf.size(positions)
-    rows = tf.where(flat_mask, tf.cumsum(tf.cast(flat_mask, tf.int32)) - 1, count)  # `count`: the zero row
-
-    @tf.custom_gradient
-    def take(values):
-        def gradient(upstream):
-            padded = tf.concat([upstream, tf.zeros([1, width], upstream.dtype)], 0)
-            return tf.reshape(tf.gather(padded, rows), tf.shape(values))
-
-        return tf.gather(tf.reshape(values, [-1, width]), positions), gradient
-
-    return take(values)
 
 
 @keras.saving.register_keras_serializable(package="translator")

@@ -365,3 +365,25 @@ def _run_cell_packed(cell, inputs, initial_states, mask, inputs_projected=False)
                     for array, state in zip(finals, states)]
     shape = tf.concat([tf.shape(mask, out_type=tf.int64), tf.shape(states[0], out_type=tf.int64)[-1:]], 0)
     return tf.scatter_nd(tf.cast(batch_positions, tf.int64), outputs.concat(), shape), final_states
+
+
+def take_positions(values, mask):
+    """values [batch, time, width] at the positions where mask [batch, time] is True:
+    [count, width], in row-major order (as ``tf.boolean_mask``). Its gradient is one gather
+    (each position's row, or a row of zeros for the others) instead of ``tf.boolean_mask``'s
+    segment sum, which is several times slower on a CPU."""
+    width = values.shape[-1]
+    flat_mask = tf.reshape(tf.cast(mask, tf.bool), [-1])
+    positions = tf.cast(tf.where(flat_mask)[:, 0], tf.int32)
+    count = tf.size(positions)
+    rows = tf.where(flat_mask, tf.cumsum(tf.cast(flat_mask, tf.int32)) - 1, count)  # `count`: the zero row
+
+    @tf.custom_gradient
+    def take(values):
+        def gradient(upstream):
+            padded = tf.concat([upstream, tf.zeros([1, width], upstream.dtype)], 0)
+            return tf.reshape(tf.gather(padded, rows), tf.shape(values))
+
+        return tf.gather(tf.reshape(values, [-1, width]), positions), gradient
+
+    return take(values)
