@@ -9,6 +9,8 @@
     translator sample --run RUN     generate text with a trained language model
     translator classify --run RUN   label lines from stdin with a trained classifier
     translator bench                training and decoding speed against the textbook Keras seq2seq
+    translator export --run RUN     write a TensorFlow SavedModel that works on raw text
+    translator serve --run RUN      an HTTP JSON translation service that batches requests
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -154,6 +156,22 @@ def command_bench(args) -> int:
     print()
     print(bench.markdown(results), end="")
     print(f"wrote {args.output_dir}/bench.json and {args.output_dir}/bench.md")
+    return 0
+
+
+def command_export(args) -> int:
+    from translator.export import export
+
+    result = export(args.run, args.out, precision=args.precision, beam_sizes=args.beam_sizes)
+    print(f"wrote the SavedModel of {args.run} into {result['directory']}: signatures "
+          f"{', '.join(result['signatures'])} (see {result['directory']}/README.md)")
+    return 0
+
+
+def command_serve(args) -> int:
+    from translator.serving import serve
+
+    serve(args)
     return 0
 
 
@@ -317,6 +335,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=60.0, help="time per training measurement (default 60)")
     bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
     bench.set_defaults(handler=command_bench)
+
+    export = commands.add_parser(
+        "export", help="write a TensorFlow SavedModel of a run that works on raw text",
+        description="Write a SavedModel that needs only TensorFlow and tensorflow-text: SentencePiece and the "
+                    "search run inside the graph. Translation runs get `translate` (sentences -> translations, "
+                    "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
+                    "models `sample`. The directory also holds the run's config.yaml and a README.md.")
+    export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
+    export.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
+    export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                        help="dtype decoding computes in (default: the training's, as Translator.load)")
+    export.add_argument("--beam-sizes", type=int, nargs="*", default=[1], metavar="K",
+                        help="beam sizes that get a `translate_beam_K` signature besides the run's own "
+                             "(default: 1, greedy search)")
+    export.set_defaults(handler=command_export)
+
+    from translator.serving import add_serve_arguments
+
+    serve = commands.add_parser(
+        "serve", help="an HTTP JSON service of a run or an export that batches concurrent requests",
+        description="POST /v1/translate {\"sentences\": [...]} -> {\"translations\": [...]}; the TensorFlow "
+                    "Serving REST form POST /v1/models/NAME:predict {\"instances\": [...]}; GET /health. "
+                    "Prints the address it listens on.")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=command_serve)
     return parser
 
 

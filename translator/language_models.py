@@ -80,6 +80,15 @@ class LanguageModel(ConfiguredModel):
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
         return load_run_model(run, cls)
 
+    def sample_ids(self, prime_ids, length, temperature, top_k, seed):
+        """The graph of `sample`: int32 [batch, length] token ids drawn after ``prime_ids``
+        (int32 [batch, time >= 1]) by `translator.search.sample` (``seed``: int32 [2]). Also
+        the body of the exported ``sample`` signature (`translator.export`)."""
+        from translator.search import sample
+
+        _, state = self(prime_ids[:, :-1], return_state=True)
+        return sample(self.decoder.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
+
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
                seed: int | None = None) -> str:
         """Continue `prime` by `length` tokens; returns prime + continuation.
@@ -88,8 +97,6 @@ class LanguageModel(ConfiguredModel):
         among the k most likely only. The same seed gives the same text.
         """
         import tensorflow as tf
-
-        from translator.search import sample
 
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
@@ -107,8 +114,7 @@ class LanguageModel(ConfiguredModel):
                                           tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
                                           tf.TensorSpec([2], tf.int32)])
             def run_sampler(prime_ids, length, temperature, top_k, seed):
-                _, state = self(prime_ids[:, :-1], return_state=True)
-                return sample(self.decoder.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
+                return self.sample_ids(prime_ids, length, temperature, top_k, seed)
             self._samplers["sample"] = run_sampler
         seed = np.random.randint(0, 2**31 - 1) if seed is None else seed
         ids = self._samplers["sample"](tf.constant([prime_ids], tf.int32), tf.constant(length, tf.int32),
