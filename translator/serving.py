@@ -10,8 +10,8 @@
   [{"translations": "...", "scores": ...}, ...]}``; ``{"inputs": [...]}`` returns
   ``{"outputs": {"translations": [...], "scores": [...]}}``; ``"signature_name"`` picks a
   signature of the export (``translate``, ``translate_beam_K``);
-- ``GET /health``: ``{"status": "ready", ...}`` (the server listens only once the model is
-  loaded and its search compiled).
+- ``GET /health``: ``{"status": "ready", ...}`` with the requests and batches translated so far
+  (the server listens only once the model is loaded and its search compiled).
 
 Requests waiting at the same time are translated together: the batcher takes what is queued,
 waits up to ``--max-wait-ms`` for more until ``--max-batch-sentences`` are collected, and runs
@@ -150,6 +150,7 @@ class Batcher:
         self.slots = asyncio.Semaphore(batches_in_flight)
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.task = None
+        self.requests = self.batches = 0  # served so far (GET /health reports them)
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -186,6 +187,7 @@ class Batcher:
             requests = await self._collect()
             for beam_size in sorted({request.beam_size for request in requests}):
                 group = [request for request in requests if request.beam_size == beam_size]
+                self.requests, self.batches = self.requests + len(group), self.batches + 1
                 await self.slots.acquire()  # at most batches_in_flight batches at once
                 asyncio.get_running_loop().create_task(self._translate(group, beam_size))
 
@@ -321,7 +323,8 @@ def make_application(backend: Backend, settings: dict):
 
     async def health(request):
         return web.json_response({"status": "ready", "model": backend.name,
-                                  "beam_sizes": sorted(backend.functions), "beam_size": backend.beam_size})
+                                  "beam_sizes": sorted(backend.functions), "beam_size": backend.beam_size,
+                                  "requests": batcher.requests, "batches": batcher.batches})
 
     async def start_batcher(application):
         batcher.start()
