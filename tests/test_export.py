@@ -19,23 +19,28 @@ from translator.corpora import read_prepared_split
 EDGE_CASES = ["", "   ", "\u3000\u2009", "a b c", "zz yy a", "l k j i h g f e", "c", "a " * 130, "b\ta"]
 
 
-@pytest.fixture(scope="module")
-def translation(tmp_path_factory):
-    """A weak (one epoch) reversal run trained in mixed_bfloat16, the demo's precision, and its export."""
+def exported_reversal_run(directory, seed: int, out: str):
+    """A weak (one epoch) reversal run trained in mixed_bfloat16, the demo's precision, exported to
+    ``directory/out``; returns (run, export directory, test sentences with the edge cases)."""
     from translator.export import export
     from translator.training import Trainer
 
-    directory = tmp_path_factory.mktemp("export")
-    data = make_task(directory, "reverse", {"train": reversal_pairs(3000, 11), "validation": reversal_pairs(100, 12),
-                                            "test": reversal_pairs(150, 13)})
+    data = make_task(directory, "reverse", {"train": reversal_pairs(3000, seed),
+                                            "validation": reversal_pairs(100, seed + 1),
+                                            "test": reversal_pairs(150, seed + 2)})
     config = write_config(directory, data, model={"attention": "luong_general"},
                           training={"epochs": 1, "batch_tokens": 1024, "bleu_every": 0,
                                     "precision": "mixed_bfloat16"}, name="weak")
     run = directory / "weak"
     Trainer(config, run, log=lambda *a: None).train()
-    export(run, directory / "exported")
+    export(run, directory / out)
     sentences = read_prepared_split(data["corpus"], "test", data["work_dir"])["source"] + EDGE_CASES
-    return run, directory / "exported", sentences
+    return run, directory / out, sentences
+
+
+@pytest.fixture(scope="module")
+def translation(tmp_path_factory):
+    return exported_reversal_run(tmp_path_factory.mktemp("export"), 11, "exported")
 
 
 STANDALONE = """

@@ -12,10 +12,7 @@ import threading
 import warnings
 
 import pytest
-from conftest import make_task, reversal_pairs, write_config
-from test_export import EDGE_CASES
-
-from translator.corpora import read_prepared_split
+from test_export import exported_reversal_run
 
 LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 20_000}
 
@@ -23,30 +20,24 @@ LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 20_000}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`translator serve --export` of a weak reversal run, on a free port; yields (url, run, sentences)."""
-    from translator.export import export
-    from translator.training import Trainer
-
-    directory = tmp_path_factory.mktemp("serving")
-    data = make_task(directory, "reverse", {"train": reversal_pairs(3000, 21), "validation": reversal_pairs(100, 22),
-                                            "test": reversal_pairs(200, 23)})
-    config = write_config(directory, data, model={"attention": "luong_general"},
-                          training={"epochs": 1, "batch_tokens": 1024, "bleu_every": 0,
-                                    "precision": "mixed_bfloat16"}, name="weak")
-    run = directory / "weak"
-    Trainer(config, run, log=lambda *a: None).train()
-    export(run, directory / "reverser")
-    command = [sys.executable, "-m", "translator", "serve", "--export", str(directory / "reverser"), "--port", "0",
+    run, exported, sentences = exported_reversal_run(tmp_path_factory.mktemp("serving"), 21, "reverser")
+    command = [sys.executable, "-m", "translator", "serve", "--export", str(exported), "--port", "0",
                "--max-wait-ms", "3"] + [f"--{key.replace('_', '-')}={value}" for key, value in LIMITS.items()]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     try:
         url = None
-        while url is None:  # the first line says where it listens; bounded in case it never comes
-            line = lines.get(timeout=600)
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-            url = found.group(1) if found else None
-        sentences = read_prepared_split(data["corpus"], "test", data["work_dir"])["source"] + EDGE_CASES
+        for _ in range(120):  # the first line says where it listens; at most 120 x 5 s for it to come
+            try:
+                found = re.search(r"on (http://127\.0\.0\.1:\d+)", lines.get(timeout=5))
+            except queue.Empty:
+                assert process.poll() is None, "translator serve exited before listening"
+                continue
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, "translator serve did not say where it listens"
         yield url, run, sentences, process
     finally:
         process.send_signal(signal.SIGTERM)
