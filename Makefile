@@ -4,6 +4,8 @@
 #   make data tokenizers CORPUS=multi30k-de-en
 #   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
 #   make results              train and score the recipes of configs/results.yaml into README.md
+#   make export RUN=runs/demo [EXPORT=exports/demo]   a SavedModel that translates raw sentences
+#   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
 # Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
 # otherwise downloaded (with checksums) into ~/.cache/translator.
 
@@ -17,7 +19,7 @@ RUN     ?= runs/$(basename $(notdir $(CONFIG)))
 INPUT   ?= /dev/stdin
 SPLIT   ?= test
 
-.PHONY: setup data tokenizers train translate evaluate demo test bench results clean
+.PHONY: setup data tokenizers train translate evaluate demo test bench results export serve serve-bench clean
 
 # The virtual environment is rebuilt only when pyproject.toml changes (the stamp is older).
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +44,14 @@ translate: setup
 
 evaluate: setup
 	$(CLI) evaluate --run $(RUN) --split $(SPLIT)
+
+# A TensorFlow SavedModel of the run that takes raw sentences (needs tensorflow and tensorflow-text only).
+EXPORT  ?= exports/$(notdir $(RUN))
+export: setup
+	$(CLI) export --run $(RUN) --out $(EXPORT)
+
+serve: setup
+	$(CLI) serve --run $(RUN)
 
 # The main job: Multi30k de->en from raw data to a BLEU report; the last line is the report's path.
 DEMO_RUN = runs/demo
@@ -78,4 +88,4 @@ results: setup
 	$(CLI) results $(RESULTS_FLAGS)
 
 clean:
-	rm -rf work runs bench/results .pytest_cache
+	rm -rf work runs exports bench/results .pytest_cache

@@ -3,16 +3,17 @@
 import json
 import subprocess
 import sys
-import sysconfig
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_task, reversal_pairs, write_config
+from conftest import REPOSITORY, reversal_pairs, write_config, write_toy_translation
 from test_heads import prepare, rule_examples, write_label_corpus, write_text_corpus
 
 from translator.corpora import read_prepared_split
+
+sys.path.insert(0, str(REPOSITORY / "scripts"))  # check_export.translate_standalone
 
 # Sentences that take every path: empty, blank (Python's whitespace, not only ASCII), unknown
 # words, over-long (truncated to the model's 100 pieces), and ordinary ones.
@@ -22,12 +23,22 @@ EDGE_CASES = ["", "   ", "\u3000\u2009", "a b c", "zz yy a", "l k j i h g f e", 
 def exported_reversal_run(directory, seed: int, out: str):
     """A weak (one epoch) reversal run trained in mixed_bfloat16, the demo's precision, exported to
     ``directory/out``; returns (run, export directory, test sentences with the edge cases)."""
+    from translator.corpora import prepare_corpus
     from translator.export import export
+    from translator.tokenizers import train_tokenizers
     from translator.training import Trainer
 
-    data = make_task(directory, "reverse", {"train": reversal_pairs(3000, seed),
-                                            "validation": reversal_pairs(100, seed + 1),
-                                            "test": reversal_pairs(150, seed + 2)})
+    # Targets in capitals and a tokenizer per language: mixing the two up cannot go unseen.
+    recipe = write_toy_translation(directory, {split: [(source, target.upper()) for source, target in
+                                                       reversal_pairs(count, seed + offset)]
+                                               for offset, (split, count) in
+                                               enumerate((("train", 3000), ("validation", 100), ("test", 150)))},
+                                   name="reverse")
+    tokenizer = directory / "reverse-tokenizer.yaml"
+    tokenizer.write_text("model_type: word\nvocabulary: separate\nvocab_size: 16\n")
+    prepare_corpus(recipe, directory / "work", directory / "mirror")
+    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
+    data = {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
     config = write_config(directory, data, model={"attention": "luong_general"},
                           training={"epochs": 1, "batch_tokens": 1024, "bleu_every": 0,
                                     "precision": "mixed_bfloat16"}, name="weak")
@@ -43,37 +54,14 @@ def translation(tmp_path_factory):
     return exported_reversal_run(tmp_path_factory.mktemp("export"), 11, "exported")
 
 
-STANDALONE = """
-import importlib.util, json, sys
-sys.path.append(sys.argv[3])  # site-packages, without its .pth files: this package is not importable
-assert importlib.util.find_spec("translator") is None, "the translator package is importable"
-import tensorflow as tf
-import tensorflow_text  # noqa: F401
-model = tf.saved_model.load(sys.argv[1])
-sentences = json.loads(open(sys.argv[2], encoding="utf-8").read())
-outputs = {}
-for name in ("translate", "translate_beam_1"):
-    result = model.signatures[name](sentences=tf.constant(sentences))
-    outputs[name] = [text.decode("utf-8") for text in result["translations"].numpy().tolist()]
-n_best = model.signatures["translate_n_best"](sentences=tf.constant(sentences))
-outputs["n_best_shape"] = n_best["translations"].shape.as_list()
-outputs["truncated"] = n_best["truncated"].numpy().tolist()
-print(json.dumps(outputs))
-"""
+def test_the_export_translates_like_translator_in_a_process_without_the_package(translation):
+    from check_export import translate_standalone
 
-
-def test_the_export_translates_like_translator_in_a_process_without_the_package(translation, tmp_path):
     from translator import Translator
 
     run, exported, sentences = translation
-    (tmp_path / "sentences.json").write_text(json.dumps(sentences), encoding="utf-8")
-    # -I: no PYTHONPATH, no user site, no current directory; -S: no site-packages .pth files
-    # (the editable install of this package is one); the script adds site-packages by hand.
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", STANDALONE, str(exported),
-                             str(tmp_path / "sentences.json"), sysconfig.get_paths()["purelib"]],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    outputs = json.loads(result.stdout.splitlines()[-1])
+    result = translate_standalone(exported, sentences, ["translate", "translate_beam_1", "translate_n_best"])
+    outputs = {name: values["translations"] for name, values in result["outputs"].items()}
 
     translator = Translator.load(run)
     assert translator.model.compute_dtype == "bfloat16" and translator.beam_size == 5
@@ -81,8 +69,9 @@ def test_the_export_translates_like_translator_in_a_process_without_the_package(
         warnings.simplefilter("ignore")  # the over-long sentence
         assert outputs["translate"] == translator.translate(sentences)
         assert outputs["translate_beam_1"] == translator.translate(sentences, beam_size=1)
-    assert outputs["n_best_shape"] == [len(sentences), 5]
-    assert outputs["truncated"] == [len(sentence.split()) > 100 for sentence in sentences]
+    assert all(text == text.upper() for text in outputs["translate"])  # the target tokenizer's pieces
+    assert [len(row) for row in outputs["translate_n_best"]] == [5] * len(sentences)
+    assert result["outputs"]["translate_n_best"]["truncated"] == [len(s.split()) > 100 for s in sentences]
     blank = [index for index, sentence in enumerate(sentences) if not sentence.strip()]
     assert blank and all(outputs["translate"][index] == "" for index in blank)
 

@@ -61,7 +61,7 @@ def _module_of(model, **tokenizers):
     _freeze(model)
     module = _tensorflow().Module()
     for name, tokenizer in tokenizers.items():
-        setattr(module, name, _sentencepiece(tokenizer))
+        setattr(module, name, _sentencepiece(tokenizer, name))
     return module
 
 
@@ -77,11 +77,14 @@ def _freeze(model) -> None:
         variable._value = tf.constant(variable.numpy())
 
 
-def _sentencepiece(tokenizer):
-    """The in-graph twin of a `translator.tokenizers.Tokenizer` (its ``.model`` bytes)."""
+def _sentencepiece(tokenizer, name: str):
+    """The in-graph twin of a `translator.tokenizers.Tokenizer` (its ``.model`` bytes). Each
+    needs its own `name`: the SentencePiece resource is shared by the name of the op that makes
+    it, so two unnamed tokenizers of one SavedModel are one model once loaded
+    (tensorflow/text#1304: the source tokenizer would detokenize the translations)."""
     import tensorflow_text
 
-    return tensorflow_text.SentencepieceTokenizer(model=Path(tokenizer.model_file).read_bytes())
+    return tensorflow_text.SentencepieceTokenizer(model=Path(tokenizer.model_file).read_bytes(), name=name)
 
 
 def _strip_special(tf, sequences):
