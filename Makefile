@@ -53,6 +53,12 @@ export: setup
 serve: setup
 	$(CLI) serve --run $(RUN)
 
+# The server's throughput and p50/p99 latency with 1, 8 and 32 concurrent clients on the run's
+# test split (test2016 for runs/demo), beside offline Translator.translate in the same run;
+# writes bench/results/serve.{json,md}. `make serve-bench RUN=runs/NAME` for another run.
+serve-bench: setup
+	$(CLI) serve-bench --run $(RUN)
+
 # The main job: Multi30k de->en from raw data to a BLEU report; the last line is the report's path.
 DEMO_RUN = runs/demo
 demo: setup

@@ -2,13 +2,10 @@
 
 import asyncio
 import json
-import queue
 import random
-import re
 import signal
 import subprocess
 import sys
-import threading
 import warnings
 
 import pytest
@@ -20,24 +17,12 @@ LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 20_000}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`translator serve --export` of a weak reversal run, on a free port; yields (url, run, sentences)."""
+    from translator.serving import launch
+
     run, exported, sentences = exported_reversal_run(tmp_path_factory.mktemp("serving"), 21, "reverser")
-    command = [sys.executable, "-m", "translator", "serve", "--export", str(exported), "--port", "0",
-               "--max-wait-ms", "3"] + [f"--{key.replace('_', '-')}={value}" for key, value in LIMITS.items()]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    process, url = launch(["--export", str(exported), "--port", "0", "--max-wait-ms", "3"]
+                          + [f"--{key.replace('_', '-')}={value}" for key, value in LIMITS.items()])
     try:
-        url = None
-        for _ in range(120):  # the first line says where it listens; at most 120 x 5 s for it to come
-            try:
-                found = re.search(r"on (http://127\.0\.0\.1:\d+)", lines.get(timeout=5))
-            except queue.Empty:
-                assert process.poll() is None, "translator serve exited before listening"
-                continue
-            if found:
-                url = found.group(1)
-                break
-        assert url is not None, "translator serve did not say where it listens"
         yield url, run, sentences, process
     finally:
         process.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@
     translator bench                training and decoding speed against the textbook Keras seq2seq
     translator export --run RUN     write a TensorFlow SavedModel that works on raw text
     translator serve --run RUN      an HTTP JSON translation service that batches requests
+    translator serve-bench --run RUN  its throughput and latency beside offline translation
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -172,6 +173,16 @@ def command_serve(args) -> int:
     from translator.serving import serve
 
     serve(args)
+    return 0
+
+
+def command_serve_bench(args) -> int:
+    from translator.serve_bench import markdown, run
+
+    results = run(args.run, args.split, args.clients, args.sentences_per_request, args.beam_size, args.output_dir)
+    print()
+    print(markdown(results), end="")
+    print(f"wrote {args.output_dir}/serve.json and {args.output_dir}/serve.md")
     return 0
 
 
@@ -360,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints the address it listens on.")
     add_serve_arguments(serve)
     serve.set_defaults(handler=command_serve)
+
+    serve_bench = commands.add_parser(
+        "serve-bench", help="the server's throughput and latency beside offline translation",
+        description="Translate the run's test split offline (Translator) and through `translator serve` with "
+                    "1, 8 and 32 concurrent clients; write serve.json and serve.md.")
+    serve_bench.add_argument("--run", required=True, help="run directory of a translation model")
+    serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
+    serve_bench.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    serve_bench.add_argument("--sentences-per-request", type=int, default=8, help="(default 8)")
+    serve_bench.add_argument("--beam-size", type=int, default=None, help="(default: the run's decoding config)")
+    serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
+    serve_bench.set_defaults(handler=command_serve_bench)
     return parser
 
 

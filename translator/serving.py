@@ -33,8 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import queue
+import re
 import signal
+import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,3 +378,23 @@ async def _listen(backend: Backend, settings: dict) -> None:
     finally:
         await runner.cleanup()
         print("translator serve: stopped", flush=True)
+
+
+def launch(arguments: list[str], checks: int = 120):
+    """`translator serve ARGUMENTS` in a new process (for the tests and `translator serve-bench`);
+    returns (process, url) once it says where it listens, checked every 5 s at most `checks` times."""
+    process = subprocess.Popen([sys.executable, "-m", "translator", "serve", *arguments], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    for _ in range(checks):
+        try:
+            found = re.search(r" on (http://[\d.]+:\d+)", lines.get(timeout=5))
+        except queue.Empty:
+            found = None
+            if process.poll() is not None:
+                break
+        if found:
+            return process, found.group(1)
+    process.kill()
+    raise RuntimeError(f"translator serve {' '.join(arguments)} did not start; run it to see why")
