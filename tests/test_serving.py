@@ -137,18 +137,20 @@ def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_goes_on(server)
         answers.append(await _post(session, f"{url}/v1/models/reverser:predict", {"instances": [{"text": "a"}]}))
         answers.append(await _post(session, f"{url}/nowhere", {}))
         answers.append(await _post(session, f"{url}/v1/translate", {"sentences": ["a b"]}))
+        answers.append(await _post(session, f"{url}/v1/translate", {"sentences": []}))
         return answers
 
     answers = _run(requests)
     for (body, status, words), (got_status, got) in zip(BAD_REQUESTS, answers):
         assert got_status == status and words in got["error"], (body, got_status, got)
-    other, both, signature, row, nowhere, fine = answers[len(BAD_REQUESTS):]
+    other, both, signature, row, nowhere, fine, empty = answers[len(BAD_REQUESTS):]
     assert other[0] == 404 and "no model 'other'" in other[1]["error"]
     assert both[0] == 400 and "either 'instances'" in both[1]["error"]
     assert signature[0] == 400 and "'signature_name' must be one of" in signature[1]["error"]
     assert row[0] == 400 and "'instances'[0] must be a string" in row[1]["error"]
     assert nowhere[0] == 404 and "error" in nowhere[1]
     assert fine[0] == 200 and len(fine[1]["translations"]) == 1
+    assert empty == (200, {"translations": [], "scores": []})
     assert process.poll() is None
 
 

@@ -14,9 +14,10 @@
   (the server listens only once the model is loaded and its search compiled).
 
 Requests waiting at the same time are translated together: the batcher takes what is queued,
-waits up to ``--max-wait-ms`` for more until ``--max-batch-sentences`` are collected, and runs
-that batch through the export's signature in a worker thread (``--batches-in-flight`` batches
-at once, as `Translator` does). The translations are the export's, so equal to
+waits up to ``--max-wait-ms`` for more until ``--max-batch-sentences`` are collected, sorts
+their sentences by length and runs them in ``--batches-in-flight`` parts at once, each through
+the export's signature in a worker thread, as `Translator` does (on the demo model, 32 clients:
+about 0.9 of offline throughput with sorted parts, 0.7 with one unsorted batch). The translations are the export's, so equal to
 `Translator.translate` with the same settings (`translator.export`).
 
 A bad request gets a 4xx with ``{"error": "..."}`` that says what was wrong: a body that is
@@ -150,6 +151,7 @@ class Batcher:
     def __init__(self, backend: Backend, max_batch_sentences: int, max_wait_ms: float, batches_in_flight: int):
         self.backend = backend
         self.max_batch_sentences, self.max_wait = max_batch_sentences, max_wait_ms / 1000.0
+        self.batches_in_flight = batches_in_flight
         self.pool = ThreadPoolExecutor(max_workers=batches_in_flight)
         self.slots = asyncio.Semaphore(batches_in_flight)
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
@@ -165,6 +167,8 @@ class Batcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def translate(self, sentences: list[str], beam_size: int):
+        if not sentences:
+            return [], []
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Request(sentences, beam_size, future))
         return await future
@@ -190,30 +194,60 @@ class Batcher:
         while True:
             requests = await self._collect()
             for beam_size in sorted({request.beam_size for request in requests}):
-                group = [request for request in requests if request.beam_size == beam_size]
-                self.requests, self.batches = self.requests + len(group), self.batches + 1
-                await self.slots.acquire()  # at most batches_in_flight batches at once
-                asyncio.get_running_loop().create_task(self._translate(group, beam_size))
+                group = _Group([request for request in requests if request.beam_size == beam_size])
+                self.requests += len(group.requests)
+                # Sorted by length and cut into one part per batch in flight, as `Translator`
+                # does: a part's search takes as many steps as its longest sentence needs.
+                order = sorted(group.places(), key=lambda place: len(group.sentence(place)))
+                size = -(-len(order) // self.batches_in_flight)  # rounded up
+                for start in range(0, len(order), size):
+                    await self.slots.acquire()  # at most batches_in_flight parts at once
+                    self.batches += 1
+                    asyncio.get_running_loop().create_task(self._translate(group, order[start:start + size],
+                                                                           beam_size))
 
-    async def _translate(self, group: list[_Request], beam_size: int) -> None:
+    async def _translate(self, group: _Group, places: list, beam_size: int) -> None:
         try:
-            sentences = [sentence for request in group for sentence in request.sentences]
+            sentences = [group.sentence(place) for place in places]
             try:
                 texts, scores = await asyncio.get_running_loop().run_in_executor(
                     self.pool, self.backend.translate, sentences, beam_size)
-            except Exception as error:  # the model failed: every request of the batch hears why
-                for request in group:
-                    if not request.future.done():
-                        request.future.set_exception(error)
+            except Exception as error:  # the model failed: every request of the group hears why
+                group.fail(error)
                 return
-            start = 0
-            for request in group:
-                end = start + len(request.sentences)
-                if not request.future.done():  # a client that went away cancelled its future
-                    request.future.set_result((texts[start:end], scores[start:end]))
-                start = end
+            group.fill(places, texts, scores)
         finally:
             self.slots.release()
+
+
+class _Group:
+    """The requests of one batch (one beam size), whose sentences are translated in parts: a
+    request is answered when all its sentences are."""
+
+    def __init__(self, requests: list[_Request]):
+        self.requests = requests
+        self.texts = [[None] * len(request.sentences) for request in requests]
+        self.scores = [[0.0] * len(request.sentences) for request in requests]
+        self.missing = [len(request.sentences) for request in requests]
+
+    def places(self) -> list[tuple[int, int]]:
+        return [(row, column) for row, request in enumerate(self.requests) for column in range(len(request.sentences))]
+
+    def sentence(self, place) -> str:
+        return self.requests[place[0]].sentences[place[1]]
+
+    def fill(self, places, texts, scores) -> None:
+        for (row, column), text, score in zip(places, texts, scores):
+            self.texts[row][column], self.scores[row][column] = text, score
+            self.missing[row] -= 1
+            future = self.requests[row].future
+            if self.missing[row] == 0 and not future.done():  # a client that went away cancelled its future
+                future.set_result((self.texts[row], self.scores[row]))
+
+    def fail(self, error: Exception) -> None:
+        for request in self.requests:
+            if not request.future.done():
+                request.future.set_exception(error)
 
 
 # ----------------------------------------------------------------------------- requests
