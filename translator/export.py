@@ -151,6 +151,11 @@ class TranslationExport:
 
         return _tensorflow().function(translate, input_signature=[self.sentences])
 
+    def translate_functions(self) -> dict:
+        """{beam size: the concrete function of its ``translate`` signature} (what `translator
+        serve --run` calls, without saving)."""
+        return {size: self._best(size).get_concrete_function() for size in (self.beam_size, *self.beam_sizes)}
+
     def signatures(self) -> dict:
         tf = _tensorflow()
 
@@ -159,12 +164,12 @@ class TranslationExport:
             finished = scores > UNFINISHED_SCORE / 10  # as `Translator.translate_detailed` lists them
             return {"translations": tf.where(finished, texts, ""), "scores": scores, "truncated": truncated}
 
-        default = self._best(self.beam_size).get_concrete_function()
-        signatures = {"serving_default": default, "translate": default,
+        functions = self.translate_functions()
+        signatures = {"serving_default": functions[self.beam_size], "translate": functions[self.beam_size],
                       "translate_n_best": tf.function(translate_n_best, input_signature=[self.sentences])
                       .get_concrete_function()}
         for size in self.beam_sizes:
-            signatures[f"translate_beam_{size}"] = self._best(size).get_concrete_function()
+            signatures[f"translate_beam_{size}"] = functions[size]
         return signatures
 
     def readme(self) -> str:

@@ -33,7 +33,8 @@ def _test_sentences(run: Path, split: str) -> list[str]:
     return read_prepared_split(data["corpus"], split, data.get("work_dir", "work"))["source"]
 
 
-def _offline(run: Path, sentences: list[str], beam_size: int | None) -> tuple[list[str], float]:
+def _offline(run: Path, sentences: list[str], beam_size: int | None) -> tuple[list[str], float, int]:
+    """Translator's translations, their seconds, and the beam size (``beam_size`` or the run's)."""
     from translator import Translator
 
     translator = Translator.load(run)
@@ -42,7 +43,7 @@ def _offline(run: Path, sentences: list[str], beam_size: int | None) -> tuple[li
         translator.translate(sentences[:64], beam_size=beam_size)  # compiles the search
         started = time.perf_counter()
         translations = translator.translate(sentences, beam_size=beam_size)
-    return translations, time.perf_counter() - started
+    return translations, time.perf_counter() - started, beam_size or translator.beam_size
 
 
 async def _load(url: str, requests: list[list[str]], clients: int, beam_size: int | None):
@@ -79,7 +80,7 @@ def run(run_dir, split: str = "test", clients=(1, 8, 32), sentences_per_request:
     run_dir = Path(run_dir)
     sentences = _test_sentences(run_dir, split)
     log(f"offline: Translator.translate of {len(sentences):,} sentences ({split} split)")
-    expected, offline_seconds = _offline(run_dir, sentences, beam_size)
+    expected, offline_seconds, searched_with = _offline(run_dir, sentences, beam_size)
     offline_rate = len(sentences) / offline_seconds
     log(f"  {offline_rate:.1f} sentences/s")
     requests = [sentences[start:start + sentences_per_request]
@@ -107,7 +108,7 @@ def run(run_dir, split: str = "test", clients=(1, 8, 32), sentences_per_request:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     results = {"run": str(run_dir), "split": split, "sentences": len(sentences),
-               "sentences_per_request": sentences_per_request, "beam_size": beam_size or "the run's",
+               "sentences_per_request": sentences_per_request, "beam_size": searched_with,
                "offline": {"sentences_per_second": round(offline_rate, 2), "seconds": round(offline_seconds, 2)},
                "server": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     output_dir = Path(output_dir)

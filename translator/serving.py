@@ -117,10 +117,7 @@ class Backend:
         exporter = exporter_of(run, beam_sizes=beam_sizes)
         if not isinstance(exporter, TranslationExport):
             _check_kind(exporter.description(), run)
-        signatures = exporter.signatures()
-        functions = {size: signatures["translate" if size == exporter.beam_size else f"translate_beam_{size}"]
-                     for size in exporter.description()["beam_sizes"]}
-        return cls(name or Path(run).resolve().name, functions, exporter.beam_size)
+        return cls(name or Path(run).resolve().name, exporter.translate_functions(), exporter.beam_size)
 
     def translate(self, sentences: list[str], beam_size: int) -> tuple[list[str], list[float]]:
         import tensorflow as tf
