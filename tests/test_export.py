@@ -157,6 +157,9 @@ def test_exporting_again_replaces_the_export_and_the_cli_reports_it(translation,
     missing = subprocess.run([sys.executable, "-m", "translator", "export", "--run", str(tmp_path / "none"),
                               "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert missing.returncode == 2 and "not found" in missing.stderr and not (tmp_path / "x").exists()
+    zero = subprocess.run([sys.executable, "-m", "translator", "export", "--run", str(run), "--out",
+                           str(tmp_path / "x"), "--beam-sizes", "0"], capture_output=True, text=True)
+    assert zero.returncode == 2 and "beam sizes must be at least 1" in zero.stderr and not (tmp_path / "x").exists()
 
 
 # ----------------------------------------------------------------------------- classifier and language model

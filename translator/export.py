@@ -106,6 +106,8 @@ class TranslationExport:
                                  target_tokenizer=translator.target_tokenizer)
         self.max_source_length = translator.max_source_length
         self.beam_size, self.length_penalty = translator.beam_size, translator.length_penalty
+        if any(size < 1 for size in beam_sizes):
+            raise ValueError(f"beam sizes must be at least 1 (1 is greedy search); got {list(beam_sizes)}")
         self.beam_sizes = sorted({int(size) for size in beam_sizes} - {self.beam_size})
         self.sentences = tf.TensorSpec([None], tf.string, name="sentences")
 
