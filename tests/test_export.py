@@ -217,9 +217,11 @@ def test_a_language_model_export_samples_like_language_model_sample(tmp_path):
     model = LanguageModel.load(run)
     sample = tf.saved_model.load(str(tmp_path / "exported")).signatures["sample"]
     for prime, length, temperature, top_k, seed in (("ROMEO:", 40, 0.0, 0, 1), ("JU", 60, 1.0, 0, 7),
-                                                    ("JULIET: ", 50, 0.7, 3, 11), ("RO", 0, 1.0, 0, 2)):
+                                                    ("JULIET: ", 50, 0.7, 3, 11), ("RO", 0, 1.0, 0, 2),
+                                                    ("J", 30, 1.0, 0, 5), ("\n", 30, 0.0, 0, 1)):
         exported = sample(prime=tf.constant(prime), length=tf.constant(length), temperature=tf.constant(temperature),
                           top_k=tf.constant(top_k), seed=tf.constant(seed))["text"].numpy().decode()
+        # A one-token prime ("J", the CLI's default newline) once failed in a two-layer model.
         assert exported == model.sample(prime, length, temperature, top_k, seed=seed)
     with pytest.raises(tf.errors.InvalidArgumentError, match="no token"):
         sample(prime=tf.constant(""), length=tf.constant(5), temperature=tf.constant(1.0),
