@@ -179,3 +179,16 @@ def test_serve_refuses_bad_settings_and_non_translation_exports(tmp_path):
     result = subprocess.run([sys.executable, "-m", "translator", "serve", "--export", str(tmp_path),
                              "--max-batch-sentences", "0"], capture_output=True, text=True)
     assert result.returncode == 2 and "--max-batch-sentences must be at least 1" in result.stderr
+
+
+def test_serve_bench_reports_every_client_count_and_no_difference_from_offline(server, tmp_path):
+    from translator.serve_bench import run
+
+    _, trained_run, _, _ = server
+    results = run(trained_run, "test", clients=(1, 4), sentences_per_request=5, output_dir=tmp_path,
+                  log=lambda *a: None)
+    assert [row["clients"] for row in results["server"]] == [1, 4]
+    assert all(row["different_from_offline"] == 0 and row["requests"] == 30 for row in results["server"])
+    assert results["beam_size"] == 5 and len(results["offline"]["before_and_after"]) == 2
+    assert json.loads((tmp_path / "serve.json").read_text()) == results
+    assert "| 4 |" in (tmp_path / "serve.md").read_text()
