@@ -153,6 +153,7 @@ class Batcher:
         self.slots = asyncio.Semaphore(batches_in_flight)
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.task = None
+        self.running = set()  # the parts being translated (asyncio keeps only weak references to tasks)
         self.requests = self.batches = 0  # served so far (GET /health reports them)
 
     def start(self) -> None:
@@ -200,8 +201,10 @@ class Batcher:
                 for start in range(0, len(order), size):
                     await self.slots.acquire()  # at most batches_in_flight parts at once
                     self.batches += 1
-                    asyncio.get_running_loop().create_task(self._translate(group, order[start:start + size],
-                                                                           beam_size))
+                    task = asyncio.get_running_loop().create_task(
+                        self._translate(group, order[start:start + size], beam_size))
+                    self.running.add(task)
+                    task.add_done_callback(self.running.discard)
 
     async def _translate(self, group: _Group, places: list, beam_size: int) -> None:
         try:
