@@ -4,6 +4,7 @@
 #   make data tokenizers CORPUS=multi30k-de-en
 #   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
 #   make results              train and score the recipes of configs/results.yaml into README.md
+#   make experiments          measure the seeds' claims about RNNs into experiments/report.html
 #   make export RUN=runs/demo [EXPORT=exports/demo]   a SavedModel that translates raw sentences
 #   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
 # Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
@@ -19,7 +20,7 @@ RUN     ?= runs/$(basename $(notdir $(CONFIG)))
 INPUT   ?= /dev/stdin
 SPLIT   ?= test
 
-.PHONY: setup data tokenizers train translate evaluate demo test bench results export serve serve-bench clean
+.PHONY: setup data tokenizers train translate evaluate demo test bench results experiments export serve serve-bench clean
 
 # The virtual environment is rebuilt only when pyproject.toml changes (the stamp is older).
 $(VENV)/.installed: pyproject.toml
@@ -92,6 +93,19 @@ results: setup
 	  $(CLI) data multi30k-$$pair && $(CLI) tokenizers multi30k-$$pair && \
 	  $(CLI) tokenizers multi30k-$$pair --recipe multi30k-joint8k || exit 1; done
 	$(CLI) results $(RESULTS_FLAGS)
+
+# The seeds' claims about RNNs, measured (configs/experiments/): trains and measures what is
+# missing (results cached in experiments/results/, so it resumes), writes experiments/report.html
+# and README.md's section "What the seeds claim, measured".
+experiments: setup
+	$(CLI) data multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en
+	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
+	$(CLI) data multi30k-de-fr
+	$(CLI) tokenizers multi30k-de-fr
+	$(CLI) data tinyshakespeare
+	$(CLI) tokenizers tinyshakespeare
+	$(CLI) experiments --train
 
 clean:
 	rm -rf work runs exports bench/results .pytest_cache

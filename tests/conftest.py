@@ -115,3 +115,25 @@ def write_config(directory: Path, data: dict, model=None, training=None, name="t
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_text_corpus(directory, text):
+    mirror = directory / "mirror" / "toytext"
+    mirror.mkdir(parents=True)
+    data = text.encode()
+    (mirror / "input.txt").write_bytes(data)
+    recipe = directory / "toytext.yaml"
+    recipe.write_text(f"name: toytext\ntask: language_modeling\nformat: text\nmake_splits:\n"
+                      f"  validation_tail: 0.1\nfiles:\n  text:\n    path: toytext/input.txt\n"
+                      f"    url: {(mirror / 'input.txt').as_uri()}\n    sha256: {sha256(data)}\n")
+    (directory / "toytext-tokenizer.yaml").write_text("model_type: char\ncharacter_coverage: 1.0\n")
+    return recipe
+
+
+def prepare(directory, recipe, tokenizer):
+    from translator.corpora import prepare_corpus
+    from translator.tokenizers import train_tokenizers
+
+    prepare_corpus(recipe, directory / "work", directory / "mirror")
+    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
+    return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from translator.bench import TEXTBOOK_MODEL, _copy_textbook_weights, forward_flops, textbook_model
+from translator.bench import TEXTBOOK_MODEL, copy_textbook_weights, forward_flops, textbook_model
 from translator.models import Seq2Seq
 
 
@@ -14,7 +14,7 @@ def test_textbook_weights_in_our_seq2seq_give_the_same_probabilities():
     target_input = np.array([[2, 5, 6], [2, 7, 0]], dtype="int32")
     expected = np.asarray(textbook["model"]((source, target_input)))
     ours = Seq2Seq.from_settings(TEXTBOOK_MODEL, 19, 23)
-    _copy_textbook_weights(textbook, ours)
+    copy_textbook_weights(textbook, ours)
     probabilities = keras.ops.softmax(ours((source, target_input)), axis=-1)
     real = target_input != 0
     np.testing.assert_allclose(np.asarray(probabilities)[real], expected[real], atol=1e-5)

@@ -224,7 +224,8 @@ def test_prepare_writes_splits_and_a_manifest_atomically(mirror, tmp_path):
     )
     saved = json.loads((directory / "manifest.json").read_text())
     assert saved["counts"]["train"]["kept"] == 29000 and saved == manifest
-    assert saved["outputs"]["test.de"] == sha256((directory / "test.de").read_bytes())
+    written = (directory / "test.de").read_bytes()
+    assert saved["outputs"]["test.de"] == {"sha256": sha256(written), "bytes": len(written), "lines": 1000}
     assert saved["inputs"]["multi30k/train.de.gz"] == "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6"
     back = read_prepared_split("multi30k-de-en", "test", tmp_path)
     assert len(back["source"]) == len(back["target"]) == 1000

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import REPOSITORY, sha256
+from conftest import REPOSITORY, prepare, sha256, write_text_corpus
 
 from translator.classifiers import Classifier, classification_loss, classification_metrics
 from translator.language_models import LanguageModel, TextStreams
@@ -149,19 +149,6 @@ def test_classification_metrics():
 
 # ----------------------------------------------------------------------------- learning through `translator train`
 
-def write_text_corpus(directory, text):
-    mirror = directory / "mirror" / "toytext"
-    mirror.mkdir(parents=True)
-    data = text.encode()
-    (mirror / "input.txt").write_bytes(data)
-    recipe = directory / "toytext.yaml"
-    recipe.write_text(f"name: toytext\ntask: language_modeling\nformat: text\nmake_splits:\n"
-                      f"  validation_tail: 0.1\nfiles:\n  text:\n    path: toytext/input.txt\n"
-                      f"    url: {(mirror / 'input.txt').as_uri()}\n    sha256: {sha256(data)}\n")
-    (directory / "toytext-tokenizer.yaml").write_text("model_type: char\ncharacter_coverage: 1.0\n")
-    return recipe
-
-
 def write_label_corpus(directory, examples):
     mirror = directory / "mirror" / "toylabels"
     mirror.mkdir(parents=True)
@@ -175,15 +162,6 @@ def write_label_corpus(directory, examples):
     words = {w for _, text in examples for w in text.split()}
     (directory / "toylabels-tokenizer.yaml").write_text(f"model_type: word\nvocab_size: {len(words) + 4}\n")
     return recipe
-
-
-def prepare(directory, recipe, tokenizer):
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
-
-    prepare_corpus(recipe, directory / "work", directory / "mirror")
-    train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
-    return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
 
 
 def run_cli(*arguments, stdin=""):

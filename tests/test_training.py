@@ -383,3 +383,79 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(reversal, tmp_p
     one, two = read_log(tmp_path / "single")[-1], read_log(tmp_path / "mirrored")[-1]
     assert one["step"] == two["step"]
     assert abs(float(one["validation_loss"]) - float(two["validation_loss"])) < 2e-3 * float(one["validation_loss"])
+
+
+def test_a_recipe_extends_a_base_recipe_and_set_overrides_keys(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base-name\ndata: {corpus: multi30k-de-en, max_source_length: 50}\n"
+                    "model: {cell: gru, units: 64}\ndecoding: {beam_size: 10}\n")
+    (tmp_path / "variants").mkdir()
+    child = tmp_path / "variants" / "child.yaml"
+    child.write_text("base: ../base.yaml\nmodel: {cell: lstm}\n")
+    config = load_config(child)
+    assert config["name"] == "child"  # a recipe's name is its own
+    assert config["model"]["cell"] == "lstm" and config["model"]["units"] == 64
+    assert config["data"]["max_source_length"] == 50 and config["decoding"]["beam_size"] == 10
+    overridden = load_config(child, ["training.epochs=3", "model.attention=bahdanau", "data.tokenizer=null"])
+    assert overridden["training"]["epochs"] == 3 and overridden["model"]["attention"] == "bahdanau"
+    assert overridden["data"]["tokenizer"] is None
+
+    for override, message in [("training.epochs", "expected SECTION.KEY=VALUE"),
+                              ("training.epoch=3", "unknown key 'training.epoch'; allowed keys in 'training'"),
+                              ("model.units=-1", "'model.units' is -1; expected a positive integer")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(child, [override])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="'base' makes a cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"base recipe of .*orphan.yaml .*missing.yaml not found"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+def test_train_set_records_the_overridden_config_in_the_run(tmp_path):
+    import yaml
+
+    data = make_task(tmp_path, "tiny", {"train": reversal_pairs(200, 4), "validation": reversal_pairs(20, 5)})
+    config = write_config(tmp_path, data, training={"epochs": 3, "bleu_every": 0})
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "translator", "train", str(config), "--run", str(run),
+                           "--set", "training.epochs=1", "--set", "model.units=16"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["training"]["epochs"] == 1 and saved["model"]["units"] == 16
+    assert len(read_log(run)) == 1
+    again = subprocess.run([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "different config (changed: model.units, training.epochs)" in again.stderr
+
+
+def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
+    import keras
+
+    from translator.training import Trainer, TrainingError
+
+    data = make_task(tmp_path, "swap", {"train": reversal_pairs(300, 7), "validation": reversal_pairs(20, 8)})
+    training = {"epochs": 1, "bleu_every": 0, "batch_tokens": 512}
+    first = tmp_path / "first"
+    Trainer(write_config(tmp_path, data, training=training, name="first"), first, log=lambda *a: None).train()
+    config = write_config(tmp_path, data, name="second", training={
+        **training, "initialize_encoder_from": str(first), "freeze_encoder": True, "seed": 99})
+    second = tmp_path / "second"
+    messages = []
+    Trainer(config, second, log=messages.append).train()
+    assert any("(frozen: only the decoder trains)" in str(m) for m in messages)
+    taken, trained = (keras.saving.load_model(run / "model.keras") for run in (first, second))
+    for layer in ("source_embedding", "encoder"):
+        for a, b in zip(getattr(taken, layer).get_weights(), getattr(trained, layer).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(taken.decoder.get_weights(), trained.decoder.get_weights()))
+
+    other = make_task(tmp_path / "other", "other", {"train": reversal_pairs(300, 7, symbols="mnopqrstuvwx"),
+                                                    "validation": reversal_pairs(20, 8, symbols="mnopqrstuvwx")})
+    mismatched = write_config(tmp_path / "other", other, name="third",
+                              training={**training, "initialize_encoder_from": str(first)})
+    with pytest.raises(TrainingError, match="source tokenizer .* has other pieces"):
+        Trainer(mismatched, tmp_path / "third", log=lambda *a: None).train()
+    with pytest.raises(ConfigError, match="'training.freeze_encoder' is true but"):
+        validate({"data": {"corpus": "x"}, "training": {"freeze_encoder": True}})

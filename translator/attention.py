@@ -189,10 +189,9 @@ class BahdanauAttention(keras.layers.Layer):
         The score (tanh, v, softmax) runs in the dtype of `projected_memory`, the weights
         come back in the compute dtype. Under mixed_bfloat16, i.e. in training, that is
         float32 (`precompute`), as for the recurrent gates (`translator.recurrence.gates`):
-        TensorFlow's bfloat16 tanh and its gradient are slow on a CPU; a step forward and
-        backward takes 0.40 against 0.63 ms for [150, 25, 512] on 2 cores. A bfloat16 copy
-        for decoding (forward only) stays in bfloat16, which is faster there: greedy
-        1,480 against 1,000-1,370 sentences/s on test2016."""
+        TensorFlow's bfloat16 tanh and its gradient are slow on a CPU. A bfloat16 copy for
+        decoding (forward only) stays in bfloat16, which is faster there (README, "Why the
+        fast path looks as it does")."""
         query = ops.cast(self.query_projection(query), projected_memory.dtype)
         hidden = ops.tanh(ops.expand_dims(query, 1) + projected_memory)  # [batch, source_time, units]
         vector = ops.cast(self.score_vector.kernel, hidden.dtype)  # [units, 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from translator.tokenizers import EOS_ID, PAD_ID, SOS_ID
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
 
 
 def length_batches(lengths, batch_tokens: int, max_batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -36,9 +36,19 @@ def length_batches(lengths, batch_tokens: int, max_batch_size: int, seed: int, e
     return batches
 
 
+def shard_rows(indices: np.ndarray, shards: int, shard_ids=(0,)) -> list[np.ndarray]:
+    """The rows of one batch that shards ``shard_ids`` of ``shards`` train on: consecutive rows
+    (of similar length, so little padding), as even as can be; a shard may be empty when the
+    batch has fewer rows than there are shards."""
+    if shards == 1:
+        return [indices]
+    parts = np.array_split(indices, shards)
+    return [parts[shard] for shard in shard_ids]
+
+
 def pad(sequences, length: int | None = None) -> np.ndarray:
     """A [batch, length] int32 array of the sequences, padded with PAD_ID at the end."""
-    length = length or max((len(s) for s in sequences), default=0)
+    length = length or max((len(s) for s in sequences), default=1)  # no rows: one column of padding
     out = np.full((len(sequences), length), PAD_ID, dtype=np.int32)
     for row, sequence in enumerate(sequences):
         out[row, :len(sequence)] = sequence[:length]
@@ -71,17 +81,21 @@ class TranslationBatches:
         targets = [self.target_ids[i] for i in indices]
         return (pad(sources), pad([[SOS_ID, *t] for t in targets]), pad([[*t, EOS_ID] for t in targets]))
 
-    def epoch(self, epoch: int, skip: int = 0):
-        """Yield the batches of one epoch as numpy arrays, leaving out the first ``skip``."""
+    def epoch(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
+        """Yield the batches of one epoch as numpy arrays, leaving out the first ``skip``. With
+        ``shards`` > 1 every batch is cut into that many shards of consecutive rows (replicas of
+        a distributed step), and the shards ``shard_ids`` of each batch are yielded in turn."""
         for indices in self.batches(epoch)[skip:]:
-            yield self.arrays(indices)
+            for rows in shard_rows(indices, shards, shard_ids):
+                yield self.arrays(rows)
 
-    def dataset(self, epoch: int, skip: int = 0):
-        """The same batches as a prefetching ``tf.data.Dataset``."""
+    def dataset(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
+        """The same batches (or shards) as a prefetching ``tf.data.Dataset``."""
         import tensorflow as tf
 
         spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
-        dataset = tf.data.Dataset.from_generator(lambda: self.epoch(epoch, skip), output_signature=(spec, spec, spec))
+        dataset = tf.data.Dataset.from_generator(lambda: self.epoch(epoch, skip, shards, shard_ids),
+                                                 output_signature=(spec, spec, spec))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def padding_fraction(self, epoch: int = 0) -> float:

@@ -85,19 +85,6 @@ def forward_flops(settings: dict, source_length: int, target_length: int, source
 
 # ----------------------------------------------------------------------------- phases
 
-def matrix_instructions() -> str:
-    """What this CPU multiplies matrices with, from /proc/cpuinfo's flags: the speed of every
-    product here, and so every ratio to the textbook's per-call overhead, depends on it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = set(next(line for line in cpuinfo if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return "CPU flags unknown"
-    vector = ("AVX-512 with bfloat16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags
-              else "AVX2" if "avx2" in flags else "no AVX2")
-    return vector + (", AMX" if "amx_bf16" in flags else ", no AMX")
-
-
 def phase_matmul() -> dict:
     import tensorflow as tf
 
@@ -164,7 +151,7 @@ def phase_textbook_train(seconds: float, weights_path: str) -> dict:
     import tensorflow as tf
 
     from translator.batching import pad
-    from translator.tokenizers import EOS_ID, SOS_ID
+    from translator.special_ids import EOS_ID, SOS_ID
 
     tokenizers, splits = _data(SEPARATE_TOKENIZER)
     sources = tokenizers["source"].encode(splits["train"]["source"])
@@ -237,7 +224,7 @@ def _textbook_greedy(textbook, tokenizers, sentences, max_length, call):
     import numpy as np
 
     from translator.batching import pad
-    from translator.tokenizers import EOS_ID, SOS_ID
+    from translator.special_ids import EOS_ID, SOS_ID
 
     h, c = call(textbook["encoder_model"], pad(tokenizers["source"].encode(sentences)))
     tokens = np.full((len(sentences), 1), SOS_ID, np.int32)
@@ -255,7 +242,7 @@ def _textbook_greedy(textbook, tokenizers, sentences, max_length, call):
     return texts
 
 
-def _copy_textbook_weights(textbook, model):
+def copy_textbook_weights(textbook, model):
     """The textbook model's weights into our Seq2Seq of the same shape (embedding 256, LSTM 512)."""
     pairs = [(textbook["source_embedding"].embeddings, model.source_embedding.embeddings),
              (textbook["target_embedding"].embeddings, model.decoder.embedding.embeddings),
@@ -291,7 +278,7 @@ def phase_decode_lstm(weights_path: str) -> dict:
         results[name] = round(len(sentences) / (time.perf_counter() - started), 1)
     model = Seq2Seq.from_settings(TEXTBOOK_MODEL, tokenizers["source"].vocabulary_size,
                                   tokenizers["target"].vocabulary_size)
-    _copy_textbook_weights(textbook, model)
+    copy_textbook_weights(textbook, model)
     for precision in ("float32", "bfloat16"):  # the same weights, decoded in float32, then cast to bfloat16
         translator = Translator(computing_in(model, precision), tokenizers["source"], tokenizers["target"])
         ours, greedy_outputs = _our_decoding(translator, sentences)
@@ -354,8 +341,8 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
     import os
     import platform
 
-    from translator.evaluation import hardware
     from translator.files import atomic_write_text
+    from translator.machine import hardware, matrix_instructions
 
     _data(SEPARATE_TOKENIZER), _data(JOINT_TOKENIZER)  # fail early, with the command to run
     started = time.time()

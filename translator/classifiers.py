@@ -29,9 +29,12 @@ import numpy as np
 from keras import ops
 
 from translator.attention import masked_softmax
+from translator.checks import check_positive_int, check_texts
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
-from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of
+from translator.runs import load_text_model
+from translator.special_ids import PAD_ID
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -170,7 +173,7 @@ class Classifier(ConfiguredModel):
 
     def member_logits(self, token_ids, training=False):
         """Every member's ``(logits [batch, classes], attention weights [batch, time] or None)``."""
-        mask = ops.not_equal(token_ids, 0)
+        mask = ops.not_equal(token_ids, PAD_ID)
         results = []
         for embedding, encoder, pooling, output_layer in self.members():
             embedded = self.embedding_dropout(embedding(token_ids), training=training)
@@ -201,7 +204,7 @@ class Classifier(ConfiguredModel):
     @classmethod
     def load(cls, run) -> Classifier:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, cls)
+        return load_text_model(run, "classifier")
 
     def predict_ids(self, id_lists, batch_size: int = 128) -> np.ndarray:
         """Class probabilities [n, classes] for token-id lists, in their order (batched by length)."""
@@ -223,14 +226,21 @@ class Classifier(ConfiguredModel):
         return probabilities
 
     def predict(self, texts, batch_size: int = 128) -> list[tuple[str, float]]:
-        """``(label, probability)`` of the most likely class of every text."""
+        """``(label, probability)`` of the most likely class of every text (one pair for one
+        string). An empty text is an error: there is nothing to classify in it."""
         if getattr(self, "tokenizer", None) is None:
             raise ValueError("this model has no tokenizer; use Classifier.load(run)")
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap a single text in a list")
-        probabilities = self.predict_ids(self.tokenizer.encode(list(texts)), batch_size)
+        texts, single = check_texts("texts", texts)
+        check_positive_int("batch_size", batch_size)
+        ids = self.tokenizer.encode(texts)
+        empty = [index for index, row in enumerate(ids) if not row]
+        if empty:
+            raise ValueError(f"texts[{empty[0]}] is {texts[empty[0]]!r}: no character the tokenizer keeps, so "
+                             f"nothing to classify ({len(empty):,} such text(s) in all); leave empty texts out")
+        probabilities = self.predict_ids(ids, batch_size)
         best = probabilities.argmax(axis=1)
-        return [(self.label_names[k], float(probabilities[i, k])) for i, k in enumerate(best)]
+        labelled = [(self.label_names[k], float(probabilities[i, k])) for i, k in enumerate(best)]
+        return labelled[0] if single else labelled
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -321,12 +331,15 @@ class ClassificationTask:
 
         return (pad([ids[i] or [0] for i in indices]), labels[indices], self.class_weights[labels[indices]])
 
-    def dataset(self, epoch: int, skip: int):
+    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
         import tensorflow as tf
+
+        from translator.batching import shard_rows
 
         def batches():
             for indices in self._batches(epoch)[skip:]:
-                yield self._arrays(self.train_ids, self.train_labels, indices)
+                for rows in shard_rows(indices, shards, shard_ids):
+                    yield self._arrays(self.train_ids, self.train_labels, rows)
 
         return tf.data.Dataset.from_generator(batches, output_signature=tuple(self.signature)).prefetch(2)
 
@@ -377,13 +390,12 @@ class ClassificationTask:
 
 def evaluate_classifier(run, split: str = "test") -> dict:
     """Classify a split of the run's corpus; write report.json, report.md and report.html."""
-    import yaml
-
-    from translator.evaluation import _png, _read_log
     from translator.files import atomic_write_text
+    from translator.reports import png, read_log
+    from translator.runs import read_run_config
 
     run = Path(run)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     model = Classifier.load(run)
     ids, labels = read_examples(config, split, model.tokenizer, model.label_names)
     probabilities = model.predict_ids(ids)
@@ -391,7 +403,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
     report = {"run": str(run), "corpus": config["data"]["corpus"], "split": split, "examples": len(labels),
               "accuracy": round(metrics["accuracy"], 5), "macro_f1": round(metrics["macro_f1"], 5),
               "per_class": metrics["per_class"], "confusion": metrics["confusion"],
-              "labels": model.label_names, "training": _read_log(run)}
+              "labels": model.label_names, "training": read_log(run)}
     atomic_write_text(run / "report.json", json.dumps(report, indent=2) + "\n")
 
     lines = [f"# {config['name']}: {config['data']['corpus']} {split}", "",
@@ -432,7 +444,7 @@ def evaluate_classifier(run, split: str = "test") -> dict:
             f"</head><body><h1>{config['name']}: {config['data']['corpus']} {split}</h1>"
             f"<p>{len(labels):,} examples: accuracy <b>{metrics['accuracy']:.2%}</b>, "
             f"macro-F1 <b>{metrics['macro_f1']:.4f}</b></p>"
-            f"<img alt='confusion matrix' style='max-width:100%' src='data:image/png;base64,{_png(figure)}'>"
+            f"<img alt='confusion matrix' style='max-width:100%' src='data:image/png;base64,{png(figure)}'>"
             f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
             f"{table}</table></body></html>")
     atomic_write_text(run / "report.html", html)

@@ -9,6 +9,7 @@
     translator sample --run RUN     generate text with a trained language model
     translator classify --run RUN   label lines from stdin with a trained classifier
     translator bench                training and decoding speed against the textbook Keras seq2seq
+    translator experiments          the seeds' claims about RNNs, measured (report and README section)
     translator export --run RUN     write a TensorFlow SavedModel that works on raw text
     translator serve --run RUN      an HTTP JSON translation service that batches requests
     translator serve-bench --run RUN  its throughput and latency beside offline translation
@@ -19,8 +20,27 @@ Each subcommand imports what it needs when it runs, so `translator --help` is in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from translator.checks import check_non_negative_int, check_number, check_positive_int, option_type
+from translator.config import check_setting
+
+
+def _decoding_setting(key):
+    return lambda name, value: check_setting("decoding", key, value, name)
+
+
+# Option types: the same checks as the Python API and the config schema; a bad value ends in
+# argparse's usage error (exit status 2) naming the option.
+POSITIVE_INT = option_type(int, check_positive_int)
+NON_NEGATIVE_INT = option_type(int, check_non_negative_int)
+NON_NEGATIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 0.0))
+POSITIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 1e-9))
+RATIO = option_type(float, lambda name, value: check_number(name, value, 1.0))
+BEAM_SIZE = option_type(int, _decoding_setting("beam_size"))
+LENGTH_PENALTY = option_type(float, _decoding_setting("length_penalty"))
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -81,9 +101,13 @@ def command_tokenizers(args) -> int:
 
 
 def command_train(args) -> int:
+    if args.workers is not None:  # N local processes, each running this command as one worker
+        from translator.distributed import launch_training
+
+        return launch_training(args.config, args.run, args.seed, args.workers, args.set or ())
     from translator.training import Trainer
 
-    Trainer(args.config, args.run, seed=args.seed).train()
+    Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
     return 0
 
 
@@ -91,13 +115,13 @@ def command_translate(args) -> int:
     import time
     import warnings
 
-    from translator.translator import Translator
+    from translator.translator import MOSTLY_UNKNOWN, Translator
 
     translator = Translator.load(args.run)
-    started, done = time.time(), 0
+    started, done, mostly_unknown = time.time(), 0, 0
 
     def flush(lines):
-        nonlocal done
+        nonlocal done, mostly_unknown
         with warnings.catch_warnings():  # reported below, with the line number in the input
             warnings.simplefilter("ignore")
             results = translator.translate_detailed(lines, beam_size=args.beam_size, length_penalty=args.length_penalty,
@@ -106,6 +130,12 @@ def command_translate(args) -> int:
             if result.truncated:
                 print(f"\ntranslator translate: warning: line {done + 1} is longer than the model's limit of "
                       f"{translator.max_source_length} pieces; only its beginning was translated", file=sys.stderr)
+            if result.unknown_share > MOSTLY_UNKNOWN:
+                if not mostly_unknown:
+                    print(f"\ntranslator translate: warning: line {done + 1} is mostly text the model's tokenizer "
+                          f"does not know ({result.unknown_share:.0%} of its characters): its translation is "
+                          f"unrelated to it. Is the input in the run's source language?", file=sys.stderr)
+                mostly_unknown += 1
             if args.n_best > 1:
                 for text, score in result.n_best:
                     sys.stdout.write(f"{done}\t{score:.4f}\t{text}\n")
@@ -125,6 +155,9 @@ def command_translate(args) -> int:
     if chunk:
         flush(chunk)
     print(file=sys.stderr)
+    if mostly_unknown:
+        print(f"translator translate: warning: {mostly_unknown:,} of {done:,} lines were mostly text the "
+              f"tokenizer does not know", file=sys.stderr)
     return 0
 
 
@@ -143,6 +176,10 @@ def command_classify(args) -> int:
 
     model = Classifier.load(args.run)
     lines = [raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r") for raw in sys.stdin.buffer]
+    empty = [number for number, line in enumerate(lines, start=1) if not line.strip()]
+    if empty:
+        raise ValueError(f"line {empty[0]} of the input is empty ({len(empty):,} empty line(s) in all): there "
+                         f"is nothing to classify in it; remove empty lines")
     for label, probability in model.predict(lines, batch_size=args.batch_size):
         sys.stdout.write(f"{label}\t{probability:.4f}\n")
     print(f"classified {len(lines):,} lines", file=sys.stderr)
@@ -216,6 +253,18 @@ def command_results(args) -> int:
     return 0
 
 
+def command_experiments(args) -> int:
+    from translator.experiments import run
+
+    status = run(train=args.train, only=args.only, output_dir=args.output_dir, readme=args.readme or None)
+    missing = [name for name, state in status.items() if state.startswith("missing")]
+    print(f"wrote {args.output_dir}/report.html" + (f" and the experiments section of {args.readme}" if args.readme
+                                                   else ""))
+    if missing:
+        print(f"missing (run `translator experiments --train` to measure them): {', '.join(missing)}")
+    return 0
+
+
 def command_compare(args) -> int:
     from translator.evaluation import compare
 
@@ -241,14 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
         "prepare corpora, train tokenizers and models, translate and evaluate.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: TRANSLATOR_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
                                description="Prepare a corpus from its recipe in corpora/.")
     data.add_argument("corpus", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or recipe path")
     _add_data_options(data)
-    data.add_argument("--max-length", type=int, default=None, help="drop training pairs longer than N words")
-    data.add_argument("--max-ratio", type=float, default=None,
+    data.add_argument("--max-length", type=POSITIVE_INT, default=None, help="drop training pairs longer than N words")
+    data.add_argument("--max-ratio", type=RATIO, default=None,
                       help="drop training pairs whose longer side has more than R times the words of the shorter")
     data.add_argument("--deduplicate", action="store_true", help="drop repeated training pairs")
     data.set_defaults(handler=command_data)
@@ -266,8 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train (or resume) the model of a config in configs/.")
     train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-bigru-luong.yaml")
     train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
-    train.add_argument("--seed", type=int, default=None,
+    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=None,
                        help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
+                            "config.yaml records the result")
+    train.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
+                       help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
+                            "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
     train.set_defaults(handler=command_train)
 
     translate = commands.add_parser(
@@ -275,14 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
                     "longer than the model's source limit is truncated to it, with a warning on stderr.")
     translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
-    translate.add_argument("--beam-size", type=int, default=None,
+    translate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
                            help="beam size; 1 is greedy search (default: the run's decoding config, else 5)")
-    translate.add_argument("--length-penalty", type=float, default=None,
+    translate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
                            help="GNMT length penalty alpha (default: the run's decoding config, else 0.6)")
-    translate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
-    translate.add_argument("--n-best", type=int, default=1,
+    translate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
+    translate.add_argument("--n-best", type=POSITIVE_INT, default=1,
                            help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
-    translate.add_argument("--chunk-size", type=int, default=1000,
+    translate.add_argument("--chunk-size", type=POSITIVE_INT, default=1000,
                            help="lines read before translating and writing them (default 1000)")
     translate.set_defaults(handler=command_translate)
 
@@ -292,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and report.html into the run directory.")
     evaluate.add_argument("--run", required=True, help="run directory")
     evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
-    evaluate.add_argument("--beam-size", type=int, default=None,
+    evaluate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
                           help="beam size; 1 is greedy (default: the run's decoding config, else 5)")
-    evaluate.add_argument("--length-penalty", type=float, default=None,
+    evaluate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
                           help="GNMT length penalty (default: the run's decoding config, else 0.6)")
-    evaluate.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
     evaluate.set_defaults(handler=command_evaluate)
 
     compare = commands.add_parser("compare", help="paired bootstrap resampling of two evaluated runs",
@@ -305,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a", help="baseline run")
     compare.add_argument("run_b", help="run compared with it")
     compare.add_argument("--split", default="test")
-    compare.add_argument("--samples", type=int, default=1000, help="bootstrap samples (default 1000)")
+    compare.add_argument("--samples", type=POSITIVE_INT, default=1000, help="bootstrap samples (default 1000)")
     compare.set_defaults(handler=command_compare)
 
     sample = commands.add_parser("sample", help="generate text with a trained language model",
@@ -314,17 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--run", required=True, help="run directory of a language model")
     sample.add_argument("--prime", default="\n", help="text to continue (default: a newline)")
     sample.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prime as escapes")
-    sample.add_argument("--length", type=int, default=500, help="tokens (characters) to generate (default 500)")
-    sample.add_argument("--temperature", type=float, default=1.0,
+    sample.add_argument("--length", type=NON_NEGATIVE_INT, default=500, help="tokens (characters) to generate (default 500)")
+    sample.add_argument("--temperature", type=NON_NEGATIVE_NUMBER, default=1.0,
                         help="softmax temperature; 0 picks the most likely token (default 1.0)")
-    sample.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0: all")
-    sample.add_argument("--seed", type=int, default=None, help="random seed (the same seed, the same text)")
+    sample.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0, help="sample among the k most likely tokens; 0: all")
+    sample.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="random seed (the same seed, the same text)")
     sample.set_defaults(handler=command_sample)
 
     classify = commands.add_parser("classify", help="label lines from stdin with a trained classifier",
                                    description="Print 'LABEL<TAB>PROBABILITY' for every line of stdin.")
     classify.add_argument("--run", required=True, help="run directory of a classifier")
-    classify.add_argument("--batch-size", type=int, default=128, help="lines per batch (default 128)")
+    classify.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="lines per batch (default 128)")
     classify.set_defaults(handler=command_classify)
 
     results = commands.add_parser(
@@ -339,11 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--train", action="store_true", help="train the runs that have no model yet")
     results.set_defaults(handler=command_results)
 
+    experiments = commands.add_parser(
+        "experiments", help="the seeds' claims about RNNs, measured: experiments/report.html and a README section",
+        description="Measure the claims of the articles this project grew from (configs/experiments/): with "
+                    "--train, train and measure what is missing (results are cached in experiments/results/, so "
+                    "an interrupted run resumes); without it, only render the report from what exists.")
+    experiments.add_argument("--train", action="store_true", help="train and measure what is missing")
+    experiments.add_argument("--only", default=None, metavar="NAME", help="one experiment (e.g. vanishing-gradients)")
+    experiments.add_argument("--output-dir", default="experiments", help="where results and report.html go")
+    experiments.add_argument("--readme", default="README.md", help="file whose experiments section is rewritten; "
+                                                                   "'' for none")
+    experiments.set_defaults(handler=command_experiments)
+
     bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
                                 description="Measure training throughput (tokens/s, MFU, memory) and decoding "
                                             "speed (sentences/s) of the textbook Keras seq2seq and of ours on "
                                             "Multi30k de->en, side by side (needs `make data tokenizers`).")
-    bench.add_argument("--seconds", type=float, default=60.0, help="time per training measurement (default 60)")
+    bench.add_argument("--seconds", type=POSITIVE_NUMBER, default=60.0, help="time per training measurement (default 60)")
     bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
     bench.set_defaults(handler=command_bench)
 
@@ -357,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
     export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
                         help="dtype decoding computes in (default: the training's, as Translator.load)")
-    export.add_argument("--beam-sizes", type=int, nargs="*", default=[1], metavar="K",
+    export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",
                         help="beam sizes that get a `translate_beam_K` signature besides the run's own "
                              "(default: 1, greedy search)")
     export.set_defaults(handler=command_export)
@@ -378,9 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "1, 8 and 32 concurrent clients; write serve.json and serve.md.")
     serve_bench.add_argument("--run", required=True, help="run directory of a translation model")
     serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
-    serve_bench.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
-    serve_bench.add_argument("--sentences-per-request", type=int, default=8, help="(default 8)")
-    serve_bench.add_argument("--beam-size", type=int, default=None, help="(default: the run's decoding config)")
+    serve_bench.add_argument("--clients", type=POSITIVE_INT, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    serve_bench.add_argument("--sentences-per-request", type=POSITIVE_INT, default=8, help="(default 8)")
+    serve_bench.add_argument("--beam-size", type=BEAM_SIZE, default=None, help="(default: the run's decoding config)")
     serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
     serve_bench.set_defaults(handler=command_serve_bench)
     return parser
@@ -392,22 +461,30 @@ def _version() -> str:
     return __version__
 
 
+def debugging(args=None) -> bool:
+    """Whether errors show their traceback: ``translator --debug ...`` or TRANSLATOR_DEBUG=1."""
+    return bool(getattr(args, "debug", False)) or os.environ.get("TRANSLATOR_DEBUG", "") not in ("", "0")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from translator.config import ConfigError
-    from translator.corpora import CorpusError
-    from translator.tokenizers import TokenizerError
-    from translator.training import TrainingError
-
     try:
         return args.handler(args)
-    except (CorpusError, TokenizerError, ConfigError, TrainingError, FileNotFoundError,
-            ValueError) as error:
-        print(f"translator {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"translator {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 (every error reaches the user as one line, see below)
+        if debugging(args):
+            raise
+        # Errors of input (files, configs, arguments) say what to fix in one line; anything else
+        # is a bug or a problem of the environment, and its traceback is one flag away.
+        expected = isinstance(error, (ValueError, TypeError, OSError, RuntimeError)) and str(error).strip()
+        if expected:
+            print(f"translator {args.command}: error: {str(error).strip()}", file=sys.stderr)
+            return 2
+        print(f"translator {args.command}: error: {type(error).__name__}: {error} (run with --debug, or set "
+              f"TRANSLATOR_DEBUG=1, for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
+from translator.files import read_yaml
 
 CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = (None, "luong_dot", "luong_general", "bahdanau")
@@ -97,6 +97,8 @@ SCHEMA = {
         "strategy": ("default", STRATEGIES),
         "jit_compile": (False, bool),
         "precision": ("float32", PRECISIONS),
+        "initialize_encoder_from": (None, (type(None), str)),  # seq2seq: a run whose encoder starts this one
+        "freeze_encoder": (False, bool),          # keep that encoder fixed; only the decoder trains
     },
     "decoding": {                                 # seq2seq: the defaults of translate and evaluate
         "beam_size": (5, _positive_int),          # 1 is greedy search
@@ -150,13 +152,10 @@ def validate(raw: dict, source: str = "config") -> dict:
                     f"{source}: unknown key '{section}.{key}'; allowed keys in '{section}': "
                     f"{', '.join(SCHEMA[section])}"
                 )
-            check = SCHEMA[section][key][1]
-            if isinstance(value, int) and not isinstance(value, bool) and check is not int \
-                    and getattr(check, "describe", "").startswith("a number"):
-                value = float(value)
-            if not _valid(value, check):
-                raise ConfigError(f"{source}: '{section}.{key}' is {value!r}; expected {_describe(check)}")
-            config[section][key] = value
+            try:
+                config[section][key] = check_setting(section, key, value, f"'{section}.{key}'")
+            except ValueError as error:
+                raise ConfigError(f"{source}: {error}") from None
     if config["data"]["corpus"] is None:
         raise ConfigError(f"{source}: 'data.corpus' is required (a corpus prepared by `translator data`)")
     training = config["training"]
@@ -172,17 +171,85 @@ def validate(raw: dict, source: str = "config") -> dict:
     if config["model"]["ensemble"] > 1 and config["model"]["type"] != "classifier":
         raise ConfigError(f"{source}: 'model.ensemble' is {config['model']['ensemble']}, but only a classifier "
                           f"trains an ensemble; set it to 1 or remove it")
+    if (training["initialize_encoder_from"] or training["freeze_encoder"]) and config["model"]["type"] != "seq2seq":
+        raise ConfigError(f"{source}: 'training.initialize_encoder_from' and 'training.freeze_encoder' are for "
+                          f"seq2seq models; remove them")
+    if training["freeze_encoder"] and not training["initialize_encoder_from"]:
+        raise ConfigError(f"{source}: 'training.freeze_encoder' is true but 'training.initialize_encoder_from' is "
+                          f"null: a frozen encoder would stay random; name the run whose encoder to keep")
     config["name"] = raw.get("name") or Path(source).stem
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a YAML config file."""
+def check_setting(section: str, key: str, value, name: str | None = None):
+    """``value`` if the schema allows it for ``section.key``, else a ValueError naming ``name``
+    (default: the key) and what is allowed: the API and the command line keep to the same
+    limits as a config file (for example ``decoding.length_penalty``)."""
+    check = SCHEMA[section][key][1]
+    if isinstance(value, int) and not isinstance(value, bool) and getattr(check, "describe", "").startswith("a number"):
+        value = float(value)
+    if not _valid(value, check):
+        raise ValueError(f"{name or key} is {value!r}; expected {_describe(check)}")
+    return value
+
+
+def load_config(path: str | Path, overrides=()) -> dict:
+    """Read a YAML config file (and the recipe it extends with ``base:``), apply ``overrides``
+    (``"section.key=value"`` strings, as ``translator train --set`` gives them) and validate it."""
     path = Path(path)
+    raw = _read_extending(path, ())
+    for override in overrides:
+        section, key, value = parse_override(override)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{path}: '{section}' must be a mapping of keys to values")
+        raw[section][key] = value
+    return validate(raw, str(path))
+
+
+def _read_extending(path: Path, extended_by: tuple) -> dict:
+    """A config file's mapping, merged over the recipe its ``base:`` names (a path relative to
+    the file), key by key within each section; ``name`` is never inherited."""
     if not path.is_file():
-        raise FileNotFoundError(f"config {path} not found; see configs/ for the recipes")
+        what = f"base recipe of {extended_by[-1]}" if extended_by else "config"
+        raise FileNotFoundError(f"{what} {path} not found; see configs/ for the recipes")
+    raw = read_yaml(path, ConfigError) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping with sections {list(SCHEMA)}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'base' is {base!r}; expected the path of another config, relative to "
+                          f"{path.parent} (e.g. base: multi30k-de-en-bigru-luong.yaml)")
+    base_path = path.parent / base
+    if base_path.resolve() in [p.resolve() for p in (*extended_by, path)]:
+        chain = " -> ".join(str(p) for p in (*extended_by, path, base_path))
+        raise ConfigError(f"{path}: 'base' makes a cycle ({chain}); a recipe cannot extend itself")
+    merged = _read_extending(base_path, (*extended_by, path))
+    merged.pop("name", None)
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"training.epochs=3"`` -> ("training", "epochs", 3): the value is read as YAML (``null``,
+    ``true``, numbers, strings), and the key must exist in the schema."""
+    import yaml
+
+    name, equals, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not equals or not dot:
+        raise ConfigError(f"--set {text}: expected SECTION.KEY=VALUE, for example --set training.epochs=3")
+    if section not in SCHEMA or key not in SCHEMA[section]:
+        allowed = f"keys in '{section}': {', '.join(SCHEMA[section])}" if section in SCHEMA else \
+            f"sections: {', '.join(SCHEMA)}"
+        raise ConfigError(f"--set {text}: unknown key '{section}.{key}'; allowed {allowed}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate(raw or {}, str(path))
+        return section, key, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text}: the value {value!r} is not a YAML scalar") from None

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from translator.files import atomic_write_text, search_path
+from translator.checks import check_bool, check_number, check_positive_int
+from translator.files import atomic_write_bytes, atomic_write_text, read_yaml, search_path
 
 TASKS = ("translation", "language_modeling", "classification")
 FORMATS = {
@@ -145,10 +145,7 @@ def _file_spec(raw, where: str) -> FileSpec:
 def read_recipe(path: str | Path) -> Recipe:
     """Parse and validate one recipe file; errors name the file and the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise CorpusError(f"{path}: not valid YAML: {error}") from None
+    raw = read_yaml(path, CorpusError)
     if not isinstance(raw, dict):
         raise CorpusError(f"{path}: a recipe is a YAML mapping (name:, task:, format:, ...)")
     unknown = set(raw) - RECIPE_KEYS
@@ -254,19 +251,26 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-_verified: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a process hashes a file once
+_hashed: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so a process hashes a file once
+
+
+def _sha256_once(path: Path, data: bytes | None = None) -> str:
+    """sha256 of a file (of ``data``, its bytes, when already read), computed once per process
+    for as long as the file's size and modification time stay the same."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashed:
+        _hashed[key] = sha256_of(path) if data is None else hashlib.sha256(data).hexdigest()
+    return _hashed[key]
 
 
 def _verify(path: Path, expected: str, what: str) -> None:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    actual = _verified.get(key) or sha256_of(path)
+    actual = _sha256_once(path)
     if actual != expected:
         raise ChecksumError(
             f"{path}: sha256 is {actual} but {what} expects {expected}. The file differs from the "
             f"public one (corrupted or edited copy): replace it with the original, or fix the recipe."
         )
-    _verified[key] = actual
 
 
 def locate(spec: FileSpec, recipe: Recipe, data_dir: Path | None) -> Path:
@@ -379,6 +383,13 @@ class Cleaning:
             max_ratio=max_ratio if max_ratio is not None else recipe.cleaning.get("max_ratio"),
             deduplicate=deduplicate if deduplicate is not None else bool(recipe.cleaning.get("deduplicate", False)),
         )
+
+    def __post_init__(self):
+        if self.max_length is not None:
+            check_positive_int("max_length", self.max_length)
+        if self.max_ratio is not None:
+            check_number("max_ratio", self.max_ratio, 1.0)
+        check_bool("deduplicate", self.deduplicate)
 
     def describe(self) -> dict:
         return {"strip": True, "drop_empty": True, "max_length_words": self.max_length,
@@ -650,6 +661,9 @@ def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | 
     spec, columns, report, label_names = read_corpus(corpus, data_dir, cleaning)
     out = Path(work_dir) / spec.name
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".incoming-*"):  # left by an earlier run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    incoming = Path(tempfile.mkdtemp(dir=out, prefix=".incoming-"))
     outputs = {}
     for split, values in columns.items():
         names = split_files(spec, split)
@@ -663,8 +677,17 @@ def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | 
                 json.dumps({"text": t, "label": label_names[y]}, ensure_ascii=False) + "\n"
                 for t, y in zip(values["text"], values["label"]))}
         for name, text in texts.items():
-            atomic_write_text(out / name, text)
-            outputs[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            data = text.encode("utf-8")
+            atomic_write_bytes(incoming / name, data)
+            outputs[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                             "lines": data.count(b"\n")}
+    # Every file is written in full before any is moved into place. The old manifest goes
+    # first, so a crash while the files move leaves no manifest and no stage accepts the mix;
+    # the new manifest, written last, vouches for complete files only.
+    (out / "manifest.json").unlink(missing_ok=True)
+    for name in outputs:
+        os.replace(incoming / name, out / name)
+    shutil.rmtree(incoming)
     directory = data_directory(data_dir)
     manifest = {
         "corpus": spec.name,
@@ -693,15 +716,43 @@ def read_manifest(corpus, work_dir="work") -> tuple[Path, dict]:
     directory = Path(work_dir) / name
     path = directory / "manifest.json"
     if not path.is_file():
+        interrupted = " (an interrupted `translator data` left it incomplete)" if directory.is_dir() else ""
         raise FileNotFoundError(
-            f"{path} not found: corpus '{name}' is not prepared in {work_dir}/. "
+            f"{path} not found: corpus '{name}' is not prepared in {work_dir}/{interrupted}. "
             f"Run `translator data {name}` (or `make data CORPUS={name}`) first."
         )
-    return directory, json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["split_files"], manifest["outputs"]  # noqa: B018 (the keys every reader needs)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CorpusError(f"{path} is damaged ({type(error).__name__}: {error}); run `translator data {name}` "
+                          f"again") from None
+    return directory, manifest
+
+
+def _check_prepared_file(directory: Path, manifest: dict, name: str) -> bytes:
+    """The bytes of a prepared file, after checking them against what the manifest recorded
+    when `translator data` wrote them (size, line count and sha256; hashed once per process)."""
+    path = directory / name
+    redo = f"run `translator data {manifest['corpus']}` again (it rewrites every split and the manifest)"
+    if not path.is_file():
+        raise CorpusError(f"{path} is missing, though {directory / 'manifest.json'} lists it; {redo}")
+    recorded = manifest["outputs"].get(name)
+    if isinstance(recorded, str):  # manifests written before sizes were recorded hold the hash alone
+        recorded = {"sha256": recorded}
+    data = path.read_bytes()
+    if recorded and (len(data) != recorded.get("bytes", len(data))
+                     or _sha256_once(path, data) != recorded["sha256"]):
+        count = data.count(b"\n")
+        lines = f" ({count:,} lines where it wrote {recorded['lines']:,})" if "lines" in recorded else ""
+        raise CorpusError(f"{path} is not the file `translator data` wrote{lines}: it was edited, or a write "
+                          f"was interrupted. Training or scoring on it could pair sentences wrongly; {redo}")
+    return data
 
 
 def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
-    """The columns of one prepared split, read back from ``work_dir/<corpus>/``."""
+    """The columns of one prepared split, read back from ``work_dir/<corpus>/`` and checked
+    against the manifest (a file edited, cut short or left from another preparation is an error)."""
     directory, manifest = read_manifest(corpus, work_dir)
     files = manifest["split_files"].get(split)
     if files is None:
@@ -710,7 +761,7 @@ def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
     for column, name in files.items():
         # Decoded from bytes and split on "\n" only: read_text() would turn a "\r" inside a
         # sentence into a line break (and splitlines() splits on U+2028), misaligning the pairs.
-        text = (directory / name).read_bytes().decode("utf-8")
+        text = _check_prepared_file(directory, manifest, name).decode("utf-8")
         if column == "text":
             columns["text"] = [text]
         elif column == "examples":
@@ -719,4 +770,8 @@ def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
             columns["label"] = [row["label"] for row in rows]
         else:
             columns[column] = text.split("\n")[:-1]
+    if "source" in columns and len(columns["source"]) != len(columns["target"]):
+        raise CorpusError(f"{directory}: the {split} split has {len(columns['source']):,} source and "
+                          f"{len(columns['target']):,} target lines ({files['source']}, {files['target']}); "
+                          f"run `translator data {manifest['corpus']}` again")
     return columns

@@ -13,8 +13,7 @@ import keras
 from keras import ops
 
 from translator.checks import check_bool, check_positive_int
-
-PADDING_ID = 0
+from translator.special_ids import PAD_ID
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -82,7 +81,7 @@ class TokenEmbedding(keras.layers.Layer):
     def compute_mask(self, token_ids, mask=None):
         if not self.mask_zero:
             return None
-        return ops.not_equal(_as_integer_ids(token_ids), PADDING_ID)
+        return ops.not_equal(_as_integer_ids(token_ids), PAD_ID)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.embedding_dim,)

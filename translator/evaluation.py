@@ -17,19 +17,18 @@ difference with sacrebleu's paired bootstrap resampling.
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from translator.corpora import read_prepared_split
 from translator.files import atomic_write_text
+from translator.machine import hardware
+from translator.reports import png, read_log
+from translator.runs import read_run_config
 
 LENGTH_BUCKETS = [(1, 10), (11, 15), (16, 20), (21, 30), (31, 1000)]
 
@@ -75,25 +74,7 @@ def _sentence_extremes(sources, hypotheses, references, count=5):
     return pick(order[::-1][:count]), pick(order[:count])
 
 
-def _read_log(run: Path) -> list[dict]:
-    """The rows of the run's log.csv (one per epoch), or [] before the first epoch."""
-    path = run / "log.csv"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 # ----------------------------------------------------------------------------- plots
-
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
 
 def _plots(report: dict, log: list[dict], attention_examples) -> dict[str, str]:
     import matplotlib
@@ -110,7 +91,7 @@ def _plots(report: dict, log: list[dict], attention_examples) -> dict[str, str]:
     axis.set_xlabel("source length (words)")
     axis.set_ylabel("BLEU")
     axis.set_title("BLEU by source length", pad=14)
-    plots["bleu_by_length"] = _png(figure)
+    plots["bleu_by_length"] = png(figure)
 
     if log:
         from matplotlib.ticker import MaxNLocator
@@ -133,7 +114,7 @@ def _plots(report: dict, log: list[dict], attention_examples) -> dict[str, str]:
         for axis in axes:
             axis.set_xlabel("epoch")
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        plots["curves"] = _png(figure)
+        plots["curves"] = png(figure)
 
     for number, example in enumerate(attention_examples):
         weights = example.attention
@@ -142,7 +123,7 @@ def _plots(report: dict, log: list[dict], attention_examples) -> dict[str, str]:
         axis.set_xticks(range(weights.shape[1]), example.source_pieces, rotation=90, fontsize=8)
         axis.set_yticks(range(weights.shape[0]), [*example.pieces, "<eos>"][:weights.shape[0]], fontsize=8)
         axis.set_title("attention (rows: output pieces, columns: source pieces)", fontsize=9)
-        plots[f"attention_{number}"] = _png(figure)
+        plots[f"attention_{number}"] = png(figure)
     return plots
 
 
@@ -199,40 +180,16 @@ code {{ font-size: 85%; }}
 """
 
 
-def hardware() -> str:
-    """This machine as a results table names it, e.g. "Intel(R) Xeon(R) Processor (x86_64), 2 CPU cores"
-    ("1 of 2 CPU cores" when the process is pinned to fewer, as by taskset), plus its GPUs."""
-    import os
-    import platform
-
-    import tensorflow as tf
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    total = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
-    text = f"{name} ({platform.machine()}), " + (f"{usable} of {total}" if usable != total else f"{total}") + " CPU cores"
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        text += f", {len(gpus)} x {details.get('device_name', 'GPU')}"
-    return text
-
-
 def evaluate(run, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
              batch_size: int = 64, translator=None) -> dict:
     """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``.
 
     ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config."""
     from translator.models import count_parameters
-    from translator.translator import Translator
+    from translator.translator import MOSTLY_UNKNOWN, Translator
 
     run = Path(run)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     kind = config["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import evaluate_classifier
@@ -260,6 +217,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         "hardware": hardware(), "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "scores": score(hypotheses, references),
         "bleu_by_source_length": _bleu_by_length(sources, hypotheses, references),
+        "mostly_unknown_sentences": sum(share > MOSTLY_UNKNOWN for share in translator.unknown_shares(sources)),
         "best": best, "worst": worst, "translations": f"translations/{split}.txt",
         "model": config["model"], "parameters": count_parameters(translator.model),
     }
@@ -268,7 +226,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         shortest = sorted(range(len(sources)), key=lambda i: len(sources[i]))[len(sources) // 3:][:3]
         examples = translator.translate_detailed([sources[i] for i in shortest], beam_size=beam_size,
                                                  length_penalty=length_penalty, attention=True)
-    plots = _plots(report, _read_log(run), examples)
+    plots = _plots(report, read_log(run), examples)
     atomic_write_text(run / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(run / "report.md", _markdown(report))
     atomic_write_text(run / "report.html", _html(report, plots))
@@ -286,7 +244,7 @@ def compare(run_a, run_b, split: str = "test", samples: int = 1000) -> dict:
         path = run / "translations" / f"{split}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `translator evaluate --run {run} --split {split}` first")
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        config = read_run_config(run)
         target = read_prepared_split(config["data"]["corpus"], split, config["data"]["work_dir"])["target"]
         if references is not None and target != references:
             raise ValueError(f"{runs[0]} and {run} were evaluated on different references; compare runs of one corpus")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from translator.tokenizers import EOS_ID, PAD_ID
+from translator.special_ids import EOS_ID, PAD_ID
 
 # The characters Python's str.isspace() takes for whitespace, as an RE2 class: a sentence made of
 # them only is empty for `Translator` (``not sentence.strip()``).
@@ -213,7 +213,8 @@ class ClassifierExport(_TextModelExport):
 
         def classify(texts):
             ids = self.module.tokenizer.tokenize(texts).to_tensor(PAD_ID)
-            # An empty text is one padding token, as in `Classifier.predict_ids`.
+            # An empty text is one padding token, as in `Classifier.predict_ids` (`Classifier.predict`
+            # refuses it; a batch here does not fail for one row).
             ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
             probabilities = tf.nn.softmax(tf.cast(self.model(ids, training=False), tf.float32))
             best = tf.argmax(probabilities, axis=1, output_type=tf.int32)

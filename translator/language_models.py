@@ -24,8 +24,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from translator.checks import check_non_negative_int, check_number
 from translator.decoders import RecurrentDecoder
-from translator.models import ConfiguredModel, dtype_policy_of, load_run_model
+from translator.models import ConfiguredModel, dtype_policy_of
+from translator.runs import load_text_model
 
 
 @keras.saving.register_keras_serializable(package="translator")
@@ -78,7 +80,7 @@ class LanguageModel(ConfiguredModel):
     @classmethod
     def load(cls, run) -> LanguageModel:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
-        return load_run_model(run, cls)
+        return load_text_model(run, "language_model")
 
     def sample_ids(self, prime_ids, length, temperature, top_k, seed):
         """The graph of `sample`: int32 [batch, length] token ids drawn after ``prime_ids``
@@ -105,12 +107,17 @@ class LanguageModel(ConfiguredModel):
         """
         import tensorflow as tf
 
-        if self.tokenizer is None:
+        if getattr(self, "tokenizer", None) is None:
             raise ValueError("this model has no tokenizer; use LanguageModel.load(run)")
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string; got {type(prime).__name__} {prime!r:.60}")
         if not prime:
             raise ValueError("prime must hold at least one character (the default is a newline)")
-        if temperature < 0 or top_k < 0 or length < 0:
-            raise ValueError(f"temperature, top_k and length must be >= 0; got {temperature}, {top_k}, {length}")
+        length = check_non_negative_int("length", length)
+        temperature = check_number("temperature", temperature, 0.0)
+        top_k = check_non_negative_int("top_k", top_k)
+        if seed is not None and check_non_negative_int("seed", seed) >= 2**31:
+            raise ValueError(f"seed must be an integer in [0, 2**31); got {seed!r}")
         if length == 0:
             return prime
         prime_ids = self.tokenizer.encode([prime])[0]
@@ -184,8 +191,10 @@ class LanguageModelTask:
     def batches_per_epoch(self) -> int:
         return len(self.train)
 
-    def dataset(self, epoch: int, skip: int):
+    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
         import tensorflow as tf
+
+        assert shards == 1, "a language model trains on one replica (see __init__)"
 
         return tf.data.Dataset.from_generator(lambda: self.train.chunks(skip),
                                               output_signature=tuple(self.signature)).prefetch(2)

@@ -13,7 +13,6 @@ decoder's ``step`` token by token (``translator.search``), from the same weights
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import keras
 from keras import ops
@@ -21,6 +20,7 @@ from keras import ops
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
+from translator.special_ids import PAD_ID
 
 
 @contextlib.contextmanager
@@ -33,22 +33,6 @@ def dtype_policy_of(model: keras.Model):
         yield
     finally:
         keras.config.set_dtype_policy(previous_policy)
-
-
-def load_run_model(run, model_class):
-    """The ``model.keras`` of a finished run directory, with its ``text`` tokenizer attached
-    (for `LanguageModel.load` and `Classifier.load`)."""
-    from translator.tokenizers import load_tokenizers
-
-    run = Path(run)
-    path = run / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train the run first (translator train CONFIG --run {run})")
-    model = keras.saving.load_model(path)
-    if not isinstance(model, model_class):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a {model_class.__name__}")
-    model.tokenizer = load_tokenizers(run / "tokenizers")["text"]
-    return model
 
 
 def computing_in(model: keras.Model, dtype: str) -> keras.Model:
@@ -159,7 +143,7 @@ class Seq2Seq(ConfiguredModel):
 
     def encode(self, source_ids, training=False) -> dict:
         """Run the encoder; return the decoder's cache (its initial state, memory and mask)."""
-        mask = ops.not_equal(source_ids, 0)
+        mask = ops.not_equal(source_ids, PAD_ID)
         if self.encoder.input_table is not None and not training:  # `fuse_for_inference`
             projected = ops.take(self.encoder.input_table, source_ids, axis=0)
             outputs, final_states = self.encoder(projected, mask=mask, inputs_projected=True)
@@ -167,6 +151,23 @@ class Seq2Seq(ConfiguredModel):
             embedded = self.embedding_dropout(self.source_embedding(source_ids), training=training)
             outputs, final_states = self.encoder(embedded, mask=mask, training=training)
         return self.decoder.initial_state(final_states, outputs, mask)
+
+    def take_encoder(self, other: Seq2Seq, freeze: bool = False) -> None:
+        """Copy ``other``'s source embedding and encoder weights into this model (a model of
+        the same source vocabulary and encoder settings, for another target language: "swap
+        out the decoder while reusing the encoder"); ``freeze`` keeps them fixed in training."""
+        keys = ("source_vocabulary_size", "cell", "embedding_dim", "encoder_layers", "bidirectional",
+                "reverse_source")
+        differing = [key for key in keys if self.settings[key] != other.settings[key]]
+        if (self.settings["encoder_units"] or self.settings["units"]) != \
+                (other.settings["encoder_units"] or other.settings["units"]):
+            differing.append("encoder width (encoder_units or units)")
+        if differing:
+            raise ValueError(f"the encoder to take differs in {', '.join(differing)}; its model and this one "
+                             f"must share the source vocabulary and every encoder setting")
+        for mine, theirs in ((self.source_embedding, other.source_embedding), (self.encoder, other.encoder)):
+            mine.set_weights(theirs.get_weights())
+            mine.trainable = not freeze
 
     def fuse_for_inference(self):
         """Precompute the encoder's first-layer input side for every source token and the
@@ -194,7 +195,7 @@ def sequence_loss(logits, target_ids, label_smoothing: float = 0.0):
     logits = ops.cast(logits, "float32")
     target_ids = ops.cast(target_ids, "int32")
     nll = _token_cross_entropy(logits, target_ids, float(label_smoothing))
-    mask = ops.cast(ops.not_equal(target_ids, 0), "float32")
+    mask = ops.cast(ops.not_equal(target_ids, PAD_ID), "float32")
     return ops.sum(nll * mask), ops.sum(mask)
 
 

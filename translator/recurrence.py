@@ -42,11 +42,10 @@ def cell_kind(cell) -> str:
 def fold_bias(kernel, bias):
     """``[kernel; bias]``, so that ``x @ kernel + bias == with_ones(x) @ fold_bias(kernel, bias)``.
 
-    In bfloat16, TensorFlow's fused product-plus-bias is slow on a CPU (a [1000, 512] x
-    [512, 8000] output projection takes 2.5x the product alone, with AMX); the bias as one
-    more row of the product costs next to nothing. In training, the bias's gradient then
-    comes with the kernel's product instead of a separate sum over every row (float32
-    LSTM training on Multi30k: +1.5%).
+    In bfloat16, TensorFlow's fused product-plus-bias is slow on a CPU (several times the
+    product alone); the bias as one more row of the product costs next to nothing. In
+    training, the bias's gradient then comes with the kernel's product instead of a separate
+    sum over every row. (Measurements: README, "Why the fast path looks as it does".)
     """
     return tf.concat([kernel, tf.expand_dims(tf.cast(bias, kernel.dtype), 0)], 0)
 
@@ -67,8 +66,8 @@ def matmul(rows, kernel, transposed_kernel=None, kernel_gradient=True):
     multiplies by a transposed copy of the kernel (`transposed_kernel` if given, made once
     before a loop) instead of by the kernel with ``transpose_b`` as autodiff does: on a CPU,
     oneDNN runs that float32 product at a fraction of the speed of the same product on a copy
-    ([256, 2048] x [2048, 512]: 116 against 162 GFLOP/s, [64, ...]: 54 against 142, on a 2-core
-    AMD EPYC); in bfloat16 both run alike, and other dtypes take `tf.matmul` as it is.
+    (README, "Why the fast path looks as it does"); in bfloat16 both run alike, and other
+    dtypes take `tf.matmul` as it is.
     ``kernel_gradient=False`` for a kernel hidden from autodiff (`LoopKernels`)."""
     if rows.shape.rank != 2:  # one product: rows [b, t, k] would broadcast the kernel
         shape = tf.concat([tf.shape(rows)[:-1], [kernel.shape[1]]], 0)
@@ -226,8 +225,8 @@ def gates(kind, input_side, recurrent_side, states):
     GRU); for LSTM and simple RNN, ``recurrent_side`` None means ``input_side`` is their sum.
 
     In bfloat16 the gate math runs in float32 and only its results are cast back: on a CPU,
-    TensorFlow's bfloat16 sigmoid takes 2.7x as long as casting to float32, the float32
-    sigmoid and casting back (585 against 220 us for [500, 512] on one core).
+    TensorFlow's bfloat16 sigmoid is slower than casting to float32, the float32 sigmoid and
+    casting back.
     """
     if input_side.dtype != tf.bfloat16:
         return _gates(kind, input_side, recurrent_side, states)

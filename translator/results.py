@@ -19,10 +19,8 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from translator.config import load_config
-from translator.files import atomic_write_text
+from translator.files import read_yaml, replace_between
 
 START, END = "<!-- results -->", "<!-- /results -->"
 SCORES = ("BLEU", "BLEU (lowercased)", "chrF")
@@ -35,7 +33,7 @@ class ResultsError(ValueError):
 def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
     """The rows and differences of a results manifest, each row with its runs [(seed, run name)]."""
     manifest = Path(manifest)
-    raw = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(manifest, ResultsError) or {}
     rows = raw.get("rows")
     if not isinstance(rows, list) or not rows:
         raise ResultsError(f"{manifest}: expected a list 'rows' of {{config: PATH, label: TEXT, seeds: [N, ...]}}")
@@ -71,7 +69,7 @@ def _train_command(row, seed, run) -> str:
     return f"translator train {row['config']}" + (f" --seed {seed}" if seed is not None else "") + f" --run {run}"
 
 
-def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
+def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
     """The run's report.json on ``split``: reused when newer than the model with the recipe's
     decoding settings, else made by `evaluate`; None when the run has no model (and not ``train``)."""
     from translator.evaluation import evaluate
@@ -98,9 +96,9 @@ def _report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
 
 def _training(run: Path) -> tuple[str, str]:
     """("N epochs, M min", hardware) from the run's log.csv and machines.txt."""
-    from translator.evaluation import _read_log
+    from translator.reports import read_log
 
-    log = _read_log(run)
+    log = read_log(run)
     minutes = float(log[-1]["train_seconds"]) / 60
     machines = run / "machines.txt"
     names = []
@@ -121,7 +119,7 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
     for row in rows:
         for seed, name in row["runs"]:
             run = Path(runs_dir) / name
-            report = _report(run, split, train, row, seed)
+            report = scored_report(run, split, train, row, seed)
             if report is None:
                 lines.append(f"| {row['label']} | {name} | not trained: `{_train_command(row, seed, run)}` "
                              f"| | | | | | |")
@@ -152,11 +150,4 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
 
 def write_readme(readme: str | Path, text: str) -> None:
     """Replace what lies between the results markers of ``readme`` with ``text`` (atomically)."""
-    readme = Path(readme)
-    content = readme.read_text(encoding="utf-8")
-    if content.count(START) != 1 or content.count(END) != 1 or content.index(START) > content.index(END):
-        raise ResultsError(f"{readme}: expected one line '{START}' and, after it, one line '{END}'; "
-                           f"the results table goes between them")
-    head, rest = content.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    atomic_write_text(readme, f"{head}{START}\n{text}{END}{tail}")
+    replace_between(readme, START, END, text, ResultsError)

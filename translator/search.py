@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from translator.tokenizers import EOS_ID, PAD_ID, SOS_ID
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
 
 
 def length_limits(source_ids, max_length_ratio: float, max_length_offset: int):

@@ -50,26 +50,32 @@ DEFAULTS = {"host": "127.0.0.1", "port": 8000, "max_batch_sentences": 64, "max_w
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from translator import checks
+
+    positive = checks.option_type(int, checks.check_positive_int)
+    non_negative = checks.option_type(int, checks.check_non_negative_int)
+    milliseconds = checks.option_type(float, lambda name, value: checks.check_number(name, value, 0.0))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory of a translation model (exported in memory at start)")
     source.add_argument("--export", help="directory written by `translator export`")
     parser.add_argument("--name", default=None, help="model name in /v1/models/NAME:predict (default: the "
                                                      "directory's name)")
     parser.add_argument("--host", default=DEFAULTS["host"], help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULTS["port"], help="port (default 8000; 0: any free one)")
-    parser.add_argument("--beam-sizes", type=int, nargs="*", default=[1], metavar="K",
+    parser.add_argument("--port", type=non_negative, default=DEFAULTS["port"],
+                        help="port (default 8000; 0: any free one)")
+    parser.add_argument("--beam-sizes", type=positive, nargs="*", default=[1], metavar="K",
                         help="with --run: beam sizes requests may ask for besides the run's (default: 1)")
-    parser.add_argument("--max-batch-sentences", type=int, default=DEFAULTS["max_batch_sentences"],
+    parser.add_argument("--max-batch-sentences", type=positive, default=DEFAULTS["max_batch_sentences"],
                         help="sentences of waiting requests translated together (default 64)")
-    parser.add_argument("--max-wait-ms", type=float, default=DEFAULTS["max_wait_ms"],
+    parser.add_argument("--max-wait-ms", type=milliseconds, default=DEFAULTS["max_wait_ms"],
                         help="how long a batch waits for more requests before it runs (default 5)")
-    parser.add_argument("--batches-in-flight", type=int, default=DEFAULTS["batches_in_flight"],
+    parser.add_argument("--batches-in-flight", type=positive, default=DEFAULTS["batches_in_flight"],
                         help="batches translated at once, each in its own thread (default 2)")
-    parser.add_argument("--max-sentences", type=int, default=DEFAULTS["max_sentences"],
+    parser.add_argument("--max-sentences", type=positive, default=DEFAULTS["max_sentences"],
                         help="most sentences in one request (default 256)")
-    parser.add_argument("--max-characters", type=int, default=DEFAULTS["max_characters"],
+    parser.add_argument("--max-characters", type=positive, default=DEFAULTS["max_characters"],
                         help="most characters in one sentence (default 2000)")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULTS["max_body_bytes"],
+    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULTS["max_body_bytes"],
                         help="largest request body (default 4 MiB)")
 
 
@@ -381,12 +387,7 @@ def make_application(backend: Backend, settings: dict):
 
 def serve(args) -> None:
     """`translator serve`: load, compile (one translation per beam size), listen, print the address."""
-    settings = {key: getattr(args, key) for key in DEFAULTS}
-    for key in ("max_batch_sentences", "batches_in_flight", "max_sentences", "max_characters", "max_body_bytes"):
-        if settings[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be at least 1; got {settings[key]}")
-    if settings["max_wait_ms"] < 0:
-        raise ValueError(f"--max-wait-ms must be >= 0; got {settings['max_wait_ms']}")
+    settings = {key: getattr(args, key) for key in DEFAULTS}  # checked by the option types
     backend = Backend.from_export(args.export, args.name) if args.export else \
         Backend.from_run(args.run, args.beam_sizes, args.name)
     for beam_size in backend.functions:  # compile every search before the first request

@@ -28,12 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from translator.checks import check_path, check_texts
 from translator.corpora import read_manifest, read_prepared_split, resolve_corpus
-from translator.files import atomic_write_text, search_path
+from translator.files import atomic_write_text, read_yaml, search_path
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
-PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 RECIPE_DEFAULTS = {
     "corpus": None, "model_type": "unigram", "vocabulary": "separate", "vocab_size": 8000,
@@ -61,6 +60,7 @@ class Tokenizer:
     def __init__(self, model_file: str | Path):
         import sentencepiece
 
+        check_path("model_file", model_file)
         self.model_file = Path(model_file)
         if not self.model_file.is_file():
             raise FileNotFoundError(
@@ -80,6 +80,7 @@ class Tokenizer:
 
     def encode(self, texts, add_sos: bool = False, add_eos: bool = False):
         """Text -> ids. A string gives a list of ids; a list of strings gives a list of lists."""
+        check_texts("texts", texts)
         return self._processor.encode(texts, out_type=int, add_bos=add_sos, add_eos=add_eos)
 
     def encode_as_pieces(self, texts):
@@ -87,7 +88,25 @@ class Tokenizer:
 
     def decode(self, ids):
         """Ids -> text; pad, <sos> and <eos> are dropped. A list of lists gives a list of strings."""
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"ids must be a list of token ids or a list of such lists; got {type(ids).__name__} "
+                            f"{ids!r:.60}")
         return self._processor.decode(ids)
+
+    def unknown_shares(self, texts: list[str], ids: list[list[int]] | None = None) -> list[float]:
+        """For each text, the share of its characters (spaces aside) that fall in ``<unk>``
+        pieces; ``ids`` are the texts' ids if already encoded. 0.0 for text the model knows."""
+        ids = self.encode(texts) if ids is None else ids
+        shares = []
+        for text, row in zip(texts, ids):
+            if UNK_ID not in row:
+                shares.append(0.0)
+                continue
+            # An <unk> piece is the unknown text itself; "\u2581" marks a word boundary, not text.
+            lengths = [len(piece.replace("\u2581", "")) for piece in self.encode_as_pieces(text)]
+            unknown = sum(length for length, index in zip(lengths, row) if index == UNK_ID)
+            shares.append(unknown / max(sum(lengths), 1))
+        return shares
 
     def id_to_piece(self, index: int) -> str:
         return self._processor.id_to_piece(index)
@@ -123,7 +142,7 @@ def find_recipe(corpus: str, recipe: str | None = None) -> Path:
 
 
 def read_recipe(path: Path) -> dict:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path, TokenizerError) or {}
     if not isinstance(raw, dict):
         raise TokenizerError(f"{path}: a tokenizer recipe is a YAML mapping")
     unknown = set(raw) - set(RECIPE_DEFAULTS)
@@ -178,9 +197,13 @@ def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text:
     try:
         sentencepiece.SentencePieceTrainer.train(**options)
     except RuntimeError as error:
+        # Unigram needs a vocabulary smaller than the corpus's pieces allow; BPE stops when it
+        # runs out of merges, so it is the way out for unigram, not for itself.
+        other = " (or use model_type: bpe)" if settings["model_type"] == "unigram" else ""
         raise TokenizerError(
             f"SentencePiece could not train a {settings['model_type']} model of {settings['vocab_size']} "
-            f"pieces: {error}. Lower vocab_size (or use model_type: bpe) in the tokenizer recipe."
+            f"pieces from {sum(1 for line in lines if line):,} lines: {error}. Lower vocab_size{other} "
+            f"in the tokenizer recipe."
         ) from None
     finally:
         os.unlink(input_file)
@@ -255,6 +278,7 @@ def _display(path: Path) -> str:
 
 def load_tokenizers(directory: str | Path) -> dict[str, Tokenizer]:
     """The tokenizers of a trained recipe by side: {"source", "target"} or {"text"}."""
+    check_path("directory", directory)
     directory = Path(directory)
     card_path = directory / "card.json"
     if not card_path.is_file():

@@ -17,12 +17,15 @@ same batches in the same order as an uninterrupted run.
 The loop is written out (a compiled step under ``strategy.run``) rather than ``model.fit``, so
 that one code path serves a single device, ``MirroredStrategy`` and
 ``MultiWorkerMirroredStrategy`` (``model.fit`` fails under the latter in Keras 3,
-keras-team/keras#20585), and so that resumption is exact.
+keras-team/keras#20585), and so that resumption is exact. Each replica reads its own shard of
+every global batch; with several workers only the chief writes the run directory, and every
+worker resumes from the chief's checkpoints (``translator.distributed``).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -35,9 +38,11 @@ import numpy as np
 import yaml
 
 from translator.batching import TranslationBatches
+from translator.checks import check_non_negative_int, check_path
 from translator.config import load_config, validate
 from translator.corpora import read_manifest, read_prepared_split
-from translator.files import atomic_write_text
+from translator.files import atomic_write_text, read_yaml
+from translator.special_ids import PAD_ID
 from translator.tokenizers import find_recipe, load_tokenizers
 
 
@@ -54,12 +59,18 @@ def make_strategy(name: str):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi_worker":  # workers and their roles come from the TF_CONFIG variable
+        from translator.distributed import check_tf_config
+
+        check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def prepare_run_directory(config: dict, run: Path) -> dict:
-    """Create (or check, when resuming) the run directory; copy the tokenizers into it."""
+def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[dict, Path]:
+    """Create (or check, when resuming) the run directory; copy the tokenizers into it. Returns
+    the corpus manifest and the tokenizers' directory. Only the chief of a multi-worker run
+    writes (``chief=False`` checks the same things); until the chief has written the run's
+    config, the other workers read the tokenizers from the corpus, whence the chief copies them."""
     data = config["data"]
     corpus_dir, manifest = read_manifest(data["corpus"], data["work_dir"])
     expected = TASK_OF_MODEL[config["model"]["type"]]
@@ -74,7 +85,7 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
                                 f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
     saved_config = run / "config.yaml"
     if saved_config.is_file():
-        previous = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+        previous = read_yaml(saved_config, TrainingError)
         previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
         decoding_changed = previous["decoding"] != config["decoding"]
         previous["decoding"] = config["decoding"]  # decoding never changes training: the new one is taken
@@ -86,15 +97,56 @@ def prepare_run_directory(config: dict, run: Path) -> dict:
                 f"{run} holds a run with a different config (changed: {', '.join(changed) or 'name'}); "
                 f"resuming it would mix two experiments. Use another RUN=, or delete {run} to start over."
             )
-        if decoding_changed:
+        if decoding_changed and chief:
             atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+        check_same_data(run, corpus_dir, data_fingerprint(manifest, source), write=chief)
+    elif not chief:
+        return manifest, source
     else:
         run.mkdir(parents=True, exist_ok=True)
         if (run / "tokenizers").exists():
             shutil.rmtree(run / "tokenizers")
         shutil.copytree(source, run / "tokenizers")
+        atomic_write_text(run / "data.json", json.dumps(data_fingerprint(manifest, source), indent=2) + "\n")
         atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
-    return manifest
+    return manifest, run / "tokenizers"
+
+
+def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
+    """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
+    the readers check the files against), and the tokenizers' settings and vocabularies (their
+    ``.vocab`` files: the ``.model`` bytes also hold the temporary paths they were trained from,
+    so a tokenizer trained again identically has other bytes)."""
+    outputs = {name: recorded if isinstance(recorded, str) else recorded["sha256"]
+               for name, recorded in manifest["outputs"].items()}
+    card = json.loads((tokenizer_directory / "card.json").read_text(encoding="utf-8"))
+    tokenizers = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                  for path in sorted(tokenizer_directory.glob("*.vocab"))}
+    tokenizers["settings"] = hashlib.sha256(json.dumps(card["settings"], sort_keys=True).encode()).hexdigest()
+    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizers": tokenizers}
+
+
+def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = True) -> None:
+    """Refuse to resume a run whose corpus or tokenizers changed since it started (``run/data.json``).
+    ``write``: whether this process writes the run (the chief of a multi-worker run)."""
+    path = run / "data.json"
+    if not path.is_file():  # a run started before runs recorded their data: from now on it does
+        if write:
+            atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    def differing(part):
+        before, now = recorded.get(part, {}), current[part]
+        return [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+
+    changed = [str(corpus_dir / name) for name in differing("prepared_files")]
+    changed += [f"tokenizer {name}" for name in differing("tokenizers")]
+    if changed:
+        raise TrainingError(
+            f"{run} was trained on other data than {corpus_dir} holds now (changed since it started: "
+            f"{', '.join(changed)}); resuming would continue on different data. Start a new run (--run "
+            f"another directory), delete {run} to start over, or prepare the data as it was."
+        )
 
 
 def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
@@ -159,8 +211,8 @@ class TranslationTask:
     def batches_per_epoch(self) -> int:
         return len(self.train_batches.batches(0))
 
-    def dataset(self, epoch: int, skip: int):
-        return self.train_batches.dataset(epoch, skip)
+    def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
+        return self.train_batches.dataset(epoch, skip, shards, shard_ids)
 
     def describe(self, manifest: dict) -> str:
         return (f"{manifest['source_language']} -> {manifest['target_language']}, {len(self.train_batches):,} "
@@ -171,6 +223,10 @@ class TranslationTask:
 
         model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,
                                       self.tokenizers["target"].vocabulary_size, dtype=dtype)
+        settings = self.config["training"]
+        if settings["initialize_encoder_from"]:
+            take_encoder_of_run(model, settings["initialize_encoder_from"], self.tokenizers["source"],
+                                settings["freeze_encoder"], self.log)
         from translator.search import GreedyTranslator
         self.greedy = GreedyTranslator(model)
         return model
@@ -195,7 +251,7 @@ class TranslationTask:
         from translator.models import sequence_loss
 
         source, target_input, target_output = batch
-        real = tf.not_equal(target_output, 0)  # logits for the real target tokens only
+        real = tf.not_equal(target_output, PAD_ID)  # logits for the real target tokens only
         logits = model((source, target_input), training=training, output_mask=real)
         targets = tf.boolean_mask(target_output, real)
         smoothing = self.config["training"]["label_smoothing"] if training else 0.0
@@ -238,6 +294,25 @@ class TranslationTask:
         return sacrebleu.corpus_bleu(hypotheses, [self.validation_columns["target"][:count]]).score
 
 
+def take_encoder_of_run(model, run, source_tokenizer, freeze: bool, log=print) -> None:
+    """Start ``model``'s source embedding and encoder from those of the trained run ``run``,
+    whose source tokenizer must have the same pieces as ``source_tokenizer``."""
+    from translator.runs import load_run
+
+    _, other = load_run(run, "seq2seq")
+    theirs = load_tokenizers(Path(run) / "tokenizers")["source"]
+    pieces = lambda tokenizer: [tokenizer.id_to_piece(i) for i in range(tokenizer.vocabulary_size)]  # noqa: E731
+    if pieces(theirs) != pieces(source_tokenizer):
+        raise TrainingError(f"training.initialize_encoder_from: {run}'s source tokenizer ({theirs.model_file}) has "
+                            f"other pieces than this run's ({source_tokenizer.model_file}); the encoder reads token "
+                            f"ids, so both runs need the same source tokenizer")
+    try:
+        model.take_encoder(other, freeze=freeze)
+    except ValueError as error:
+        raise TrainingError(f"training.initialize_encoder_from: {run}: {error}") from None
+    log(f"source embedding and encoder from {run}" + (" (frozen: only the decoder trains)" if freeze else ""))
+
+
 def make_task(config: dict, tokenizers: dict, log=print):
     kind = config["model"]["type"]
     if kind == "language_model":
@@ -253,9 +328,11 @@ TASK_OF_MODEL = {"seq2seq": "translation", "language_model": "language_modeling"
 
 # ----------------------------------------------------------------------------- the step
 
-def make_training_step(config: dict, model, optimizer, strategy, element_spec, task):
+def make_training_step(config: dict, model, optimizer, strategy, element_spec, task, stop_signal=None):
     """The compiled training step: the task's loss, gradients all-reduced over replicas, the
-    global norm clipped, one optimizer update. Returns ``train_step(*batch) -> (loss sum, count)``."""
+    global norm clipped, one optimizer update. Returns ``train_step(*batch) -> (loss sum, count,
+    stop)``: ``stop`` is positive when any replica's ``stop_signal`` variable (a stop request,
+    e.g. Ctrl-C, in that process) is, so that all workers stop after the same step."""
     import tensorflow as tf
 
     settings = config["training"]
@@ -267,7 +344,9 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
             objective_sum, objective_count, plain_sum, count = task.loss(model, batch, training=True)
-            global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, objective_count)
+            stop = tf.zeros([]) if stop_signal is None else tf.identity(stop_signal)  # a read, on this replica
+            global_count, stop = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                    [tf.cast(objective_count, tf.float32), stop])
             loss = objective_sum / tf.maximum(global_count, 1e-9)
         gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense embeddings
         # Sum the gradients of all replicas and clip the global gradient (as on one device);
@@ -277,7 +356,7 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
             gradients, _ = tf.clip_by_global_norm(gradients, clip)
         optimizer.apply([g / replicas for g in gradients], variables)
         # What the loss reports is the plain cross-entropy, comparable across settings.
-        return plain_sum, count
+        return plain_sum, count, stop
 
     jit = settings["jit_compile"]
 
@@ -293,73 +372,103 @@ def make_training_step(config: dict, model, optimizer, strategy, element_spec, t
 
 class Trainer:
     """Trains one config into one run directory. ``Trainer(config_path, run).train()``; ``seed``
-    overrides the config's ``training.seed``. ``config_path`` may also be a validated config dict."""
+    overrides the config's ``training.seed``, ``overrides`` other keys (``"section.key=value"``,
+    as ``translator train --set``). ``config_path`` may also be a validated config dict."""
 
-    def __init__(self, config_path, run=None, log=print, seed=None):
-        self.config = copy.deepcopy(config_path) if isinstance(config_path, dict) else load_config(config_path)
+    def __init__(self, config_path, run=None, log=print, seed=None, overrides=()):
+        if isinstance(config_path, dict):
+            self.config = copy.deepcopy(config_path)
+        else:
+            check_path("config_path", config_path)
+            self.config = load_config(config_path, overrides)
         if seed is not None:  # `translator train CONFIG --seed N`: the same recipe, another seed
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-            self.config["training"]["seed"] = seed
+            self.config["training"]["seed"] = check_non_negative_int("seed", seed)
+        if run is not None:
+            check_path("run", run)
         self.run = Path(run or Path("runs") / self.config["name"])
         self.log = log
+        self.chief = True  # whether this process writes the run directory (one worker of several does)
 
     def train(self) -> Path:
         import keras
         import tensorflow as tf
 
-        from translator.evaluation import hardware
+        from translator import distributed
+        from translator.machine import hardware
         from translator.models import count_parameters
 
         config, settings = self.config, self.config["training"]
-        manifest = prepare_run_directory(config, self.run)
         if config["model"]["ensemble"] > 1:
+            if settings["strategy"] == "multi_worker":
+                raise TrainingError("model.ensemble trains its members one after another in one process, which "
+                                    "training.strategy: multi_worker cannot; use default or mirrored")
+            prepare_run_directory(config, self.run)
             return self._train_ensemble()
+        # First: MultiWorkerMirroredStrategy sets up TensorFlow's collectives before any other op.
+        strategy = make_strategy(settings["strategy"])
+        worker = distributed.WorkerRole.of(strategy)
+        manifest, tokenizer_directory = prepare_run_directory(config, self.run, chief=worker.chief)
         keras.utils.set_random_seed(settings["seed"])
         if settings["deterministic"]:
             tf.config.experimental.enable_op_determinism()
-        tokenizers = load_tokenizers(self.run / "tokenizers")
+        tokenizers = load_tokenizers(tokenizer_directory)
         task = make_task(config, tokenizers, self.log)
         batches_per_epoch = task.batches_per_epoch()
         total_steps = batches_per_epoch * settings["epochs"]
 
-        strategy = make_strategy(settings["strategy"])
         with strategy.scope():
             # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls with AMX)
             model = task.build_model(settings["precision"])
             optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"])
             optimizer.build(model.trainable_variables)
-            state_variable = tf.Variable("", dtype=tf.string, trainable=False)
+        # The training state (counters, early stopping, history) as JSON, and this process's stop
+        # request: variables of this process alone, made outside the strategy's scope (a variable
+        # made inside is broadcast from the chief to every worker, and collectives carry no strings).
+        state_variable = tf.Variable("", dtype=tf.string, trainable=False)
+        stop_signal = tf.Variable(0.0, trainable=False)
         # The dropout random state is part of the checkpoint too, so a resumed run draws the
         # same masks as an uninterrupted one (and so is a task's carried state, if any).
         seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state_variable, seeds=seeds,
                                          task=task.checkpointed_variables())
-        # Two kept, numbered by a save counter: a save never rewrites the checkpoint in use.
-        manager = tf.train.CheckpointManager(checkpoint, self.run / "checkpoints", max_to_keep=2)
+        # Two kept, numbered by a save counter: a save never rewrites the checkpoint in use. Every
+        # worker saves (TensorFlow's multi-worker guide), the chief into the run, the others into
+        # a scratch directory deleted after each save; every worker resumes from the chief's.
+        scratch = None if worker.chief else distributed.scratch_directory(self.run, worker)
+        if scratch:
+            distributed.remove_scratch(scratch)  # what a killed worker left
+        manager = tf.train.CheckpointManager(checkpoint, scratch or self.run / "checkpoints", max_to_keep=2)
+        latest_checkpoint = tf.train.latest_checkpoint(self.run / "checkpoints")
         state = {"epoch": 0, "batches_done": 0, "step": 0, "saves": 0, "best": None, "best_epoch": None,
                  "epochs_without_improvement": 0, "plateau_wait": 0, "plateau_best": None,
                  "learning_rate_factor": 1.0, "history": [], "finished": False, "train_seconds": 0.0}
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        if latest_checkpoint:
+            checkpoint.restore(latest_checkpoint).assert_existing_objects_matched()
             state = json.loads(state_variable.numpy().decode("utf-8"))
             self.log(f"resuming {self.run} from step {state['step']:,} (epoch {state['epoch'] + 1}, "
                      f"batch {state['batches_done']} of {batches_per_epoch})")
-            if state["finished"]:
-                self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
-                return self.run / "model.keras"
+        distributed.check_same_start(strategy, self.run, state["step"])  # one worker of several: all alike
+        if state["finished"]:
+            self.log(f"{self.run} has finished training; model: {self.run / 'model.keras'}")
+            return self.run / "model.keras"
         # Which machine trained which part: the results table names the hardware from this file.
-        with open(self.run / "machines.txt", "a", encoding="utf-8") as machines:
-            machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step {state['step']}\t"
-                           f"{hardware()}\n")
+        if worker.chief:
+            machine = hardware() if worker.count == 1 else f"{worker.count} workers, the chief on {hardware()}"
+            with open(self.run / "machines.txt", "a", encoding="utf-8") as machines:
+                machines.write(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\tfrom step {state['step']}\t"
+                               f"{machine}\n")
         parameters = count_parameters(model)
         self.log(f"{config['name']}: {config['data']['corpus']} ({task.describe(manifest)}), "
                  f"{batches_per_epoch} batches per epoch")
         self.log(f"model: {config['model']['type']}, {parameters:,} parameters ({config['model']['cell']}), "
-                 f"strategy {settings['strategy']} ({strategy.num_replicas_in_sync} replica(s))")
+                 f"strategy {settings['strategy']} ({strategy.num_replicas_in_sync} replica(s)"
+                 + (f", worker {worker.index} of {worker.count}{', the chief' if worker.chief else ''})"
+                    if worker.count > 1 else ")"))
 
         train_step, evaluate_step = None, self._evaluation_step(model, task)
-        writer = tf.summary.create_file_writer(str(self.run / "tensorboard"))
+        writer = tf.summary.create_file_writer(str(self.run / "tensorboard")) if worker.chief \
+            else tf.summary.create_noop_writer()
+        self.chief = worker.chief
 
         self._total_steps = total_steps
 
@@ -367,8 +476,12 @@ class Trainer:
             state["saves"] += 1
             state_variable.assign(json.dumps(state))
             manager.save(checkpoint_number=state["saves"])
+            if scratch:
+                distributed.remove_scratch(scratch)
 
-        stop_requested = _StopRequest()
+        # A stop request (Ctrl-C, SIGTERM) is honoured at once in one process; with several workers,
+        # after the step whose all-reduce told every worker of it, so that all stop at the same step.
+        stop_requested, stopping, alone = _StopRequest(), False, worker.count == 1
         unit = "tok/s" if config["model"]["type"] != "classifier" else "ex/s"
         try:
             while state["epoch"] < settings["epochs"]:
@@ -382,13 +495,19 @@ class Trainer:
                 loss_sum = token_sum = 0.0
                 started = epoch_started = time.time()
                 task.start_epoch(epoch, state["batches_done"])
-                dataset = strategy.experimental_distribute_dataset(task.dataset(epoch, skip=state["batches_done"]))
+                dataset = strategy.distribute_datasets_from_function(
+                    lambda context, epoch=epoch, skip=state["batches_done"]:
+                    task.dataset(epoch, skip, *distributed.replica_shards(context)))
                 if train_step is None:  # traced once, for any batch and sentence length
-                    train_step = make_training_step(config, model, optimizer, strategy, dataset.element_spec, task)
+                    train_step = make_training_step(config, model, optimizer, strategy, dataset.element_spec, task,
+                                                    stop_signal)
                 for batch in dataset:
                     rate = learning_rate(config, state["step"] + 1, total_steps, state["learning_rate_factor"])
                     optimizer.learning_rate.assign(rate)
-                    batch_loss, batch_tokens = (float(x) for x in train_step(*batch))
+                    if stop_requested and not stop_signal.numpy():
+                        stop_signal.assign(1.0)
+                    batch_loss, batch_tokens, stop = (float(x) for x in train_step(*batch))
+                    stopping = stop > 0 or alone and bool(stop_requested)
                     state["step"] += 1  # the counters move together, after the update
                     state["batches_done"] += 1
                     loss_sum += batch_loss
@@ -400,15 +519,15 @@ class Trainer:
                         with writer.as_default(step=state["step"]):
                             tf.summary.scalar("train/loss", batch_loss / batch_tokens)
                             tf.summary.scalar("train/learning_rate", rate)
-                    if state["step"] % settings["checkpoint_every"] == 0 or stop_requested:
+                    if state["step"] % settings["checkpoint_every"] == 0 or stopping:
                         state["train_seconds"] += time.time() - started
                         started = time.time()
                         save_state()
-                    if stop_requested:
+                    if stopping:
                         raise KeyboardInterrupt
                 state["train_seconds"] += time.time() - started
                 row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
-                row.update(task.validate(model, evaluate_step, epoch))
+                row.update(distributed.agree(strategy, task.validate(model, evaluate_step, epoch)))
                 row["learning_rate"] = float(learning_rate(config, max(state["step"], 1), total_steps,
                                                            state["learning_rate_factor"]))
                 if token_sum:  # figures of this process's part of the epoch (all of it unless resumed)
@@ -423,26 +542,31 @@ class Trainer:
                 state["epoch"] += 1
                 state["batches_done"] = 0
                 state["history"].append(row)
-                self._write_log(state["history"])
+                if worker.chief:
+                    self._write_log(state["history"])
                 if stop:
                     self.log(f"early stopping: no improvement of {settings['early_stopping_metric']} "
                              f"for {settings['early_stopping_patience']} epoch(s)")
                     break
                 save_state()
-                if stop_requested:
+                if stopping or alone and stop_requested:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.log(f"\ninterrupted at step {state['step']:,}; run the same command to resume from the last checkpoint")
             raise
         finally:
             stop_requested.restore()
+            if scratch:
+                distributed.remove_scratch(scratch)
         best = self.run / "best.keras"
-        if not best.is_file():
-            self._save_model(model, best)
-        shutil.copyfile(best, self.run / ".model.keras.tmp")
-        os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
+        if worker.chief:
+            if not best.is_file():
+                self._save_model(model, best)
+            shutil.copyfile(best, self.run / ".model.keras.tmp")
+            os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
         state["finished"] = True
         save_state()
+        self.model = model  # the trained weights, for a caller that wants them
         best_text = "no validation score" if state["best"] is None else \
             f"best {settings['early_stopping_metric']} {state['best']:.4f} (epoch {state['best_epoch']})"
         self.log(f"done: {state['step']:,} steps in {state['train_seconds'] / 60:.1f} min; {best_text}; "
@@ -457,7 +581,7 @@ class Trainer:
         import keras
 
         from translator.classifiers import Classifier
-        from translator.evaluation import _read_log
+        from translator.reports import read_log
 
         config, count = self.config, self.config["model"]["ensemble"]
         directories = [self.run / "members" / str(index + 1) for index in range(count)]
@@ -472,7 +596,7 @@ class Trainer:
         self._save_model(Classifier.from_members(members), self.run / "model.keras")
         # The members' epochs (log.csv) and machines (machines.txt), for the report and the tables.
         self._write_log([{"member": index + 1, **row} for index, directory in enumerate(directories)
-                         for row in _read_log(directory)])
+                         for row in read_log(directory)])
         atomic_write_text(self.run / "machines.txt", "".join(
             (directory / "machines.txt").read_text(encoding="utf-8") for directory in directories))
         self.log(f"done: an ensemble of {count} members; model: {self.run / 'model.keras'}")
@@ -512,7 +636,8 @@ class Trainer:
             return False
         better = state["best"] is None or (value < state["best"] if metric == "validation_loss" else value > state["best"])
         if better:
-            self._save_model(model, self.run / "best.keras")  # the file first, then the state that names it
+            if self.chief:
+                self._save_model(model, self.run / "best.keras")  # the file first, then the state that names it
             state["best"], state["best_epoch"], state["epochs_without_improvement"] = value, row["epoch"], 0
             return False
         state["epochs_without_improvement"] += 1

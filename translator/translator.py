@@ -11,8 +11,8 @@ compiled once per setting and reused; beam size 1 runs greedy search, which drop
 sentences from the batch. A run trained with ``precision: mixed_bfloat16`` decodes in
 bfloat16 from weights cast once at loading, with each step's products fused
 (`translator.models.computing_in`); a float32 run may do the same with
-``Translator.load(run, precision="bfloat16")`` (in `make bench` on 2 cores with AMX, greedy
-2.0x faster; the float32 output on 95.2% of the sentences of an undertrained model). An
+``Translator.load(run, precision="bfloat16")`` (faster on a CPU with bfloat16 matrix
+instructions; the output differs from float32's on a few sentences, see `make bench`). An
 empty sentence gives an empty translation. A sentence longer than the model's source limit
 (``max_source_length`` pieces, from the run's config) is truncated to it, with a warning:
 nothing crashes on long input.
@@ -28,16 +28,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from translator.batching import pad
-from translator.search import strip_special
+from translator.checks import (
+    check_bool,
+    check_non_negative_int,
+    check_number,
+    check_path,
+    check_positive_int,
+    check_texts,
+)
+from translator.special_ids import PAD_ID
 
 # Batches searched at once, each in its own thread. On a CPU one batch's serial work (the
-# TensorFlow executor, small element-wise ops) then overlaps the other's matrix products:
-# greedy search of Multi30k test2016 in two halves at once, 1,882 sentences/s against 1,501
-# one after the other (2 cores, bfloat16). The translations are the same.
+# TensorFlow executor, small element-wise ops) then overlaps the other's matrix products
+# (README, "Why the fast path looks as it does"). The translations are the same.
 BATCHES_IN_FLIGHT = 2
+
+# A sentence with more than this share of its characters unknown to the source tokenizer is
+# "mostly unknown": `translator translate` warns, and `translator evaluate` counts such sentences.
+MOSTLY_UNKNOWN = 0.5
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Translation:
     n_best: list[tuple[str, float]] = field(default_factory=list)
     attention: np.ndarray | None = None  # [target pieces + <eos>, source pieces]
     truncated: bool = False
+    unknown_share: float = 0.0  # share of the source's characters in pieces the tokenizer does not know
 
 
 class Translator:
@@ -74,21 +85,17 @@ class Translator:
         ``precision`` is the dtype decoding computes in, "float32" or "bfloat16"; None (the
         default) takes the training's: bfloat16 for a ``mixed_bfloat16`` run.
         """
-        import keras
-
-        from translator.models import computing_in  # also registers the model classes for loading
+        from translator.runs import load_run
         from translator.tokenizers import load_tokenizers
 
+        check_path("run", run)
         run = Path(run)
-        path = run / model_file
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: train the run first (`translator train CONFIG --run {run}`)")
-        model = keras.saving.load_model(path, safe_mode=True)
+        config, model = load_run(run, "seq2seq", model_file)
+        from translator.models import computing_in
         if precision is None:
             precision = "bfloat16" if "bfloat16" in model.dtype_policy.name else "float32"
         model = computing_in(model, precision)
         tokenizers = load_tokenizers(run / "tokenizers")
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
         decoding = config.get("decoding", {})  # runs trained before the section existed have none
         return cls(model, tokenizers["source"], tokenizers["target"], config["data"]["max_source_length"],
                    decoding.get("beam_size", 5), decoding.get("length_penalty", 0.6))
@@ -112,7 +119,7 @@ class Translator:
                             return sequences[:, None, :], tf.zeros([tf.shape(sequences)[0], 1]), None
                         sequences, scores = greedy_search(self.model, source_ids, max_length_ratio,
                                                           max_length_offset, return_scores=True)
-                        lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, 0), tf.float32), axis=1)
+                        lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, PAD_ID), tf.float32), axis=1)
                         scores /= tf.pow((5.0 + lengths) / 6.0, length_penalty)
                         return sequences[:, None, :], scores[:, None], None
                     return beam_search(self.model, source_ids, beam_size, length_penalty, max_length_ratio,
@@ -126,37 +133,60 @@ class Translator:
     def translate(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
                   batch_size: int = 64,
                   max_length_ratio: float = 2.0, max_length_offset: int = 10) -> list[str]:
-        """Translate a list of sentences (or one string); return the best translations as strings.
+        """Translate a list of sentences (or one string); return the best translations as strings
+        (one string for one string).
 
         ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config
         (5 and 0.6 unless the recipe tuned them)."""
-        single = isinstance(sentences, str)
-        details = self._translate([sentences] if single else sentences, beam_size, length_penalty, batch_size,
-                                  max_length_ratio, max_length_offset, n_best=1, attention=False, detailed=False)
-        texts = [detail.text for detail in details]
-        return texts[0] if single else texts
+        details = self._translate(sentences, beam_size, length_penalty, batch_size, max_length_ratio,
+                                  max_length_offset, n_best=1, attention=False, detailed=False)
+        return details.text if isinstance(details, Translation) else [detail.text for detail in details]
 
     def translate_detailed(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
                            batch_size: int = 64,
                            max_length_ratio: float = 2.0, max_length_offset: int = 10, n_best: int | None = None,
                            attention: bool = False) -> list[Translation]:
         """Translations with pieces, scores, the n-best list (``n_best`` entries, default the
-        beam size) and, with ``attention=True``, the attention weights of the best one."""
+        beam size), the share of unknown pieces in the source and, with ``attention=True``, the
+        attention weights of the best one. One string gives one `Translation`."""
         return self._translate(sentences, beam_size, length_penalty, batch_size, max_length_ratio,
                                max_length_offset, n_best, attention, detailed=True)
 
+    def unknown_shares(self, sentences) -> list[float]:
+        """For each sentence, the share of its characters (spaces aside) that the source
+        tokenizer does not know (``<unk>`` pieces): text in a script the model never saw comes
+        out as an unrelated sentence, so `translator translate` warns when it is most of one."""
+        sentences, _ = check_texts("sentences", sentences)
+        return self.source_tokenizer.unknown_shares(sentences)
+
+    def _check_arguments(self, beam_size, length_penalty, batch_size, max_length_ratio, max_length_offset, n_best,
+                         attention):
+        """The search settings, checked as a config file's would be; returns beam size, length
+        penalty and n-best size with the run's defaults filled in."""
+        from translator.config import check_setting
+
+        beam_size = self.beam_size if beam_size is None else check_setting("decoding", "beam_size", beam_size)
+        length_penalty = self.length_penalty if length_penalty is None else \
+            check_setting("decoding", "length_penalty", length_penalty)
+        check_positive_int("batch_size", batch_size)
+        check_number("max_length_ratio", max_length_ratio, 0.0)
+        check_non_negative_int("max_length_offset", max_length_offset)
+        n_best = beam_size if n_best is None else min(check_positive_int("n_best", n_best), beam_size)
+        check_bool("attention", attention)
+        return beam_size, length_penalty, n_best
+
     def _translate(self, sentences, beam_size, length_penalty, batch_size, max_length_ratio, max_length_offset,
-                   n_best, attention, detailed) -> list[Translation]:
+                   n_best, attention, detailed) -> list[Translation] | Translation:
         """`translate_detailed`; without ``detailed`` only ``text`` is filled in (greedy search
         then skips the scores, a softmax normalizer over the vocabulary at every step)."""
-        beam_size = self.beam_size if beam_size is None else beam_size
-        length_penalty = self.length_penalty if length_penalty is None else length_penalty
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1; got {beam_size}")
-        n_best = beam_size if n_best is None else min(n_best, beam_size)
-        sentences = list(sentences)
+        from translator.search import strip_special
+
+        sentences, single = check_texts("sentences", sentences)
+        beam_size, length_penalty, n_best = self._check_arguments(
+            beam_size, length_penalty, batch_size, max_length_ratio, max_length_offset, n_best, attention)
         encoded = self.source_tokenizer.encode(sentences)
         original_lengths = [len(ids) for ids in encoded]
+        unknown_shares = self.source_tokenizer.unknown_shares(sentences, encoded)
         results: list[Translation | None] = [None] * len(sentences)
         for index, (sentence, ids) in enumerate(zip(sentences, encoded)):
             if not sentence.strip() or not ids:  # nothing to translate (also text that encodes to no piece)
@@ -164,7 +194,7 @@ class Translator:
             elif len(ids) > self.max_source_length:
                 warnings.warn(f"sentence {index + 1} has {len(ids)} pieces, more than the model's limit of "
                               f"{self.max_source_length}: translating its first {self.max_source_length}",
-                              stacklevel=2)
+                              stacklevel=3)
                 encoded[index] = ids[:self.max_source_length]
         todo = [i for i in range(len(sentences)) if results[i] is None]
         todo.sort(key=lambda i: len(encoded[i]))
@@ -182,7 +212,8 @@ class Translator:
                 texts = self.target_tokenizer.decode(strip_special(sequences[:, 0]))
                 for index, text in zip(indices, texts):
                     results[index] = Translation(source=sentences[index], text=text,
-                                                 truncated=original_lengths[index] > self.max_source_length)
+                                                 truncated=original_lengths[index] > self.max_source_length,
+                                                 unknown_share=unknown_shares[index])
                 continue
             for row, index in enumerate(indices):
                 hypotheses = strip_special(sequences[row])
@@ -197,5 +228,7 @@ class Translator:
                     attention=None if weights is None else
                     weights.numpy()[row, 0, :len(best) + 1, :len(encoded[index])],
                     truncated=original_lengths[index] > self.max_source_length,
+                    unknown_share=unknown_shares[index],
                 )
-        return results
+        return results[0] if single else results
+

@@ -1,0 +1,151 @@
+"""`translator experiments`: rendering what exists, naming what is missing, resuming, and the
+README section; on a tiny recipe (the real ones take minutes to hours)."""
+
+import json
+
+import pytest
+
+from translator.experiments import EXPERIMENTS, ExperimentError, run
+
+TINY = """cells: [rnn, lstm, gru]
+distances: [1, 3]
+gradients_after_training_at: 3
+symbols: 3
+units: 4
+embedding_dim: 4
+examples: 60
+epochs: 1
+batch_size: 30
+learning_rate: 0.01
+seed: 1
+"""
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """The real recipes, but a tiny vanishing-gradients one, and an empty runs/ (cwd)."""
+    import shutil
+
+    from translator.experiments import RECIPES
+
+    recipes = tmp_path / "recipes"
+    shutil.copytree(RECIPES, recipes)
+    (recipes / "vanishing-gradients.yaml").write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\n<!-- experiments:start -->\nold table\n<!-- experiments:end -->\n\nrest\n")
+    return tmp_path, recipes, readme
+
+
+def test_without_train_it_renders_and_names_what_is_missing(place):
+    directory, recipes, readme = place
+    status = run(train=False, output_dir=directory / "out", readme=readme, log=lambda *a: None, recipes=recipes)
+    assert status["vanishing-gradients"] == "missing: run with --train"
+    assert status["reversal"] == "missing: run with --train"  # its runs are not in ./runs
+    assert status["decoder-swap"] == "missing: run with --train"
+    assert status["sliding-window"] == "not implemented yet"
+    assert set(status) == {experiment.name for experiment in EXPERIMENTS}
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith("<!-- experiments:end -->\n\nrest\n")
+    assert "| vanishing-gradients | the RNN/LSTM/GRU primer |" in text
+    assert (directory / "out" / "report.html").is_file()
+    assert not (directory / "out" / "results" / "vanishing-gradients.json").exists()
+
+
+def test_train_measures_caches_and_resumes(place):
+    directory, recipes, readme = place
+    out = directory / "out"
+    status = run(train=True, only="vanishing-gradients", output_dir=out, readme=readme, log=lambda *a: None,
+                 recipes=recipes)
+    assert status["vanishing-gradients"] == "measured"
+    results = json.loads((out / "results" / "vanishing-gradients.json").read_text())
+    assert set(results["accuracy"]) == {f"{cell}/{d}" for cell in ("rnn", "lstm", "gru") for d in (1, 3)}
+    assert all(0 <= value <= 1 for value in results["accuracy"].values())
+    assert len(results["gradient_norms"]["lstm"]["initial"]) == 4  # d = 0 .. 3 at the longest distance
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<b>Verdict:</b>" in html
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| vanishing-gradients"))
+    assert any(verdict in row for verdict in ("| holds |", "| does not hold |", "| mixed |"))
+
+    results["accuracy"]["rnn/1"] = 0.123456  # a cached piece is reused, never measured again
+    (out / "results" / "vanishing-gradients.json").write_text(json.dumps(results))
+    run(train=True, only="vanishing-gradients", output_dir=out, readme=None, log=lambda *a: None, recipes=recipes)
+    assert json.loads((out / "results" / "vanishing-gradients.json").read_text())["accuracy"]["rnn/1"] == 0.123456
+
+
+def test_an_unknown_experiment_or_a_missing_section_is_named(place):
+    directory, recipes, readme = place
+    with pytest.raises(ExperimentError, match="unknown experiment 'vanish'; the experiments are: reversal"):
+        run(only="vanish", output_dir=directory / "out", readme=None, recipes=recipes)
+    readme.write_text("# no section\n")
+    with pytest.raises(ExperimentError, match="expected one line '<!-- experiments:start -->'"):
+        run(output_dir=directory / "out", readme=readme, log=lambda *a: None, recipes=recipes)
+
+
+def test_every_experiment_recipe_names_training_configs_that_load():
+    from translator.config import load_config
+    from translator.experiments import RECIPES, read_recipe, recipe_path
+
+    names = {experiment.name for experiment in EXPERIMENTS}
+    for path in sorted(RECIPES.glob("*.yaml")):
+        if path.stem in names:  # an experiment's recipe: every config it names loads
+            recipe = read_recipe(path.stem)
+            for pair in recipe.get("pairs", []):
+                for side in ("baseline", "variant"):
+                    load_config(recipe_path(pair[side]["config"]))
+        else:  # a training config of an experiment
+            load_config(path)
+
+
+def test_a_paired_experiment_trains_scores_and_compares_both_sides(place):
+    import yaml
+    from conftest import make_task, reversal_pairs, write_config
+
+    tmp_path, recipes, _ = place
+    data = make_task(tmp_path, "pair", {"train": reversal_pairs(400, 1), "validation": reversal_pairs(30, 2),
+                                        "test": reversal_pairs(30, 3)})
+    training = {"epochs": 1, "bleu_every": 0, "batch_tokens": 512}
+    forward = write_config(tmp_path, data, training=training, name="forward")
+    backward = write_config(tmp_path, data, model={"reverse_source": True}, training=training, name="backward")
+    (recipes / "reversal.yaml").write_text(yaml.safe_dump({
+        "pairs": [{"baseline": {"config": str(forward), "label": "forward"},
+                   "variant": {"config": str(backward), "label": "backward"}}],
+        "seeds": [5], "expect": "better", "samples": 100, "runs_dir": str(tmp_path / "runs")}))
+    readme = tmp_path / "README.md"
+    status = run(train=False, only="reversal", output_dir=tmp_path / "out", readme=None, log=lambda *a: None,
+                 recipes=recipes)
+    assert status["reversal"] == "missing: run with --train" and not (tmp_path / "runs").exists()
+    status = run(train=True, only="reversal", output_dir=tmp_path / "out", readme=readme, log=lambda *a: None,
+                 recipes=recipes)
+    assert status["reversal"] == "measured"
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"forward-seed5", "backward-seed5"}
+    compared = json.loads((tmp_path / "out" / "results" / "reversal.json").read_text())["comparisons"]["0/5"]
+    assert compared["bleu_difference"] == round(compared["variant"]["BLEU"] - compared["baseline"]["BLEU"], 2)
+    assert 0 <= compared["p_value"] <= 1
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| reversal"))
+    assert "backward vs forward:" in row and "BLEU (p = " in row
+
+
+def test_interpretable_cells_trains_a_character_model_and_finds_a_cell_per_feature(place):
+    import yaml
+    from conftest import prepare, write_text_corpus
+
+    tmp_path, recipes, readme = place
+    text = "ROMEO:\nto be or not\n\nJULIET:\nthat is it\n\n" * 120
+    data = prepare(tmp_path, write_text_corpus(tmp_path, text), tmp_path / "toytext-tokenizer.yaml")
+    config = tmp_path / "charlm.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": data, "model": {"type": "language_model", "cell": "lstm", "embedding_dim": 8, "units": 16,
+                                "decoder_layers": 1},
+        "training": {"epochs": 1, "batch_size": 4, "sequence_length": 32, "bleu_every": 0}}))
+    (recipes / "interpretable-cells.yaml").write_text(yaml.safe_dump({
+        "config": str(config), "characters": 300, "shown_characters": 40, "runs_dir": str(tmp_path / "runs")}))
+    status = run(train=True, only="interpretable-cells", output_dir=tmp_path / "out", readme=readme,
+                 log=lambda *a: None, recipes=recipes)
+    assert status["interpretable-cells"] == "measured" and (tmp_path / "runs" / "charlm" / "model.keras").is_file()
+    results = json.loads((tmp_path / "out" / "results" / "interpretable-cells.json").read_text())
+    assert set(results["cells"]) == {"position_in_line", "in_speaker_name", "characters_to_line_end"}
+    assert all(0 <= found["cell"] < 16 and -1 <= found["correlation"] <= 1 for found in results["cells"].values())
+    assert (tmp_path / "out" / "report.html").read_text().count("<span style=") == 3 * 40
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| interpretable-cells"))
+    assert "position in line: cell" in row

@@ -1,0 +1,419 @@
+"""`translator experiments` (`make experiments`): the seeds' claims about RNNs, measured with
+this toolkit, in one report.
+
+Every claim of the documents this project grew from (``../shared/seeds/``) that can be
+measured on a 2-core CPU is one experiment here: the seed it comes from, the claim in one line,
+the recipe in ``configs/experiments/`` (settings, result, hardware and time), and a function
+that trains what is missing and measures. Results are cached as JSON in
+``experiments/results/`` as they are measured, so an interrupted run resumes and a run without
+``--train`` only renders what exists (and says what is missing). The output is
+``experiments/report.html`` (standalone, plots embedded) and the README section "What the seeds
+claim, measured".
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from translator.files import atomic_write_text, read_yaml, replace_between
+
+README_START, README_END = "<!-- experiments:start -->", "<!-- experiments:end -->"
+RECIPES = Path(__file__).resolve().parent.parent / "configs" / "experiments"
+SEEDS = {
+    "why": "\"Why RNNs work\"",
+    "karpathy": "Karpathy, \"The Unreasonable Effectiveness of Recurrent Neural Networks\"",
+    "parr": "Parr, \"Explaining RNNs without neural networks\"",
+    "stenzel": "Stenzel's encoder-decoder notes",
+    "primer": "the RNN/LSTM/GRU primer",
+}
+
+
+class ExperimentError(ValueError):
+    """An experiment cannot run as asked (the message says why and what to do)."""
+
+
+@dataclass
+class Experiment:
+    """One claim and how it is measured. ``measure(recipe, results, train, save)`` fills in the
+    ``results`` dict (saving it with ``save()`` after each piece, so that a run resumes) and
+    returns True when every piece is there; ``summary(results, recipe)`` gives our figure and
+    the verdict (holds / does not hold / mixed); ``plot(results, recipe)`` a matplotlib figure.
+    ``html(results, recipe)``, if given, adds HTML of its own to the report. An experiment
+    without ``measure`` is listed as not implemented yet."""
+
+    name: str
+    seed: str
+    claim: str
+    measure: object = None
+    summary: object = None
+    plot: object = None
+    html: object = None
+
+
+# ----------------------------------------------------------------------------- 1, 2, 7: pairs of recipes
+
+def recipe_path(path: str) -> Path:
+    """A training config named in an experiment recipe: absolute, or relative to the repository."""
+    path = Path(path)
+    return path if path.is_absolute() else RECIPES.parent.parent / path
+
+
+def measure_paired_runs(recipe: dict, results: dict, train: bool, save) -> bool:
+    """Every pair of recipe ``pairs`` ({baseline: {config, label}, variant: {config, label}}),
+    one run per seed each (``RUNS_DIR/NAME-seedN``, trained when missing and ``train``, resumable
+    as any run), scored on the test split with the recipe's decoding settings and compared seed
+    by seed with paired bootstrap resampling (`translator compare`). Runs listed under
+    ``requires`` ({config, seed}: one a variant starts from, say) are trained first."""
+    from translator.config import load_config
+    from translator.evaluation import compare
+    from translator.reports import read_log
+    from translator.results import scored_report
+
+    runs_dir = Path(recipe.get("runs_dir", "runs"))
+    complete = True
+    for required in recipe.get("requires", []):
+        path = recipe_path(required["config"])
+        run = runs_dir / f"{load_config(path)['name']}-seed{required['seed']}"
+        if scored_report(run, "test", train, {"config": str(path), "path": path}, required["seed"]) is None:
+            return False
+    for number, pair in enumerate(recipe["pairs"]):
+        for seed in recipe["seeds"]:
+            key = f"{number}/{seed}"
+            if key in results.get("comparisons", {}):
+                continue
+            scored = {}
+            for side in ("baseline", "variant"):
+                path = recipe_path(pair[side]["config"])
+                run = runs_dir / f"{load_config(path)['name']}-seed{seed}"
+                report = scored_report(run, "test", train, {"config": str(path), "path": path}, seed)
+                if report is None:
+                    break
+                scored[side] = (run, {**{name: report["scores"][name]["score"]
+                                         for name in ("BLEU", "BLEU (lowercased)", "chrF")},
+                                      "train_minutes": round(float(read_log(run)[-1]["train_seconds"]) / 60, 1)})
+            if len(scored) < 2:
+                complete = False
+                continue
+            compared = compare(scored["baseline"][0], scored["variant"][0], "test", recipe.get("samples", 1000))
+            bleu = compared["systems"][scored["variant"][0].name]["BLEU"]
+            results.setdefault("comparisons", {})[key] = {
+                "baseline": scored["baseline"][1], "variant": scored["variant"][1],
+                "bleu_difference": round(scored["variant"][1]["BLEU"] - scored["baseline"][1]["BLEU"], 2),
+                "p_value": bleu["p_value"]}
+            save()
+    return complete
+
+
+def summarize_paired_runs(results: dict, recipe: dict) -> tuple[str, str]:
+    """Per pair: the mean BLEU difference (variant - baseline) and each seed's p-value. The
+    verdict follows the recipe's ``expect``: ``better`` (the variant wins, significantly) or
+    ``similar`` (no significant difference); a baseline below ``minimum_baseline_bleu_lowercased``
+    makes the comparison one of unconverged models, and says so."""
+    figures, verdicts = [], []
+    for number, pair in enumerate(recipe["pairs"]):
+        compared = [results["comparisons"][f"{number}/{seed}"] for seed in recipe["seeds"]]
+        difference = sum(c["bleu_difference"] for c in compared) / len(compared)
+        significant = [c["p_value"] is not None and c["p_value"] < 0.05 for c in compared]
+        baselines = [c["baseline"]["BLEU (lowercased)"] for c in compared]
+        p_values = ", ".join("-" if c["p_value"] is None else f"{c['p_value']:.3f}" for c in compared)
+        minutes = {side: sum(c[side]["train_minutes"] for c in compared) / len(compared)
+                   for side in ("baseline", "variant")}
+        figures.append(f"{pair['variant']['label']} vs {pair['baseline']['label']}: {difference:+.2f} BLEU "
+                       f"(p = {p_values}; baseline lowercased BLEU {', '.join(f'{b:.2f}' for b in baselines)}; "
+                       f"training {minutes['variant']:.0f} vs {minutes['baseline']:.0f} min)")
+        minimum = recipe.get("minimum_baseline_bleu_lowercased")
+        if minimum is not None and min(baselines) < minimum:
+            verdicts.append(f"not measured: the baseline reached {min(baselines):.2f} < {minimum} lowercased BLEU")
+        elif recipe["expect"] == "better":
+            verdicts.append("holds" if difference > 0 and all(significant) else
+                            "does not hold" if difference <= 0 or not any(significant) else "mixed")
+        else:
+            verdicts.append("holds" if not any(significant) else "does not hold" if all(significant) else "mixed")
+    return "; ".join(figures), "; ".join(verdicts)
+
+
+def plot_paired_runs(results: dict, recipe: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 0.9 + 0.8 * len(recipe["pairs"]) * 2))
+    labels, position = [], 0
+    for number, pair in enumerate(recipe["pairs"]):
+        for side in ("baseline", "variant"):
+            scores = [results["comparisons"][f"{number}/{seed}"][side]["BLEU"] for seed in recipe["seeds"]]
+            axis.barh(position, sum(scores) / len(scores), color="#9ab" if side == "baseline" else "#c96")
+            axis.plot(scores, [position] * len(scores), "k.")
+            labels.append(pair[side]["label"])
+            position += 1
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("BLEU on test2016 (bars: mean over seeds, dots: each seed)")
+    return figure
+
+
+# ----------------------------------------------------------------------------- 3. vanishing gradients
+
+def measure_vanishing_gradients(recipe: dict, results: dict, train: bool, save) -> bool:
+    """Per cell: accuracy on the first-token task at every distance (a model of its own each),
+    and the gradient norms by distance (up to the longest) at initialisation and after training
+    at ``gradients_after_training_at``."""
+    import keras
+
+    from translator.gradient_flow import (
+        first_token_task,
+        gradient_norms_by_distance,
+        task_classifier,
+        train_on_first_token,
+    )
+
+    distances, symbols, seed = recipe["distances"], recipe["symbols"], recipe["seed"]
+    if recipe["gradients_after_training_at"] not in distances:
+        raise ExperimentError(f"vanishing-gradients: gradients_after_training_at is "
+                              f"{recipe['gradients_after_training_at']}, not one of the distances {distances}")
+    probe = first_token_task(256, max(distances), symbols, seed=seed + 7)  # the gradients' inputs
+    complete = True
+    for cell in recipe["cells"]:
+        for distance in distances:
+            key = f"{cell}/{distance}"
+            if key in results.get("accuracy", {}):
+                continue
+            if not train:
+                complete = False
+                continue
+            keras.utils.set_random_seed(seed)
+            model = task_classifier(cell, symbols, recipe["units"], recipe["embedding_dim"])
+            norms = results.setdefault("gradient_norms", {}).setdefault(cell, {})
+            norms["initial"] = [float(x) for x in gradient_norms_by_distance(model, *probe)]
+            started = time.time()
+            accuracy = train_on_first_token(model, distance, symbols, recipe["examples"], recipe["epochs"],
+                                            recipe["batch_size"], recipe["learning_rate"], seed)
+            results.setdefault("train_seconds", {})[key] = round(time.time() - started, 1)
+            if distance == recipe["gradients_after_training_at"]:
+                norms["trained"] = [float(x) for x in gradient_norms_by_distance(model, *probe)]
+            results.setdefault("accuracy", {})[key] = round(accuracy, 4)  # last: the piece is complete
+            save()
+    return complete
+
+
+def summarize_vanishing_gradients(results: dict, recipe: dict) -> tuple[str, str]:
+    """Our figure: how far each cell carries the first token (accuracy >= 90%), and how much of
+    the gradient reaches back ``gradients_after_training_at`` steps; the verdict compares the
+    simple RNN's reach with the gated cells'."""
+    accuracy, norms, span = results["accuracy"], results["gradient_norms"], recipe["gradients_after_training_at"]
+    reach = {cell: max([d for d in recipe["distances"] if accuracy[f"{cell}/{d}"] >= 0.9], default=0)
+             for cell in recipe["cells"]}
+    parts = [f"{cell} learns up to d={reach[cell]}, gradient at d={span} "
+             f"{_relative_gradient(norms[cell]['initial'], span):.0e} of d=0's at initialisation, "
+             f"{_relative_gradient(norms[cell]['trained'], span):.0e} trained" for cell in recipe["cells"]]
+    gated = [reach[cell] for cell in recipe["cells"] if cell != "rnn"]
+    verdict = "holds" if reach["rnn"] < min(gated) else "does not hold" if reach["rnn"] >= max(gated) else "mixed"
+    return (f"distances {', '.join(map(str, recipe['distances']))}, chance {1 / recipe['symbols']:.0%}; "
+            + "; ".join(parts)), verdict
+
+
+def _relative_gradient(norms: list[float], distance: int) -> float:
+    return norms[distance] / max(norms[0], 1e-30)
+
+
+def plot_vanishing_gradients(results: dict, recipe: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, (cell, norms) in enumerate(results["gradient_norms"].items()):
+        for stage, style in (("initial", "--"), ("trained", "-")):
+            relative = [value / max(norms[stage][0], 1e-30) for value in norms[stage]]
+            left.semilogy(range(len(relative)), relative, style, color=f"C{index}", label=f"{cell}, {stage}")
+    left.set_xlabel("distance d (steps before the last)")
+    left.set_ylabel("|dL/dx| relative to d = 0")
+    left.set_title("gradient of the last step's loss by distance")
+    left.legend(fontsize=8)
+    for index, cell in enumerate(recipe["cells"]):
+        distances = [d for d in recipe["distances"] if f"{cell}/{d}" in results["accuracy"]]
+        right.plot(distances, [results["accuracy"][f"{cell}/{d}"] for d in distances], "o-", color=f"C{index}",
+                   label=cell)
+    right.axhline(1 / recipe["symbols"], color="grey", linestyle=":", label="chance")
+    right.set_xscale("log")
+    right.set_xlabel("distance d")
+    right.set_ylabel("accuracy")
+    right.set_ylim(0, 1.05)
+    right.set_title("first token after d distractors")
+    right.legend(fontsize=8)
+    return figure
+
+
+# ----------------------------------------------------------------------------- 8. interpretable cells
+
+CORRELATION_THAT_HOLDS = 0.5  # |r| a cell needs with a feature for the claim to hold
+
+
+def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) -> bool:
+    """The character language model of ``recipe["config"]`` (trained when missing and ``train``),
+    read over the first ``characters`` of its validation text: for each feature of
+    `translator.cell_activations.text_features`, the best-correlated cell, and the first
+    ``shown_characters`` coloured by it."""
+    if "cells" in results:
+        return True
+    from translator.cell_activations import (
+        best_cells,
+        cell_activations,
+        coloured_html,
+        text_features,
+    )
+    from translator.config import load_config
+    from translator.corpora import read_prepared_split
+    from translator.language_models import LanguageModel
+
+    path = recipe_path(recipe["config"])
+    config = load_config(path)
+    run = Path(recipe.get("runs_dir", "runs")) / config["name"]
+    if not (run / "model.keras").is_file():
+        if not train:
+            return False
+        from translator.training import Trainer
+
+        Trainer(path, run).train()
+    model = LanguageModel.load(run)
+    text = read_prepared_split(config["data"]["corpus"], "validation", config["data"]["work_dir"])["text"][0]
+    text = text[:recipe["characters"]]
+    ids = model.tokenizer.encode([text])[0]
+    if len(ids) != len(text):
+        raise ExperimentError(f"interpretable-cells: {run}'s tokenizer is not one piece per character "
+                              f"({len(ids)} pieces for {len(text)} characters); use a character-level run")
+    activations = cell_activations(model, ids)
+    cells = best_cells(activations, text_features(text))
+    shown = recipe["shown_characters"]
+    results.update({"run": str(run), "characters": len(text), "cells": cells,
+                    "html": {name: coloured_html(text[:shown], activations[:shown, found["cell"]])
+                             for name, found in cells.items()}})
+    save()
+    return True
+
+
+def summarize_interpretable_cells(results: dict, recipe: dict) -> tuple[str, str]:
+    cells = results["cells"]
+    figure = "; ".join(f"{name.replace('_', ' ')}: cell {found['cell']}, r = {found['correlation']:+.2f}"
+                       for name, found in cells.items())
+    strongest = max(abs(found["correlation"]) for found in cells.values())
+    verdict = "holds" if strongest >= CORRELATION_THAT_HOLDS else \
+        "mixed" if strongest >= CORRELATION_THAT_HOLDS / 2 else "does not hold"
+    return f"{figure} (over {results['characters']:,} validation characters)", verdict
+
+
+def html_interpretable_cells(results: dict, recipe: dict) -> str:
+    return "".join(f"<h3>{html.escape(name.replace('_', ' '))}: cell {results['cells'][name]['cell']} "
+                   f"(r = {results['cells'][name]['correlation']:+.2f})</h3>{page}"
+                   for name, page in results["html"].items())
+
+
+# ----------------------------------------------------------------------------- the list
+
+EXPERIMENTS = [
+    Experiment("reversal", SEEDS["why"], "reading the source backwards helps a lot (Sutskever et al. 2014)",
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+    Experiment("lstm-vs-gru", SEEDS["why"], "you can modify the LSTM's internals quite a bit and get similar results",
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+    Experiment("vanishing-gradients", SEEDS["primer"],
+               "a simple RNN's gradient vanishes with distance, so it cannot learn long-term dependencies; "
+               "LSTM and GRU gates fix it",
+               measure_vanishing_gradients, summarize_vanishing_gradients, plot_vanishing_gradients),
+    Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse"),
+    Experiment("translation-as-continuation", SEEDS["why"],
+               "translation can be done by one language model continuing 'source <sep>'"),
+    Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder",
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+    Experiment("context-every-step", SEEDS["stenzel"], "feeding the context vector at every decoder step helps",
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+    Experiment("interpretable-cells", SEEDS["karpathy"],
+               "some cells of a character model track things a reader can name",
+               measure_interpretable_cells, summarize_interpretable_cells, None, html_interpretable_cells),
+]
+
+
+def read_recipe(name: str, recipes: Path = RECIPES) -> dict:
+    path = Path(recipes) / f"{name}.yaml"
+    if not path.is_file():
+        raise ExperimentError(f"{path} not found: every experiment's recipe lives in {recipes}")
+    recipe = read_yaml(path, ExperimentError)
+    if not isinstance(recipe, dict):
+        raise ExperimentError(f"{path}: a recipe is a YAML mapping of settings")
+    return recipe
+
+
+def run(train: bool = False, only: str | None = None, output_dir: str | Path = "experiments",
+        readme: str | Path | None = "README.md", log=print, recipes: Path = RECIPES) -> dict:
+    """Measure (with ``train``: train what is missing, only the experiment ``only`` if given) and
+    render the report and the README section; returns {name: status}."""
+    names = [experiment.name for experiment in EXPERIMENTS]
+    if only is not None and only not in names:
+        raise ExperimentError(f"unknown experiment '{only}'; the experiments are: {', '.join(names)}")
+    output = Path(output_dir)
+    rows, figures, status = [], {}, {}
+    for experiment in EXPERIMENTS:
+        path = output / "results" / f"{experiment.name}.json"
+        results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        selected = only in (None, experiment.name)
+        if experiment.measure is None:
+            status[experiment.name] = "not implemented yet"
+        else:
+            recipe = read_recipe(experiment.name, recipes)
+
+            def save(results=results, path=path):
+                atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+
+            if selected and train:
+                log(f"{experiment.name}: measuring (cached pieces are reused) ...")
+            complete = experiment.measure(recipe, results, train and selected, save)
+            status[experiment.name] = "measured" if complete else "missing: run with --train"
+        row = {"name": experiment.name, "seed": experiment.seed, "claim": experiment.claim, "figure": "-",
+               "verdict": f"not measured yet (`translator experiments --train --only {experiment.name}`)"
+               if status[experiment.name].startswith("missing") else status[experiment.name]}
+        if status[experiment.name] == "measured":
+            row["figure"], row["verdict"] = experiment.summary(results, recipe)
+            if experiment.plot is not None:
+                figures[experiment.name] = experiment.plot(results, recipe)
+            if experiment.html is not None:
+                row["html"] = experiment.html(results, recipe)
+        rows.append(row)
+        log(f"  {experiment.name}: {row['verdict']}")
+    _write_report(output / "report.html", rows, figures)
+    if readme:
+        write_readme(readme, rows)
+    return status
+
+
+def _write_report(path: Path, rows: list[dict], figures: dict) -> None:
+    from translator.reports import png
+
+    sections = []
+    for row in rows:
+        picture = (f'<img alt="{html.escape(row["name"])}" src="data:image/png;base64,{png(figures[row["name"]])}">'
+                   if row["name"] in figures else "")
+        sections.append(f"<h2>{html.escape(row['name'])}</h2><p><b>Claim</b> ({html.escape(row['seed'])}): "
+                        f"{html.escape(row['claim'])}</p><p><b>Measured:</b> {html.escape(row['figure'])}</p>"
+                        f"<p><b>Verdict:</b> {html.escape(row['verdict'])}</p>{picture}{row.get('html', '')}")
+    atomic_write_text(path, "<!doctype html><html><head><meta charset=\"utf-8\"><title>What the seeds claim, "
+                            "measured</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+                            "img{max-width:100%}</style></head><body><h1>What the seeds claim, measured</h1>"
+                            f"<p>{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `translator experiments`.</p>"
+                            + "".join(sections) + "</body></html>\n")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| experiment | seed | claim | our figure | verdict |", "|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row["name"], row["seed"], row["claim"], row["figure"], row["verdict"]]
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme: str | Path, rows: list[dict]) -> None:
+    replace_between(readme, README_START, README_END, markdown_table(rows), ExperimentError)
