@@ -103,6 +103,8 @@ experiments: setup
 	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
 	$(CLI) data multi30k-de-fr
 	$(CLI) tokenizers multi30k-de-fr
+	$(CLI) data multi30k-continuation
+	$(CLI) tokenizers multi30k-continuation
 	$(CLI) data tinyshakespeare
 	$(CLI) tokenizers tinyshakespeare
 	$(CLI) experiments --train

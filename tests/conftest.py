@@ -1,5 +1,6 @@
 """Shared fixtures: the data mirror, and small recipes written into a temporary directory."""
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -137,3 +138,26 @@ def prepare(directory, recipe, tokenizer):
     prepare_corpus(recipe, directory / "work", directory / "mirror")
     train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
     return {"corpus": str(recipe), "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
+
+
+def make_continuation_task(directory: Path, pairs_by_split: dict) -> tuple[dict, dict]:
+    """A generated translation task (recipe `rev`, xx -> yy) and its `parallel_text` twin
+    (`revtext`: "SOURCE <sep> TARGET <end>" lines) with a word tokenizer that keeps <sep> and
+    <end> whole, both prepared. The recipes are written to directory/corpora: run with the
+    working directory at ``directory``. Returns (the translation data section, the language
+    model's data section)."""
+    from translator.corpora import prepare_corpus
+    from translator.tokenizers import train_tokenizers
+
+    data = make_task(directory, "rev", pairs_by_split)
+    (directory / "corpora").mkdir(exist_ok=True)
+    (directory / "corpora" / "rev.yaml").write_text((directory / "rev.yaml").read_text())
+    (directory / "corpora" / "revtext.yaml").write_text(
+        "name: revtext\ntask: language_modeling\nformat: parallel_text\nparallel_from: rev\n"
+        "default_pair: [xx, yy]\nseparator: <sep>\nend: <end>\n")
+    tokenizer = directory / "revtext-tokenizer.yaml"
+    tokenizer.write_text("model_type: word\nvocab_size: 20\nuser_defined_symbols: [\"<sep>\", \"<end>\"]\n")
+    with contextlib.chdir(directory):  # where ./corpora/revtext.yaml is found
+        prepare_corpus("revtext", directory / "work", directory / "mirror")
+        train_tokenizers("revtext", directory / "work", recipe=str(tokenizer))
+    return data, {"corpus": "revtext", "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}

@@ -298,7 +298,7 @@ def test_the_wrong_kind_of_run_says_which_kind_and_the_command_for_it(toy, tmp_p
     fails_clearly(cli("classify", "--run", run, stdin="a b\n"), "holds a translation model")
     fails_clearly(cli("sample", "--run", run), "holds a translation model")
     with pytest.raises(RunError, match="holds a Seq2Seq model, not a Classifier"):
-        load_model_file(run / "model.keras", "Classifier")
+        load_model_file(run / "model.keras", ("Classifier",))
 
 
 def test_bad_option_values_end_in_a_usage_error_naming_the_option(toy):

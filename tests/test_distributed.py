@@ -42,24 +42,35 @@ def task(tmp_path_factory):
 
 
 class Processes:
-    """Processes a test started: whatever is still running at its end is killed."""
+    """Processes a test started, and the workers its launchers started: whatever still runs at
+    the end of the test is killed (a worker only if its command line still names the run, so
+    that a process id used again by another process is left alone)."""
 
     def __init__(self):
-        self.pids = []
+        self.started, self.workers = [], []
 
-    def start(self, command, environment, output: Path, session=True) -> subprocess.Popen:
+    def start(self, command, environment, output: Path) -> subprocess.Popen:
         with open(output, "wb") as handle:
             process = subprocess.Popen(command, env=environment, stdout=handle, stderr=subprocess.STDOUT,
-                                       start_new_session=session)
-        self.pids.append(process.pid)
+                                       start_new_session=True)
+        self.started.append(process)
         return process
 
+    def adopt(self, pid: int, run: Path):
+        self.workers.append((pid, str(run)))
+
     def kill_all(self):
-        for pid in self.pids:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for pid, run in self.workers:
             try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # gone
+                continue
+            if run.encode() in command:
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +175,7 @@ def launcher_command(config: Path, run: Path) -> list[str]:
 @pytest.mark.parametrize("victim", [0, 1], ids=["chief", "other-worker"])
 def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_run(task, two_workers, victim,
                                                                                    processes, tmp_path):
-    directory, _, config = task
+    _, _, config = task
     reference, _, _ = two_workers
     total_steps = int(read_log(reference)[-1]["step"])
     per_epoch = total_steps // TRAINING["epochs"]
@@ -176,7 +187,8 @@ def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_r
     started = [line for line in output.read_text(errors="replace").splitlines() if "pids" in line]
     assert started, last_lines(output)
     pids = [int(pid) for pid in started[0].split("pids ")[1].split(" (")[0].split(", ")]
-    processes.pids += pids
+    for pid in pids:
+        processes.adopt(pid, run)
 
     while time.time() < deadline:  # a checkpoint in the middle of an epoch after the first
         saved = saved_state(run)
@@ -184,6 +196,7 @@ def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_r
                 and saved[0]["batches_done"]:
             break
         time.sleep(0.1)
+    assert launcher.poll() is None, f"the run ended before it could be interrupted:\n{last_lines(output)}"
     os.kill(pids[victim], signal.SIGKILL)
     launcher.wait(timeout=WAIT_SECONDS)
     log = output.read_text(errors="replace")

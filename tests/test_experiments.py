@@ -43,7 +43,8 @@ def test_without_train_it_renders_and_names_what_is_missing(place):
     assert status["vanishing-gradients"] == "missing: run with --train"
     assert status["reversal"] == "missing: run with --train"  # its runs are not in ./runs
     assert status["decoder-swap"] == "missing: run with --train"
-    assert status["sliding-window"] == "not implemented yet"
+    assert status["sliding-window"] == "missing: run with --train"
+    assert status["translation-as-continuation"] == "missing: run with --train"
     assert set(status) == {experiment.name for experiment in EXPERIMENTS}
     text = readme.read_text()
     assert "old table" not in text and text.endswith("<!-- experiments:end -->\n\nrest\n")
@@ -90,9 +91,11 @@ def test_every_experiment_recipe_names_training_configs_that_load():
     for path in sorted(RECIPES.glob("*.yaml")):
         if path.stem in names:  # an experiment's recipe: every config it names loads
             recipe = read_recipe(path.stem)
-            for pair in recipe.get("pairs", []):
-                for side in ("baseline", "variant"):
-                    load_config(recipe_path(pair[side]["config"]))
+            named = [pair[side] for pair in recipe.get("pairs", []) for side in ("baseline", "variant")]
+            named += recipe.get("models", []) + recipe.get("requires", [])
+            named += [{"config": recipe["config"]}] if "config" in recipe else []
+            for entry in named:
+                load_config(recipe_path(entry["config"]))
         else:  # a training config of an experiment
             load_config(path)
 
@@ -149,3 +152,59 @@ def test_interpretable_cells_trains_a_character_model_and_finds_a_cell_per_featu
     assert (tmp_path / "out" / "report.html").read_text().count("<span style=") == 3 * 40
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| interpretable-cells"))
     assert "position in line: cell" in row
+
+
+def test_the_sliding_window_experiment_compares_language_models(place):
+    import yaml
+    from conftest import prepare, write_text_corpus
+
+    tmp_path, recipes, readme = place
+    text = "ROMEO:\nto be or not\n\nJULIET:\nthat is it\n\n" * 100
+    data = prepare(tmp_path, write_text_corpus(tmp_path, text), tmp_path / "toytext-tokenizer.yaml")
+    models = []
+    for label, model in (("lstm", {"cell": "lstm", "units": 16}), ("window 4", {"window": 4, "units": 16})):
+        config = tmp_path / f"{label.replace(' ', '-')}.yaml"
+        config.write_text(yaml.safe_dump({
+            "data": data, "model": {"type": "language_model", "embedding_dim": 8, "decoder_layers": 1, **model},
+            "training": {"epochs": 1, "batch_size": 4, "sequence_length": 32, "bleu_every": 0}}))
+        models.append({"config": str(config), "label": label})
+    (recipes / "sliding-window.yaml").write_text(yaml.safe_dump({
+        "models": models, "baseline": "lstm", "runs_dir": str(tmp_path / "runs")}))
+    status = run(train=True, only="sliding-window", output_dir=tmp_path / "out", readme=readme,
+                 log=lambda *a: None, recipes=recipes)
+    assert status["sliding-window"] == "measured"
+    found = json.loads((tmp_path / "out" / "results" / "sliding-window.json").read_text())["models"]
+    assert set(found) == {"lstm", "window 4"} and all(0 < m["validation_loss"] < 10 for m in found.values())
+    assert found["window 4"]["parameters"] > 0 and found["window 4"]["run"].endswith("window-4")
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| sliding-window"))
+    assert "window 4: " in row and "nats/char" in row
+
+
+def test_translation_as_continuation_scores_a_language_model_beside_an_encoder_decoder(place):
+    import yaml
+    from conftest import make_continuation_task, reversal_pairs, write_config
+
+    tmp_path, recipes, readme = place  # the working directory: ./corpora is searched for recipes
+    pairs = {split: reversal_pairs(count, seed, lengths=(2, 3))
+             for split, count, seed in (("train", 300, 1), ("validation", 20, 2), ("test", 20, 3))}
+    data, text_data = make_continuation_task(tmp_path, pairs)
+    language_model = tmp_path / "lm.yaml"
+    language_model.write_text(yaml.safe_dump({
+        "data": text_data,
+        "model": {"type": "language_model", "cell": "gru", "embedding_dim": 8, "units": 16, "decoder_layers": 1},
+        "training": {"epochs": 1, "batch_size": 4, "sequence_length": 16, "bleu_every": 0}}))
+    seq2seq = write_config(tmp_path, data, training={"epochs": 1, "bleu_every": 0}, name="s2s")
+    (recipes / "translation-as-continuation.yaml").write_text(yaml.safe_dump({
+        "language_model": {"config": str(language_model), "label": "LM"},
+        "encoder_decoder": {"config": str(seq2seq), "label": "seq2seq"},
+        "test_corpus": data["corpus"], "runs_dir": str(tmp_path / "runs")}))
+    status = run(train=True, only="translation-as-continuation", output_dir=tmp_path / "out", readme=readme,
+                 log=lambda *a: None, recipes=recipes)
+    assert status["translation-as-continuation"] == "measured"
+    models = json.loads((tmp_path / "out" / "results" / "translation-as-continuation.json").read_text())["models"]
+    assert set(models) == {"encoder_decoder", "language_model"}
+    assert all(0 <= found["bleu"] <= 100 and found["parameters"] > 0 for found in models.values())
+    continued = (tmp_path / "runs" / "lm" / "translations" / "test-continued.txt").read_text().splitlines()
+    assert len(continued) == 20
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| translation-as-continuation"))
+    assert "of the encoder-decoder's BLEU" in row

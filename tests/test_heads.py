@@ -14,6 +14,7 @@ from conftest import REPOSITORY, prepare, sha256, write_text_corpus
 from translator.classifiers import Classifier, classification_loss, classification_metrics
 from translator.language_models import LanguageModel, TextStreams
 from translator.search import sample
+from translator.window_models import WindowLanguageModel
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +170,11 @@ def run_cli(*arguments, stdin=""):
                           text=True, cwd=REPOSITORY, check=True).stdout
 
 
-def test_language_model_learns_a_text_and_samples_it(tmp_path):
+@pytest.mark.parametrize("model_settings, most_loss, kind", [
+    ({"cell": "gru", "embedding_dim": 16, "units": 64}, 0.3, LanguageModel),
+    ({"window": 8, "embedding_dim": 8, "units": 64}, 0.5, WindowLanguageModel),  # the MLP over 8 characters
+])
+def test_language_model_learns_a_text_and_samples_it(tmp_path, model_settings, most_loss, kind):
     from translator.training import Trainer
 
     lines = ["ROMEO: to be or not\n", "JULIET: that is it\n"]
@@ -178,16 +183,17 @@ def test_language_model_learns_a_text_and_samples_it(tmp_path):
     config = tmp_path / "lm.yaml"
     config.write_text(yaml.safe_dump({
         "data": data,
-        "model": {"type": "language_model", "cell": "gru", "embedding_dim": 16, "units": 64, "decoder_layers": 1},
+        "model": {"type": "language_model", "decoder_layers": 1, **model_settings},
         "training": {"epochs": 6, "batch_size": 8, "sequence_length": 32, "learning_rate": 0.01,
                      "schedule": "constant", "bleu_every": 0, "checkpoint_every": 20}}))
     run = tmp_path / "run"
     Trainer(config, run, log=lambda *a: None).train()
     log = (run / "log.csv").read_text().splitlines()
     header, last = log[0].split(","), log[-1].split(",")
-    assert float(last[header.index("validation_loss")]) < 0.3  # nats per character; uniform is 3.0
+    assert float(last[header.index("validation_loss")]) < most_loss  # nats per character; uniform is 3.0
 
     model = LanguageModel.load(run)
+    assert type(model) is kind
     assert model.sample("ROMEO:", length=len(" to be or not\nJULIET:"), temperature=0) == \
         "ROMEO: to be or not\nJULIET:"
     assert model.sample("JU", length=30, temperature=0.5, seed=3) == model.sample("JU", length=30, temperature=0.5,

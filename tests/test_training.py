@@ -459,3 +459,19 @@ def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
         Trainer(mismatched, tmp_path / "third", log=lambda *a: None).train()
     with pytest.raises(ConfigError, match="'training.freeze_encoder' is true but"):
         validate({"data": {"corpus": "x"}, "training": {"freeze_encoder": True}})
+
+
+def test_a_time_budget_stops_training_mid_epoch_and_keeps_the_model(tmp_path):
+    from translator.training import Trainer
+
+    data = make_task(tmp_path, "budget", {"train": reversal_pairs(600, 9), "validation": reversal_pairs(20, 10)})
+    config = write_config(tmp_path, data, training={"epochs": 5, "bleu_every": 0, "batch_tokens": 256,
+                                                     "max_minutes": 0.0001})
+    messages = []
+    Trainer(config, tmp_path / "run", log=messages.append).train()
+    rows = read_log(tmp_path / "run")
+    assert len(rows) == 1 and int(rows[0]["step"]) < 10  # one (cut) epoch of a few steps, then the end
+    assert any("time budget: training.max_minutes 0.0001 reached" in str(m) for m in messages)
+    assert (tmp_path / "run" / "model.keras").is_file()
+    with pytest.raises(ConfigError, match="'training.max_minutes' stops on this process's clock"):
+        validate({"data": {"corpus": "x"}, "training": {"max_minutes": 5, "strategy": "multi_worker"}})

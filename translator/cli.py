@@ -65,7 +65,8 @@ def command_data(args) -> int:
         pool = counts["pool"]
         print(f"  read {pool['read']:,} examples; dropped {pool['empty']:,} empty, "
               f"{pool['duplicate']:,} duplicate; split with seed {manifest['seed']}")
-    unit = "characters" if manifest["task"] == "language_modeling" else "examples"
+    unit = "characters" if any(isinstance(row, dict) and row.get("unit") == "characters"
+                               for row in counts.values()) else "examples"
     print(f"  {'split':<12}{'read':>12}{'kept':>12}  dropped ({unit})")
     for split in ("train", "validation", "test"):
         if split not in counts:

@@ -42,6 +42,11 @@ def _optional_positive_int(value):
     return value is None or _positive_int(value)
 
 
+def _optional_positive_number(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+
+
+_optional_positive_number.describe = "null or a number > 0"
 _positive_int.describe = "a positive integer"
 _optional_positive_int.describe = "null or a positive integer"
 _non_negative_int.describe = "an integer >= 0"
@@ -71,9 +76,11 @@ SCHEMA = {
         "dropout": (0.0, _number(0.0, 0.9)),
         "pooling": ("final", POOLINGS),           # classifier: final states, attention or max pooling
         "ensemble": (1, _positive_int),           # classifier: models from seeds seed, +1, ..., averaged
+        "window": (0, _non_negative_int),         # language model: 0 recurrent; N > 0 an MLP over the last N tokens
     },
     "training": {
         "epochs": (10, _positive_int),
+        "max_minutes": (None, _optional_positive_number),  # stop when training has taken this long
         "batch_tokens": (4096, _positive_int),    # target tokens per batch (length-bucketed batches)
         "max_batch_size": (256, _positive_int),
         "sequence_length": (128, _positive_int),  # language model: steps of truncated BPTT per batch
@@ -171,6 +178,12 @@ def validate(raw: dict, source: str = "config") -> dict:
     if config["model"]["ensemble"] > 1 and config["model"]["type"] != "classifier":
         raise ConfigError(f"{source}: 'model.ensemble' is {config['model']['ensemble']}, but only a classifier "
                           f"trains an ensemble; set it to 1 or remove it")
+    if training["max_minutes"] and training["strategy"] == "multi_worker":
+        raise ConfigError(f"{source}: 'training.max_minutes' stops on this process's clock, which the workers of "
+                          f"'strategy: multi_worker' do not share; use epochs instead")
+    if config["model"]["window"] and config["model"]["type"] != "language_model":
+        raise ConfigError(f"{source}: 'model.window' is {config['model']['window']}, but only a language model "
+                          f"can be a window model; set it to 0 or remove it")
     if (training["initialize_encoder_from"] or training["freeze_encoder"]) and config["model"]["type"] != "seq2seq":
         raise ConfigError(f"{source}: 'training.initialize_encoder_from' and 'training.freeze_encoder' are for "
                           f"seq2seq models; remove them")

@@ -43,13 +43,13 @@ from translator.files import atomic_write_bytes, atomic_write_text, read_yaml, s
 TASKS = ("translation", "language_modeling", "classification")
 FORMATS = {
     "translation": ("parallel", "tsv"),
-    "language_modeling": ("text",),
+    "language_modeling": ("text", "parallel_text"),
     "classification": ("label_first", "file_per_label"),
 }
 RECIPE_KEYS = {
     "name", "description", "license", "citation", "task", "format", "languages",
     "default_pair", "columns", "splits", "files", "make_splits", "cleaning", "deduplicate",
-    "label_names", "label_separator", "encoding_errors",
+    "label_names", "label_separator", "encoding_errors", "parallel_from", "separator", "end",
 }
 FILE_KEYS = {"path", "url", "sha256", "download_sha256", "archive_member", "archive_member_sha256"}
 SPLIT_NAMES = ("train", "validation", "test")
@@ -97,6 +97,9 @@ class Recipe:
     label_names: dict | None = None
     label_separator: str | None = None
     encoding_errors: str = "strict"
+    parallel_from: str | None = None  # format parallel_text: the translation recipe whose pairs make the text
+    separator: str = ""  # format parallel_text: "SOURCE SEPARATOR TARGET END" per line
+    end: str = ""
 
     def file_specs(self):
         """Every FileSpec of the recipe."""
@@ -159,6 +162,8 @@ def read_recipe(path: str | Path) -> Recipe:
         raise CorpusError(f"{path}: task: '{task}' is not one of {list(TASKS)}")
     if fmt not in FORMATS[task]:
         raise CorpusError(f"{path}: format: '{fmt}' is not allowed for task {task}; use one of {list(FORMATS[task])}")
+    if fmt == "parallel_text":
+        return _parallel_text_recipe(raw, path)
     if bool(raw.get("splits")) == bool(raw.get("files")):
         raise CorpusError(f"{path}: give either 'splits' (published splits) or 'files' + 'make_splits'")
     splits = {}
@@ -190,6 +195,30 @@ def read_recipe(path: str | Path) -> Recipe:
     if recipe.encoding_errors not in ("strict", "replace"):
         raise CorpusError(f"{path}: encoding_errors: '{recipe.encoding_errors}' is not 'strict' or 'replace'")
     return recipe
+
+
+def _parallel_text_recipe(raw: dict, path: Path) -> Recipe:
+    """A language-modelling recipe (format ``parallel_text``) whose text is the pairs of a
+    translation recipe, one ``SOURCE SEPARATOR TARGET END`` line each: translation as
+    continuing a sequence. Its files, splits and languages are those of ``parallel_from``."""
+    for key in ("parallel_from", "default_pair", "separator", "end"):
+        if not raw.get(key):
+            raise CorpusError(f"{path}: format parallel_text needs '{key}' (parallel_from: a translation recipe; "
+                              f"default_pair: [source, target]; separator and end: the symbols between and after)")
+    recipes = known_recipes()
+    if raw["parallel_from"] not in recipes:
+        raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a known corpus recipe "
+                          f"({', '.join(sorted(recipes))})")
+    pairs = read_recipe(recipes[raw["parallel_from"]])
+    if pairs.task != "translation" or pairs.format != "parallel":
+        raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a translation recipe of "
+                          f"line-aligned files (format: parallel)")
+    if len(raw["default_pair"]) != 2 or not set(raw["default_pair"]) <= set(pairs.languages):
+        raise CorpusError(f"{path}: default_pair: {raw['default_pair']} must be two of {pairs.languages}")
+    return Recipe(name=str(raw["name"]), task="language_modeling", format="parallel_text", source=path,
+                  description=str(raw.get("description", "")), license=pairs.license, citation=pairs.citation,
+                  languages=pairs.languages, default_pair=list(raw["default_pair"]), splits=pairs.splits,
+                  parallel_from=raw["parallel_from"], separator=str(raw["separator"]), end=str(raw["end"]))
 
 
 def resolve_corpus(corpus: str | Path) -> CorpusSpec:
@@ -516,6 +545,17 @@ def _read_language_modeling(spec: CorpusSpec, data_dir, report: dict) -> dict:
     return columns
 
 
+def _read_parallel_text(spec: CorpusSpec, data_dir, report: dict) -> dict:
+    """One text per split of the ``parallel_from`` recipe's pairs (the training split cleaned as
+    that recipe says): a line ``SOURCE SEPARATOR TARGET END`` per pair."""
+    recipe = spec.recipe
+    pairs = resolve_corpus(f"{recipe.parallel_from}-{recipe.default_pair[0]}-{recipe.default_pair[1]}")
+    columns = _read_translation(pairs, data_dir, Cleaning.from_recipe(pairs.recipe), report)
+    return {split: {"text": ["".join(f"{source} {recipe.separator} {target} {recipe.end}\n"
+                                     for source, target in zip(values["source"], values["target"]))]}
+            for split, values in columns.items()}
+
+
 def _read_classification(spec: CorpusSpec, data_dir, report: dict):
     recipe = spec.recipe
     replaced_total = 0
@@ -595,6 +635,8 @@ def read_corpus(corpus, data_dir=None, cleaning: Cleaning | None = None):
     report, label_names = {}, None
     if recipe.task == "translation":
         columns = _read_translation(spec, directory, cleaning, report)
+    elif recipe.format == "parallel_text":
+        columns = _read_parallel_text(spec, directory, report)
     elif recipe.task == "language_modeling":
         columns = _read_language_modeling(spec, directory, report)
     else:

@@ -250,6 +250,127 @@ def plot_vanishing_gradients(results: dict, recipe: dict):
     return figure
 
 
+# ----------------------------------------------------------------------------- 4. sliding window
+
+def measure_language_models(recipe: dict, results: dict, train: bool, save) -> bool:
+    """Each of recipe ``models`` ({config, label}: language-model recipes), trained when missing
+    and ``train``: its best validation loss (nats per token), parameters and training minutes."""
+    from translator.language_models import LanguageModel
+    from translator.models import count_parameters
+    from translator.reports import read_log
+
+    complete = True
+    for entry in recipe["models"]:
+        if entry["label"] in results.get("models", {}):
+            continue
+        _, _, run = _trained_run(entry, recipe, train)
+        if run is None:
+            complete = False
+            continue
+        log = read_log(run)
+        results.setdefault("models", {})[entry["label"]] = {
+            "run": str(run), "validation_loss": min(float(row["validation_loss"]) for row in log),
+            "parameters": count_parameters(LanguageModel.load(run)),
+            "train_minutes": round(float(log[-1]["train_seconds"]) / 60, 1)}
+        save()
+    return complete
+
+
+def summarize_language_models(results: dict, recipe: dict) -> tuple[str, str]:
+    models = results["models"]
+    figure = "; ".join(f"{label}: {found['validation_loss']:.4f} nats/char ({found['parameters'] / 1e6:.2f}M "
+                       f"parameters, {found['train_minutes']:.0f} min)" for label, found in models.items())
+    baseline = models[recipe["baseline"]]["validation_loss"]
+    others = [found["validation_loss"] for label, found in models.items() if label != recipe["baseline"]]
+    verdict = "holds" if all(baseline < other for other in others) else \
+        "does not hold" if all(baseline >= other for other in others) else "mixed"
+    return figure, verdict
+
+
+def plot_language_models(results: dict, recipe: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 0.8 + 0.5 * len(results["models"])))
+    labels = list(results["models"])
+    axis.barh(range(len(labels)), [results["models"][label]["validation_loss"] for label in labels],
+              color=["#c96" if label == recipe["baseline"] else "#9ab" for label in labels])
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("best validation loss, nats per character (lower is better)")
+    return figure
+
+
+# ----------------------------------------------------------------------------- 5. translation as continuation
+
+CONTINUATION_HOLDS, CONTINUATION_MIXED = 0.8, 0.4  # the language model's BLEU / the encoder-decoder's
+
+
+def _trained_run(entry: dict, recipe: dict, train: bool):
+    """``(config path, config, run)`` of a recipe entry ({config, label}), training the run when it
+    has no model yet and ``train``; run is None when it is missing."""
+    from translator.config import load_config
+
+    path = recipe_path(entry["config"])
+    config = load_config(path)
+    run = Path(recipe.get("runs_dir", "runs")) / config["name"]
+    if not (run / "model.keras").is_file():
+        if not train:
+            return path, config, None
+        from translator.training import Trainer
+
+        Trainer(path, run).train()
+    return path, config, run
+
+
+def measure_continuation(recipe: dict, results: dict, train: bool, save) -> bool:
+    """Both models trained (when missing and ``train``), each decoding the test split of
+    ``test_corpus`` greedily: the encoder-decoder with `translator evaluate`, the language model
+    by continuing after the separator (`translator.continuation`); BLEU, parameters, minutes."""
+    from translator.continuation import translate_by_continuing
+    from translator.corpora import read_prepared_split, resolve_corpus
+    from translator.evaluation import evaluate, score
+    from translator.files import atomic_write_text
+    from translator.language_models import LanguageModel
+    from translator.models import count_parameters
+    from translator.reports import read_log
+
+    complete = True
+    for side in ("encoder_decoder", "language_model"):
+        if side in results.get("models", {}):
+            continue
+        _, config, run = _trained_run(recipe[side], recipe, train)
+        if run is None:
+            complete = False
+            continue
+        if side == "encoder_decoder":
+            report = evaluate(run, "test", beam_size=1)
+            bleu, parameters = report["scores"]["BLEU"]["score"], report["parameters"]
+        else:
+            model = LanguageModel.load(run)
+            corpus = resolve_corpus(config["data"]["corpus"]).recipe
+            test = read_prepared_split(recipe["test_corpus"], "test", config["data"]["work_dir"])
+            hypotheses = translate_by_continuing(model, test["source"], corpus.separator, corpus.end)
+            atomic_write_text(run / "translations" / "test-continued.txt", "".join(h + "\n" for h in hypotheses))
+            bleu, parameters = score(hypotheses, test["target"])["BLEU"]["score"], count_parameters(model)
+        results.setdefault("models", {})[side] = {
+            "label": recipe[side]["label"], "run": str(run), "bleu": round(bleu, 2), "parameters": parameters,
+            "train_minutes": round(float(read_log(run)[-1]["train_seconds"]) / 60, 1)}
+        save()
+    return complete
+
+
+def summarize_continuation(results: dict, recipe: dict) -> tuple[str, str]:
+    models = results["models"]
+    figure = "; ".join(f"{found['label']}: {found['bleu']:.2f} BLEU greedy ({found['parameters'] / 1e6:.2f}M "
+                       f"parameters, {found['train_minutes']:.0f} min)" for found in models.values())
+    share = models["language_model"]["bleu"] / max(models["encoder_decoder"]["bleu"], 1e-9)
+    verdict = "holds" if share >= CONTINUATION_HOLDS else "mixed" if share >= CONTINUATION_MIXED else "does not hold"
+    return f"{figure}; the language model reaches {share:.0%} of the encoder-decoder's BLEU", verdict
+
+
 # ----------------------------------------------------------------------------- 8. interpretable cells
 
 CORRELATION_THAT_HOLDS = 0.5  # |r| a cell needs with a feature for the claim to hold
@@ -268,19 +389,12 @@ def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) 
         coloured_html,
         text_features,
     )
-    from translator.config import load_config
     from translator.corpora import read_prepared_split
     from translator.language_models import LanguageModel
 
-    path = recipe_path(recipe["config"])
-    config = load_config(path)
-    run = Path(recipe.get("runs_dir", "runs")) / config["name"]
-    if not (run / "model.keras").is_file():
-        if not train:
-            return False
-        from translator.training import Trainer
-
-        Trainer(path, run).train()
+    _, config, run = _trained_run({"config": recipe["config"]}, recipe, train)
+    if run is None:
+        return False
     model = LanguageModel.load(run)
     text = read_prepared_split(config["data"]["corpus"], "validation", config["data"]["work_dir"])["text"][0]
     text = text[:recipe["characters"]]
@@ -325,9 +439,11 @@ EXPERIMENTS = [
                "a simple RNN's gradient vanishes with distance, so it cannot learn long-term dependencies; "
                "LSTM and GRU gates fix it",
                measure_vanishing_gradients, summarize_vanishing_gradients, plot_vanishing_gradients),
-    Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse"),
+    Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse",
+               measure_language_models, summarize_language_models, plot_language_models),
     Experiment("translation-as-continuation", SEEDS["why"],
-               "translation can be done by one language model continuing 'source <sep>'"),
+               "translation can be done by one language model continuing 'source <sep>'",
+               measure_continuation, summarize_continuation),
     Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder",
                measure_paired_runs, summarize_paired_runs, plot_paired_runs),
     Experiment("context-every-step", SEEDS["stenzel"], "feeding the context vector at every decoder step helps",

@@ -30,55 +30,20 @@ from translator.models import ConfiguredModel, dtype_policy_of
 from translator.runs import load_text_model
 
 
-@keras.saving.register_keras_serializable(package="translator")
-class LanguageModel(ConfiguredModel):
-    """A stacked LSTM/GRU/RNN language model.
-
-    Call: ``model(token_ids, state=None, training=False, return_state=False)`` with int
-    [batch, time] returns logits [batch, time, vocabulary_size] for the token after each
-    position; ``return_state=True`` also returns the state after the last position, which
-    passed back as ``state=`` continues the text exactly where it stopped (None: zero state).
-
-    Masking: none; every position is a real token (the text is contiguous).
-    """
-
-    def __init__(self, vocabulary_size, cell="lstm", embedding_dim=64, units=512, num_layers=2, dropout=0.0,
-                 tie_embeddings=False, **kwargs):
-        super().__init__(**kwargs)
-        self.settings = {"vocabulary_size": vocabulary_size, "cell": cell, "embedding_dim": embedding_dim,
-                         "units": units, "num_layers": num_layers, "dropout": dropout,
-                         "tie_embeddings": tie_embeddings}
-        with dtype_policy_of(self):  # every sublayer computes in the model's policy
-            self.decoder = RecurrentDecoder(vocabulary_size, embedding_dim, cell, units, num_layers=num_layers,
-                                            dropout=dropout, tie_embeddings=tie_embeddings, name="decoder")
-        self.tokenizer = None  # set by `load`
-        self._samplers = {}
-
-    @classmethod
-    def from_settings(cls, model_config: dict, vocabulary_size: int, dtype: str = "float32"):
-        """Build from the ``model:`` section of a config (``decoder_layers`` is the depth)."""
-        model = cls(vocabulary_size, cell=model_config["cell"], embedding_dim=model_config["embedding_dim"],
-                    units=model_config["units"], num_layers=model_config["decoder_layers"],
-                    dropout=model_config["dropout"], tie_embeddings=model_config["tie_embeddings"], dtype=dtype)
-        model.build_for_shapes()
-        return model
+class TextModel(ConfiguredModel):
+    """What the two language models share: loading a trained run, and sampling text through
+    their ``step`` (one token: ids [batch] and a cache -> logits, new cache, None) with the
+    compiled loop of `translator.search.sample`. A subclass is called as
+    ``model(token_ids, state=None, training=False, return_state=False)``."""
 
     def build_for_shapes(self):
         with dtype_policy_of(self):
             self(ops.convert_to_tensor([[4, 5]], dtype="int32"))
 
-    def initial_state(self, batch_size):
-        return self.decoder.initial_state(batch_size=batch_size)
-
-    def call(self, token_ids, state=None, training=False, return_state=False):
-        if state is None:
-            state = self.initial_state(ops.shape(token_ids)[0])
-        return self.decoder(token_ids, state, training=training, return_state=return_state)
-
     # ------------------------------------------------------------------ a trained run
 
     @classmethod
-    def load(cls, run) -> LanguageModel:
+    def load(cls, run) -> TextModel:
         """The model of a finished run directory (``model.keras``), with its tokenizer."""
         return load_text_model(run, "language_model")
 
@@ -96,7 +61,7 @@ class LanguageModel(ConfiguredModel):
         # A one-token prime starts from the zero state: a stacked decoder cannot run on no token.
         state = tf.cond(tf.shape(prime_ids)[1] > 1, after_prime,
                         lambda: self.initial_state(tf.shape(prime_ids)[0]))
-        return sample(self.decoder.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
+        return sample(self.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
 
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,
                seed: int | None = None) -> str:
@@ -136,6 +101,51 @@ class LanguageModel(ConfiguredModel):
                                        tf.constant([seed, 0], tf.int32))
         return prime + self.tokenizer.decode(ops.convert_to_numpy(ids)[0].tolist())
 
+
+@keras.saving.register_keras_serializable(package="translator")
+class LanguageModel(TextModel):
+    """A stacked LSTM/GRU/RNN language model.
+
+    Call: ``model(token_ids, state=None, training=False, return_state=False)`` with int
+    [batch, time] returns logits [batch, time, vocabulary_size] for the token after each
+    position; ``return_state=True`` also returns the state after the last position, which
+    passed back as ``state=`` continues the text exactly where it stopped (None: zero state).
+
+    Masking: none; every position is a real token (the text is contiguous).
+    """
+
+    def __init__(self, vocabulary_size, cell="lstm", embedding_dim=64, units=512, num_layers=2, dropout=0.0,
+                 tie_embeddings=False, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = {"vocabulary_size": vocabulary_size, "cell": cell, "embedding_dim": embedding_dim,
+                         "units": units, "num_layers": num_layers, "dropout": dropout,
+                         "tie_embeddings": tie_embeddings}
+        with dtype_policy_of(self):  # every sublayer computes in the model's policy
+            self.decoder = RecurrentDecoder(vocabulary_size, embedding_dim, cell, units, num_layers=num_layers,
+                                            dropout=dropout, tie_embeddings=tie_embeddings, name="decoder")
+        self.tokenizer = None  # set by `load`
+        self._samplers = {}
+
+    @classmethod
+    def from_settings(cls, model_config: dict, vocabulary_size: int, dtype: str = "float32"):
+        """Build from the ``model:`` section of a config (``decoder_layers`` is the depth)."""
+        model = cls(vocabulary_size, cell=model_config["cell"], embedding_dim=model_config["embedding_dim"],
+                    units=model_config["units"], num_layers=model_config["decoder_layers"],
+                    dropout=model_config["dropout"], tie_embeddings=model_config["tie_embeddings"], dtype=dtype)
+        model.build_for_shapes()
+        return model
+
+    def initial_state(self, batch_size):
+        return self.decoder.initial_state(batch_size=batch_size)
+
+    def call(self, token_ids, state=None, training=False, return_state=False):
+        if state is None:
+            state = self.initial_state(ops.shape(token_ids)[0])
+        return self.decoder(token_ids, state, training=training, return_state=return_state)
+
+    def step(self, previous_token_ids, cache, training=False):
+        """One token: int [batch] -> (logits [batch, vocabulary], new cache, None)."""
+        return self.decoder.step(previous_token_ids, cache, training=training)
 
 # ----------------------------------------------------------------------------- training
 
@@ -206,7 +216,12 @@ class LanguageModelTask:
     def build_model(self, dtype: str):
         import tensorflow as tf
 
-        model = LanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype=dtype)
+        if self.config["model"]["window"]:  # the sliding-window MLP an RNN replaced
+            from translator.window_models import WindowLanguageModel
+
+            model = WindowLanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype)
+        else:
+            model = LanguageModel.from_settings(self.config["model"], self.tokenizer.vocabulary_size, dtype=dtype)
         state = model.initial_state(self.train.inputs.shape[0])
         self.carried = {key: tf.Variable(tf.zeros_like(value), trainable=False, name=f"carried_{key}")
                         for key, value in state.items()}

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from translator.files import read_yaml
 
-# model.type in a run's config -> the Keras class its model.keras holds, and how to use it
+# model.type in a run's config -> the Keras classes its model.keras may hold, and how to use it
 KINDS = {
-    "seq2seq": ("Seq2Seq", "a translation model", "translator translate --run {run}", "Translator.load"),
-    "language_model": ("LanguageModel", "a language model", "translator sample --run {run}",
-                       "LanguageModel.load"),
-    "classifier": ("Classifier", "a classifier", "translator classify --run {run}", "Classifier.load"),
+    "seq2seq": (("Seq2Seq",), "a translation model", "translator translate --run {run}", "Translator.load"),
+    "language_model": (("LanguageModel", "WindowLanguageModel"), "a language model",
+                       "translator sample --run {run}", "LanguageModel.load"),
+    "classifier": (("Classifier",), "a classifier", "translator classify --run {run}", "Classifier.load"),
 }
 
 
@@ -59,9 +59,9 @@ def check_run_kind(run: str | Path, config: dict, expected: str) -> None:
                    f"use it with `{command.format(run=run)}`")
 
 
-def load_model_file(path: str | Path, expected: str | None = None):
+def load_model_file(path: str | Path, expected: tuple[str, ...] | None = None):
     """Load a ``.keras`` file in Keras safe mode (no arbitrary code), after checking that it is
-    whole and holds the class named ``expected`` (Seq2Seq, LanguageModel or Classifier).
+    whole and holds one of the classes named ``expected`` (such as Seq2Seq or Classifier).
     TensorFlow is imported only once the file passed those checks."""
     path = Path(path)
     if not path.is_file():
@@ -80,12 +80,13 @@ def load_model_file(path: str | Path, expected: str | None = None):
     if damaged is not None:
         raise RunError(f"{path} is damaged: its member {damaged} fails its checksum; {how_to_fix}")
     class_name = config.get("class_name") if isinstance(config, dict) else None
-    if expected is not None and class_name != expected:
-        raise RunError(f"{path} holds a {class_name} model, not a {expected}; load it with the class "
-                       f"that matches its run's model.type")
+    if expected is not None and class_name not in expected:
+        raise RunError(f"{path} holds a {class_name} model, not a {' or '.join(expected)}; load it with the "
+                       f"class that matches its run's model.type")
     import keras
 
     import translator.models  # noqa: F401 (registers the model classes for loading)
+    import translator.window_models  # noqa: F401
 
     try:
         return keras.saving.load_model(path, safe_mode=True)

@@ -16,6 +16,8 @@ cannot run away.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
@@ -141,6 +143,28 @@ def _split_cache(first_cache: dict, cache: dict):
     return changing, constant
 
 
+class Hypotheses(NamedTuple):
+    """A beam of each sentence: int32 [batch, beam, time] token ids, float32 [batch, beam]
+    scores, and float32 [batch, beam, time, source_time] attention weights (time 0 and
+    source_time 0 when they are not kept)."""
+
+    sequences: tf.Tensor
+    scores: tf.Tensor
+    attention: tf.Tensor
+
+
+class BeamState(NamedTuple):
+    """What beam search carries from one step to the next."""
+
+    step: tf.Tensor  # tokens generated so far
+    logits: tf.Tensor  # the next token's logits of every alive hypothesis, [batch * beam, vocabulary]
+    weights: tf.Tensor  # their attention weights, [batch * beam, source_time]
+    cache: dict  # the decoder cache entries that change at every step
+    alive: Hypotheses  # unfinished hypotheses (scores: log-probabilities)
+    finished: Hypotheses  # ended in <eos> (scores: length-penalized), best first
+    done: tf.Tensor  # bool [batch]: the sentence's finished beam is final
+
+
 def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0.6,
                 max_length_ratio: float = 2.0, max_length_offset: int = 10, return_attention: bool = False):
     """Beam search with the GNMT length penalty ``((5 + length) / 6) ** length_penalty``.
@@ -219,75 +243,65 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
             attention = tf.concat([attention, gather_beams(unflatten(weights), beams)[:, :, None, :]], axis=2)
         return sequences, top_scores, beams, tokens, attention
 
-    def body(step, logits, weights, changing, alive_sequences, alive_scores, alive_attention,
-             finished_sequences, finished_scores, finished_attention, done):
+    def body(state: BeamState) -> tuple[BeamState]:
         sequences, scores, beams, tokens, attention = expand(
-            step, logits, weights, alive_sequences, alive_scores, alive_attention)
+            state.step, state.logits, state.weights, *state.alive)
         ended = tf.equal(tokens, EOS_ID)
         # Alive: the best k extensions that did not end.
-        alive_rank = tf.where(ended, negative_infinity, scores)
-        alive_scores, alive_pick = tf.math.top_k(alive_rank, k=k)
-        alive_sequences = gather_beams(sequences, alive_pick)
-        alive_attention = gather_beams(attention, alive_pick)
-        alive_beams = gather_beams(beams, alive_pick)
-        alive_tokens = gather_beams(tokens, alive_pick)
+        alive_scores, alive_pick = tf.math.top_k(tf.where(ended, negative_infinity, scores), k=k)
+        alive = Hypotheses(gather_beams(sequences, alive_pick), alive_scores, gather_beams(attention, alive_pick))
+        alive_beams, alive_tokens = gather_beams(beams, alive_pick), gather_beams(tokens, alive_pick)
         # Finished: the best k among the old finished and the extensions that ended now
         # within the best k of this step (the candidates are sorted by score).
-        length = step + 1
+        length = state.step + 1
         in_beam = tf.range(2 * k)[None, :] < k
         new_finished = tf.where(tf.logical_and(ended, in_beam), scores / penalty(length), negative_infinity)
         padding = tf.zeros([batch_size, k, 1], tf.int32)
-        all_sequences = tf.concat([tf.concat([finished_sequences, padding], axis=2), sequences], axis=1)
-        all_scores = tf.concat([finished_scores, new_finished], axis=1)
+        all_sequences = tf.concat([tf.concat([state.finished.sequences, padding], axis=2), sequences], axis=1)
+        all_scores = tf.concat([state.finished.scores, new_finished], axis=1)
         if with_attention:
             attention_padding = tf.zeros([batch_size, k, 1, source_time], tf.float32)
-            all_attention = tf.concat([tf.concat([finished_attention, attention_padding], axis=2), attention], axis=1)
+            all_attention = tf.concat([tf.concat([state.finished.attention, attention_padding], axis=2), attention],
+                                      axis=1)
         else:
-            all_attention = tf.concat([finished_attention, attention], axis=1)
+            all_attention = tf.concat([state.finished.attention, attention], axis=1)
         # A sentence already done keeps its finished set as it was (positions 0..k-1), so
         # what other sentences of the batch do never changes its result.
         _, pick = tf.math.top_k(all_scores, k=k)
-        pick = tf.where(done[:, None], tf.range(k)[None, :], pick)
-        finished_scores = gather_beams(all_scores, pick)
-        finished_sequences = gather_beams(all_sequences, pick)
-        finished_attention = gather_beams(all_attention, pick)
+        pick = tf.where(state.done[:, None], tf.range(k)[None, :], pick)
+        finished = Hypotheses(gather_beams(all_sequences, pick), gather_beams(all_scores, pick),
+                              gather_beams(all_attention, pick))
         # A sentence is done with beam_size finished hypotheses, or at its length limit.
-        full = tf.reduce_all(finished_scores > negative_infinity / 2, axis=1)
-        done = tf.logical_or(done, tf.logical_or(length >= limits, full))
+        full = tf.reduce_all(finished.scores > negative_infinity / 2, axis=1)
+        done = tf.logical_or(state.done, tf.logical_or(length >= limits, full))
         # Reorder the changing cache along the chosen beams, and take one step.
         flat_beams = tf.reshape(alive_beams + tf.range(batch_size)[:, None] * k, [-1])
-        changing = {key: tf.gather(value, flat_beams) for key, value in changing.items()}
+        changing = {key: tf.gather(value, flat_beams) for key, value in state.cache.items()}
         logits, new_cache, new_weights = model.decoder.step(
             tf.reshape(alive_tokens, [-1]), {**constant, **changing}, training=False)
-        changing = {key: new_cache[key] for key in changing}
         if new_weights is None or not with_attention:
             new_weights = tf.zeros([batch_size * k, source_time], tf.float32)
-        new_weights = tf.cast(new_weights, tf.float32)
-        return (step + 1, logits, new_weights, changing, alive_sequences, alive_scores, alive_attention,
-                finished_sequences, finished_scores, finished_attention, done)
-
-    def keep_going(step, *state):
-        return tf.logical_not(tf.reduce_all(state[-1]))
+        return (BeamState(length, logits, tf.cast(new_weights, tf.float32), {key: new_cache[key] for key in changing},
+                          alive, finished, done),)
 
     first_scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], negative_infinity)], 0)[None], [batch_size, 1])
     attention_shape = [batch_size, k, 0, source_time] if with_attention else [batch_size, k, 0, 0]
-    state = (
-        tf.constant(0), logits, weights, changing,
-        tf.zeros([batch_size, k, 0], tf.int32), first_scores, tf.zeros(attention_shape, tf.float32),
-        tf.zeros([batch_size, k, 0], tf.int32), tf.fill([batch_size, k], negative_infinity),
-        tf.zeros(attention_shape, tf.float32), tf.zeros([batch_size], tf.bool),
-    )
-    time_shape = tf.TensorShape([None, None, None])
-    attention_time_shape = tf.TensorShape([None, None, None, None])
-    invariants = (
-        tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None]),
-        {key: tf.TensorShape([None]).concatenate(value.shape[1:]) for key, value in changing.items()},
-        time_shape, tf.TensorShape([None, None]), attention_time_shape,
-        time_shape, tf.TensorShape([None, None]), attention_time_shape, tf.TensorShape([None]),
-    )
-    final = tf.while_loop(keep_going, body, state, shape_invariants=invariants, maximum_iterations=maximum)
-    sequences, scores, attention = final[7], final[8], final[9]
-    return sequences, scores, (attention if with_attention else None)
+    no_hypotheses = tf.zeros([batch_size, k, 0], tf.int32)
+    state = BeamState(
+        step=tf.constant(0), logits=logits, weights=weights, cache=changing,
+        alive=Hypotheses(no_hypotheses, first_scores, tf.zeros(attention_shape, tf.float32)),
+        finished=Hypotheses(no_hypotheses, tf.fill([batch_size, k], negative_infinity),
+                            tf.zeros(attention_shape, tf.float32)),
+        done=tf.zeros([batch_size], tf.bool))
+    hypotheses_shape = Hypotheses(tf.TensorShape([None, None, None]), tf.TensorShape([None, None]),
+                                  tf.TensorShape([None, None, None, None]))
+    shapes = BeamState(
+        step=tf.TensorShape([]), logits=tf.TensorShape([None, None]), weights=tf.TensorShape([None, None]),
+        cache={key: tf.TensorShape([None]).concatenate(value.shape[1:]) for key, value in changing.items()},
+        alive=hypotheses_shape, finished=hypotheses_shape, done=tf.TensorShape([None]))
+    (final,) = tf.while_loop(lambda state: tf.logical_not(tf.reduce_all(state.done)), body, (state,),
+                             shape_invariants=(shapes,), maximum_iterations=maximum)
+    return final.finished.sequences, final.finished.scores, (final.finished.attention if with_attention else None)
 
 
 def n_best_search(model, source_ids, beam_size: int, length_penalty: float, max_length_ratio: float = 2.0,

@@ -7,6 +7,7 @@ A recipe (``tokenizers/NAME.yaml``) says how to cut text into pieces for one cor
     vocab_size: 8000         # per model; ignored in char mode (every character is kept)
     character_coverage: 1.0
     byte_fallback: false     # unknown characters become UTF-8 byte pieces instead of <unk>
+    user_defined_symbols: [] # pieces always kept whole, e.g. ["<sep>"]
     normalization: nmt_nfkc  # SentencePiece's default: NFKC, so a no-break space decodes as a
                              # space; `identity` keeps every character as it is
 
@@ -37,7 +38,7 @@ MODEL_TYPES = ("unigram", "bpe", "char", "word")
 RECIPE_DEFAULTS = {
     "corpus": None, "model_type": "unigram", "vocabulary": "separate", "vocab_size": 8000,
     "character_coverage": 1.0, "byte_fallback": False, "normalization": "nmt_nfkc",
-    "input_sentence_size": 0,
+    "input_sentence_size": 0, "user_defined_symbols": [],
 }
 NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
 
@@ -155,6 +156,10 @@ def read_recipe(path: Path) -> dict:
         raise TokenizerError(f"{path}: vocabulary: '{settings['vocabulary']}' is not 'joint' or 'separate'")
     if settings["normalization"] not in NORMALIZATIONS:
         raise TokenizerError(f"{path}: normalization: '{settings['normalization']}' is not one of {list(NORMALIZATIONS)}")
+    symbols = settings["user_defined_symbols"]
+    if not isinstance(symbols, list) or not all(isinstance(symbol, str) and symbol for symbol in symbols):
+        raise TokenizerError(f"{path}: user_defined_symbols: {symbols!r} is not a list of non-empty strings "
+                             f"(pieces kept whole, e.g. [\"<sep>\"])")
     if not 0.9 <= float(settings["character_coverage"]) <= 1.0:
         raise TokenizerError(f"{path}: character_coverage: {settings['character_coverage']} is not in [0.9, 1.0]")
     return settings
@@ -185,6 +190,7 @@ def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text:
         "pad_piece": "<pad>", "unk_piece": "<unk>", "bos_piece": "<sos>", "eos_piece": "<eos>",
         "input_sentence_size": int(settings["input_sentence_size"]), "shuffle_input_sentence": True,
         "num_threads": os.cpu_count() or 1, "minloglevel": 2,
+        "user_defined_symbols": list(settings["user_defined_symbols"]),
     }
     if settings["model_type"] == "char":
         # Every character is a piece and the text comes back exactly: no normalization, no
@@ -193,7 +199,7 @@ def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text:
                        normalization_rule_name="identity", remove_extra_whitespaces=False,
                        add_dummy_prefix=False)
         if char_mode_text:
-            options["user_defined_symbols"] = ["\n"]
+            options["user_defined_symbols"] = ["\n", *options["user_defined_symbols"]]
     try:
         sentencepiece.SentencePieceTrainer.train(**options)
     except RuntimeError as error:

@@ -233,7 +233,7 @@ class TranslationTask:
 
     def model_settings(self) -> dict:
         settings = dict(self.config["model"])
-        for not_a_seq2seq_argument in ("type", "pooling", "ensemble"):
+        for not_a_seq2seq_argument in ("type", "pooling", "ensemble", "window"):
             settings.pop(not_a_seq2seq_argument, None)
         return settings
 
@@ -482,6 +482,8 @@ class Trainer:
         # A stop request (Ctrl-C, SIGTERM) is honoured at once in one process; with several workers,
         # after the step whose all-reduce told every worker of it, so that all stop at the same step.
         stop_requested, stopping, alone = _StopRequest(), False, worker.count == 1
+        budget = None if settings["max_minutes"] is None else 60.0 * settings["max_minutes"]
+        out_of_time = False
         unit = "tok/s" if config["model"]["type"] != "classifier" else "ex/s"
         try:
             while state["epoch"] < settings["epochs"]:
@@ -525,6 +527,9 @@ class Trainer:
                         save_state()
                     if stopping:
                         raise KeyboardInterrupt
+                    out_of_time = budget is not None and state["train_seconds"] + time.time() - started >= budget
+                    if out_of_time:
+                        break
                 state["train_seconds"] += time.time() - started
                 row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
                 row.update(distributed.agree(strategy, task.validate(model, evaluate_step, epoch)))
@@ -547,6 +552,9 @@ class Trainer:
                 if stop:
                     self.log(f"early stopping: no improvement of {settings['early_stopping_metric']} "
                              f"for {settings['early_stopping_patience']} epoch(s)")
+                    break
+                if out_of_time:
+                    self.log(f"time budget: training.max_minutes {settings['max_minutes']} reached")
                     break
                 save_state()
                 if stopping or alone and stop_requested:
