@@ -5,6 +5,8 @@
 #   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
 #   make results              train and score the recipes of configs/results.yaml into README.md
 #   make experiments          measure the seeds' claims about RNNs into experiments/report.html
+#   make export RUN=runs/demo [EXPORT=exports/demo]   a SavedModel that translates raw sentences
+#   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
 # Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
 # otherwise downloaded (with checksums) into ~/.cache/translator.
 
@@ -18,7 +20,7 @@ RUN     ?= runs/$(basename $(notdir $(CONFIG)))
 INPUT   ?= /dev/stdin
 SPLIT   ?= test
 
-.PHONY: setup data tokenizers train translate evaluate demo test bench results experiments clean
+.PHONY: setup data tokenizers train translate evaluate demo test bench results experiments export serve serve-bench clean
 
 # The virtual environment is rebuilt only when pyproject.toml changes (the stamp is older).
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +45,20 @@ translate: setup
 
 evaluate: setup
 	$(CLI) evaluate --run $(RUN) --split $(SPLIT)
+
+# A TensorFlow SavedModel of the run that takes raw sentences (needs tensorflow and tensorflow-text only).
+EXPORT  ?= exports/$(notdir $(RUN))
+export: setup
+	$(CLI) export --run $(RUN) --out $(EXPORT)
+
+serve: setup
+	$(CLI) serve --run $(RUN)
+
+# The server's throughput and p50/p99 latency with 1, 8 and 32 concurrent clients on the run's
+# test split (test2016 for runs/demo), beside offline Translator.translate in the same run;
+# writes bench/results/serve.{json,md}. `make serve-bench RUN=runs/NAME` for another run.
+serve-bench: setup
+	$(CLI) serve-bench --run $(RUN)
 
 # The main job: Multi30k de->en from raw data to a BLEU report; the last line is the report's path.
 DEMO_RUN = runs/demo
@@ -94,4 +110,4 @@ experiments: setup
 	$(CLI) experiments --train
 
 clean:
-	rm -rf work runs bench/results .pytest_cache
+	rm -rf work runs exports bench/results .pytest_cache

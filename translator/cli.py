@@ -10,6 +10,9 @@
     translator classify --run RUN   label lines from stdin with a trained classifier
     translator bench                training and decoding speed against the textbook Keras seq2seq
     translator experiments          the seeds' claims about RNNs, measured (report and README section)
+    translator export --run RUN     write a TensorFlow SavedModel that works on raw text
+    translator serve --run RUN      an HTTP JSON translation service that batches requests
+    translator serve-bench --run RUN  its throughput and latency beside offline translation
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -192,6 +195,32 @@ def command_bench(args) -> int:
     print()
     print(bench.markdown(results), end="")
     print(f"wrote {args.output_dir}/bench.json and {args.output_dir}/bench.md")
+    return 0
+
+
+def command_export(args) -> int:
+    from translator.export import export
+
+    result = export(args.run, args.out, precision=args.precision, beam_sizes=args.beam_sizes)
+    print(f"wrote the SavedModel of {args.run} into {result['directory']}: signatures "
+          f"{', '.join(result['signatures'])} (see {result['directory']}/README.md)")
+    return 0
+
+
+def command_serve(args) -> int:
+    from translator.serving import serve
+
+    serve(args)
+    return 0
+
+
+def command_serve_bench(args) -> int:
+    from translator.serve_bench import markdown, run
+
+    results = run(args.run, args.split, args.clients, args.sentences_per_request, args.beam_size, args.output_dir)
+    print()
+    print(markdown(results), end="")
+    print(f"wrote {args.output_dir}/serve.json and {args.output_dir}/serve.md")
     return 0
 
 
@@ -387,6 +416,43 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=POSITIVE_NUMBER, default=60.0, help="time per training measurement (default 60)")
     bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
     bench.set_defaults(handler=command_bench)
+
+    export = commands.add_parser(
+        "export", help="write a TensorFlow SavedModel of a run that works on raw text",
+        description="Write a SavedModel that needs only TensorFlow and tensorflow-text: SentencePiece and the "
+                    "search run inside the graph. Translation runs get `translate` (sentences -> translations, "
+                    "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
+                    "models `sample`. The directory also holds the run's config.yaml and a README.md.")
+    export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
+    export.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
+    export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                        help="dtype decoding computes in (default: the training's, as Translator.load)")
+    export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",
+                        help="beam sizes that get a `translate_beam_K` signature besides the run's own "
+                             "(default: 1, greedy search)")
+    export.set_defaults(handler=command_export)
+
+    from translator.serving import add_serve_arguments
+
+    serve = commands.add_parser(
+        "serve", help="an HTTP JSON service of a run or an export that batches concurrent requests",
+        description="POST /v1/translate {\"sentences\": [...]} -> {\"translations\": [...]}; the TensorFlow "
+                    "Serving REST form POST /v1/models/NAME:predict {\"instances\": [...]}; GET /health. "
+                    "Prints the address it listens on.")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=command_serve)
+
+    serve_bench = commands.add_parser(
+        "serve-bench", help="the server's throughput and latency beside offline translation",
+        description="Translate the run's test split offline (Translator) and through `translator serve` with "
+                    "1, 8 and 32 concurrent clients; write serve.json and serve.md.")
+    serve_bench.add_argument("--run", required=True, help="run directory of a translation model")
+    serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
+    serve_bench.add_argument("--clients", type=POSITIVE_INT, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    serve_bench.add_argument("--sentences-per-request", type=POSITIVE_INT, default=8, help="(default 8)")
+    serve_bench.add_argument("--beam-size", type=BEAM_SIZE, default=None, help="(default: the run's decoding config)")
+    serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
+    serve_bench.set_defaults(handler=command_serve_bench)
     return parser
 
 

@@ -57,10 +57,18 @@ class TextModel(ConfiguredModel):
 
     def sample_ids(self, prime_ids, length, temperature, top_k, seed):
         """The graph of `sample`: int32 [batch, length] token ids drawn after ``prime_ids``
-        (int32 [batch, time >= 1]) by `translator.search.sample` (``seed``: int32 [2])."""
+        (int32 [batch, time >= 1]) by `translator.search.sample` (``seed``: int32 [2]). Also
+        the body of the exported ``sample`` signature (`translator.export`)."""
+        import tensorflow as tf
+
         from translator.search import sample
 
-        _, state = self(prime_ids[:, :-1], return_state=True)
+        def after_prime():  # the state after all but the prime's last token
+            return self(prime_ids[:, :-1], return_state=True)[1]
+
+        # A one-token prime starts from the zero state: a stacked decoder cannot run on no token.
+        state = tf.cond(tf.shape(prime_ids)[1] > 1, after_prime,
+                        lambda: self.initial_state(tf.shape(prime_ids)[0]))
         return sample(self.step, state, prime_ids[:, -1], length, temperature, top_k, seed)
 
     def sample(self, prime: str = "\n", length: int = 500, temperature: float = 1.0, top_k: int = 0,

@@ -304,6 +304,22 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
     return final.finished.sequences, final.finished.scores, (final.finished.attention if with_attention else None)
 
 
+def n_best_search(model, source_ids, beam_size: int, length_penalty: float, max_length_ratio: float = 2.0,
+                  max_length_offset: int = 10):
+    """``(sequences, scores)`` as `Translator.translate_detailed` searches them: int32 [batch,
+    beam, time] n-best lists and their float32 [batch, beam] scores from `beam_search`, or, for
+    beam size 1, from `greedy_search` (the same tokens, faster) with the GNMT length penalty
+    applied to its log-probability."""
+    if beam_size > 1:
+        sequences, scores, _ = beam_search(model, source_ids, beam_size, length_penalty, max_length_ratio,
+                                           max_length_offset)
+        return sequences, scores
+    sequences, scores = greedy_search(model, source_ids, max_length_ratio, max_length_offset, return_scores=True)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, PAD_ID), tf.float32), axis=1)
+    scores /= tf.pow((5.0 + lengths) / 6.0, length_penalty)
+    return sequences[:, None, :], scores[:, None]
+
+
 def strip_special(ids) -> list[list[int]]:
     """Rows of ids up to (not including) the first ``<eos>``, without padding."""
     rows = []

@@ -1,0 +1,331 @@
+"""Exporting a trained run as a TensorFlow SavedModel that works on raw text.
+
+    translator export --run runs/demo --out exports/demo
+
+The directory holds a SavedModel that needs TensorFlow and ``tensorflow_text`` only (not this
+package): SentencePiece (``tensorflow_text.SentencepieceTokenizer``, from the run's ``.model``
+bytes), the search and the detokenization all run inside the graph. A translation run has:
+
+- ``translate`` (also ``serving_default``): ``sentences`` tf.string [batch] -> ``translations``
+  tf.string [batch] and ``scores`` float32 [batch], with the run's beam size and length penalty
+  (greedy search when the beam size is 1);
+- ``translate_n_best``: the same sentences -> ``translations`` tf.string [batch, beam],
+  ``scores`` float32 [batch, beam] (best first; a hypothesis that never finished has score
+  -1e9 and an empty text) and ``truncated`` bool [batch];
+- ``translate_beam_K`` for every other beam size asked for (``--beam-sizes``; greedy search,
+  ``translate_beam_1``, by default).
+
+The translations are those of `Translator.translate` with the same settings, to the byte: the
+same model object (a ``mixed_bfloat16`` run decodes in bfloat16, as `Translator.load` makes
+it), the same search functions, an empty (or all-whitespace) sentence gives an empty
+translation with score 0, and a sentence longer than the model's ``max_source_length`` pieces
+is truncated to it. A sentence's result does not depend on the other sentences of its batch.
+
+A classifier run has ``classify`` (``texts`` -> ``labels``, ``probabilities`` of those labels,
+``class_probabilities`` [batch, classes]); a language-model run has ``sample`` (``prime``,
+``length``, ``temperature``, ``top_k``, ``seed`` scalars -> ``text``, the prime and its
+continuation), equal to `Classifier.predict` and `LanguageModel.sample`. The directory also
+holds the run's ``config.yaml``, a ``README.md`` of its signatures and ``export.json`` (the
+kind of model, its beam sizes: what `translator serve --export` reads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from translator.special_ids import EOS_ID, PAD_ID
+
+# The characters Python's str.isspace() takes for whitespace, as an RE2 class: a sentence made of
+# them only is empty for `Translator` (``not sentence.strip()``).
+WHITESPACE_ONLY = r"[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\p{Z}]*"
+UNFINISHED_SCORE = -1e9  # beam search's score of a hypothesis that never reached <eos>
+EXPORT_FILE = "export.json"  # what the export holds (kind, beam sizes), for `translator serve --export`
+
+
+def _tensorflow():
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops)
+
+    return tf
+
+
+def _module_of(model, **tokenizers):
+    """A tf.Module holding the SentencePiece tokenizers, with `model` frozen (`_freeze`) so
+    that the functions traced from it capture its weights as constants."""
+    _freeze(model)
+    module = _tensorflow().Module()
+    for name, tokenizer in tokenizers.items():
+        setattr(module, name, _sentencepiece(tokenizer, name))
+    return module
+
+
+def _freeze(model) -> None:
+    """Replace the tf.Variable behind every Keras variable of `model` with a constant of its
+    value (in place: for a model loaded to be exported). An exported graph with Keras 3
+    variables runs after `tf.saved_model.load`, but not in TensorFlow 1 style loaders
+    (`saved_model_cli run`, TensorFlow Serving): Keras gives the variables of different layers
+    the same TensorFlow name, and variables read inside the search loops are then not found
+    (keras-team/keras#20096). Constants have neither problem, and decoding needs no variable."""
+    tf = _tensorflow()
+    for variable in model.variables:
+        variable._value = tf.constant(variable.numpy())
+
+
+def _sentencepiece(tokenizer, name: str):
+    """The in-graph twin of a `translator.tokenizers.Tokenizer` (its ``.model`` bytes). Each
+    needs its own `name`: the SentencePiece resource is shared by the name of the op that makes
+    it, so two unnamed tokenizers of one SavedModel are one model once loaded
+    (tensorflow/text#1304: the source tokenizer would detokenize the translations)."""
+    import tensorflow_text
+
+    return tensorflow_text.SentencepieceTokenizer(model=Path(tokenizer.model_file).read_bytes(), name=name)
+
+
+def _strip_special(tf, sequences):
+    """Ragged rows of ``sequences`` (int32 [rows, time]) up to their first <eos>, without padding:
+    `translator.search.strip_special` in the graph."""
+    before_end = tf.equal(tf.cumsum(tf.cast(tf.equal(sequences, EOS_ID), tf.int32), axis=1, exclusive=True), 0)
+    keep = tf.logical_and(before_end, tf.logical_and(tf.not_equal(sequences, EOS_ID),
+                                                     tf.not_equal(sequences, PAD_ID)))
+    return tf.ragged.boolean_mask(sequences, keep)
+
+
+class TranslationExport:
+    """The tf.Module of a translation run's SavedModel (see the module docstring)."""
+
+    def __init__(self, translator, beam_sizes=(1,)):
+        tf = _tensorflow()
+        self.model = translator.model
+        self.module = _module_of(self.model, source_tokenizer=translator.source_tokenizer,
+                                 target_tokenizer=translator.target_tokenizer)
+        self.max_source_length = translator.max_source_length
+        self.beam_size, self.length_penalty = translator.beam_size, translator.length_penalty
+        if any(size < 1 for size in beam_sizes):
+            raise ValueError(f"beam sizes must be at least 1 (1 is greedy search); got {list(beam_sizes)}")
+        self.beam_sizes = sorted({int(size) for size in beam_sizes} - {self.beam_size})
+        self.sentences = tf.TensorSpec([None], tf.string, name="sentences")
+
+    def description(self) -> dict:
+        return {"kind": "translation", "beam_size": self.beam_size, "length_penalty": self.length_penalty,
+                "beam_sizes": sorted({self.beam_size, *self.beam_sizes}),
+                "max_source_length": self.max_source_length}
+
+    def _n_best(self, sentences, beam_size):
+        """Texts [batch, beam], scores [batch, beam] and truncated [batch] of `sentences`."""
+        tf = _tensorflow()
+        from translator.search import n_best_search
+
+        pieces = self.module.source_tokenizer.tokenize(sentences)
+        truncated = pieces.row_lengths() > self.max_source_length
+        pieces = pieces[:, :self.max_source_length]
+        blank = tf.logical_or(tf.strings.regex_full_match(sentences, WHITESPACE_ONLY),
+                              tf.equal(pieces.row_lengths(), 0))
+        todo = tf.where(tf.logical_not(blank))[:, 0]
+        count = tf.size(todo)
+
+        def search():
+            source_ids = tf.gather(pieces, todo).to_tensor(PAD_ID)
+            sequences, scores = n_best_search(self.model, source_ids, beam_size, self.length_penalty)
+            rows = tf.reshape(sequences, [count * beam_size, -1])
+            texts = self.module.target_tokenizer.detokenize(_strip_special(tf, rows))
+            return tf.reshape(texts, [count, beam_size]), tf.cast(scores, tf.float32)
+
+        def nothing():
+            return tf.zeros([0, beam_size], tf.string), tf.zeros([0, beam_size], tf.float32)
+
+        texts, scores = tf.cond(count > 0, search, nothing)
+        # Searched sentences take their row; blank ones the extra last row ("", 0).
+        rows = tf.where(blank, count, tf.cumsum(tf.cast(tf.logical_not(blank), tf.int32)) - 1)
+        texts = tf.gather(tf.concat([texts, tf.fill([1, beam_size], "")], 0), rows)
+        scores = tf.gather(tf.concat([scores, tf.zeros([1, beam_size], tf.float32)], 0), rows)
+        return texts, scores, truncated
+
+    def _best(self, beam_size):
+        def translate(sentences):
+            texts, scores, _ = self._n_best(sentences, beam_size)
+            return {"translations": texts[:, 0], "scores": scores[:, 0]}
+
+        return _tensorflow().function(translate, input_signature=[self.sentences])
+
+    def translate_functions(self) -> dict:
+        """{beam size: the concrete function of its ``translate`` signature} (what `translator
+        serve --run` calls, without saving)."""
+        return {size: self._best(size).get_concrete_function() for size in (self.beam_size, *self.beam_sizes)}
+
+    def signatures(self) -> dict:
+        tf = _tensorflow()
+
+        def translate_n_best(sentences):
+            texts, scores, truncated = self._n_best(sentences, self.beam_size)
+            finished = scores > UNFINISHED_SCORE / 10  # as `Translator.translate_detailed` lists them
+            return {"translations": tf.where(finished, texts, ""), "scores": scores, "truncated": truncated}
+
+        functions = self.translate_functions()
+        signatures = {"serving_default": functions[self.beam_size], "translate": functions[self.beam_size],
+                      "translate_n_best": tf.function(translate_n_best, input_signature=[self.sentences])
+                      .get_concrete_function()}
+        for size in self.beam_sizes:
+            signatures[f"translate_beam_{size}"] = functions[size]
+        return signatures
+
+    def readme(self) -> str:
+        search = "greedy search" if self.beam_size == 1 else \
+            f"beam search, beam size {self.beam_size}, length penalty {self.length_penalty}"
+        others = "".join(f"- `translate_beam_{size}`: as `translate`, with "
+                         f"{'greedy search' if size == 1 else f'beam size {size}'}.\n" for size in self.beam_sizes)
+        return (f"- `translate` (also `serving_default`): `sentences` tf.string [batch] -> `translations` "
+                f"tf.string [batch], `scores` float32 [batch] ({search}; an empty sentence gives an empty "
+                f"translation; a sentence longer than {self.max_source_length} pieces is truncated).\n"
+                f"- `translate_n_best`: `sentences` -> `translations` tf.string [batch, {self.beam_size}], "
+                f"`scores` float32 [batch, {self.beam_size}] (best first; {UNFINISHED_SCORE:g} and an empty "
+                f"text for a hypothesis that never finished), `truncated` bool [batch].\n{others}")
+
+
+class _TextModelExport:
+    """What the exports of a classifier and a language model share: one tokenizer, ``text``."""
+
+    kind = ""
+
+    def __init__(self, model):
+        self.model = model
+        self.module = _module_of(model, tokenizer=model.tokenizer)
+
+    def description(self) -> dict:
+        return {"kind": self.kind}
+
+
+class ClassifierExport(_TextModelExport):
+    """The tf.Module of a classifier run's SavedModel: ``classify``."""
+
+    kind = "classifier"
+
+    def description(self) -> dict:
+        return {**super().description(), "labels": list(self.model.label_names)}
+
+    def signatures(self) -> dict:
+        tf = _tensorflow()
+
+        def classify(texts):
+            ids = self.module.tokenizer.tokenize(texts).to_tensor(PAD_ID)
+            # An empty text is one padding token, as in `Classifier.predict_ids` (`Classifier.predict`
+            # refuses it; a batch here does not fail for one row).
+            ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])
+            probabilities = tf.nn.softmax(tf.cast(self.model(ids, training=False), tf.float32))
+            best = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+            return {"labels": tf.gather(tf.constant(list(self.model.label_names)), best),
+                    "probabilities": tf.gather(probabilities, best, batch_dims=1),
+                    "class_probabilities": probabilities}
+
+        function = tf.function(classify, input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+        concrete = function.get_concrete_function()
+        return {"serving_default": concrete, "classify": concrete}
+
+    def readme(self) -> str:
+        labels = list(self.model.label_names)
+        return (f"- `classify` (also `serving_default`): `texts` tf.string [batch] -> `labels` tf.string "
+                f"[batch], `probabilities` float32 [batch] (of those labels), `class_probabilities` float32 "
+                f"[batch, {len(labels)}] in the order {labels}.\n")
+
+
+class LanguageModelExport(_TextModelExport):
+    """The tf.Module of a language-model run's SavedModel: ``sample``."""
+
+    kind = "language_model"
+
+    def signatures(self) -> dict:
+        tf = _tensorflow()
+
+        def sample(prime, length, temperature, top_k, seed):
+            prime_ids = self.module.tokenizer.tokenize(prime)
+            checks = [tf.debugging.assert_positive(tf.size(prime_ids),
+                                                   message="prime has no token in this model's vocabulary"),
+                      tf.debugging.assert_non_negative(length, message="length must be >= 0"),
+                      tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0"),
+                      tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0")]
+            with tf.control_dependencies(checks):
+                ids = self.model.sample_ids(prime_ids[None], length, temperature, top_k,
+                                                   tf.stack([seed, 0]))
+            return {"text": prime + self.module.tokenizer.detokenize(ids[0])}
+
+        scalar = [tf.TensorSpec([], tf.string, name="prime"), tf.TensorSpec([], tf.int32, name="length"),
+                  tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([], tf.int32, name="top_k"),
+                  tf.TensorSpec([], tf.int32, name="seed")]
+        concrete = tf.function(sample, input_signature=scalar).get_concrete_function()
+        return {"serving_default": concrete, "sample": concrete}
+
+    def readme(self) -> str:
+        return ("- `sample` (also `serving_default`): scalars `prime` tf.string, `length` int32, `temperature` "
+                "float32 (0: the most likely token), `top_k` int32 (0: all tokens), `seed` int32 -> `text` "
+                "tf.string, the prime and `length` tokens after it (the same seed, the same text).\n")
+
+
+def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
+    """The export of a run directory, by the kind of its model."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run / 'config.yaml'} not found: --run takes a run directory of "
+                                f"`translator train CONFIG --run RUN`")
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    kind = config.get("model", {}).get("type", "seq2seq")
+    if kind == "classifier":
+        from translator.classifiers import Classifier
+
+        return ClassifierExport(Classifier.load(run))
+    if kind == "language_model":
+        from translator.language_models import LanguageModel
+
+        return LanguageModelExport(LanguageModel.load(run))
+    from translator.translator import Translator
+
+    return TranslationExport(Translator.load(run, precision=precision), beam_sizes)
+
+
+def export(run, out, precision: str | None = None, beam_sizes=(1,)) -> dict:
+    """Write the SavedModel of `run` into `out` (built in a temporary directory beside it, then
+    renamed into place, replacing an earlier export); return its signatures' names."""
+    tf = _tensorflow()
+    run, out = Path(run), Path(out)
+    exporter = exporter_of(run, precision, beam_sizes)
+    signatures = exporter.signatures()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        tf.saved_model.save(exporter.module, str(building), signatures=signatures)
+        shutil.copyfile(run / "config.yaml", building / "config.yaml")
+        description = {**exporter.description(), "run": str(run), "signatures": sorted(signatures)}
+        (building / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        (building / "README.md").write_text(_readme(run, exporter.readme()), encoding="utf-8")
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            os.replace(out, old / out.name)
+        os.replace(building, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return {"directory": str(out), "signatures": sorted(signatures)}
+
+
+def _readme(run: Path, signatures: str) -> str:
+    return f"""# SavedModel of the run {run.name}
+
+Exported by `translator export --run {run}`; `config.yaml` is the run's config. It needs
+TensorFlow and `tensorflow-text` (the same minor version) only:
+
+    import tensorflow as tf
+    import tensorflow_text  # registers the SentencePiece ops
+    model = tf.saved_model.load("THIS_DIRECTORY")
+
+## Signatures
+
+{signatures}
+Show them with `saved_model_cli show --dir THIS_DIRECTORY --all`.
+"""
