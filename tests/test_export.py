@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPOSITORY, reversal_pairs, write_config, write_toy_translation
-from test_heads import prepare, rule_examples, write_label_corpus, write_text_corpus
+from conftest import (
+    REPOSITORY,
+    prepare,
+    reversal_pairs,
+    write_config,
+    write_text_corpus,
+    write_toy_translation,
+)
+from test_heads import rule_examples, write_label_corpus
 
 from translator.corpora import read_prepared_split
 
@@ -231,3 +238,33 @@ def test_a_language_model_export_samples_like_language_model_sample(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="no token"):
         sample(prime=tf.constant(""), length=tf.constant(5), temperature=tf.constant(1.0),
                top_k=tf.constant(0), seed=tf.constant(1))
+
+
+def test_translate_from_the_shell_uses_the_runs_export_and_translates_the_same(translation, tmp_path):
+    import os
+    import shutil
+
+    from translator.export import export
+
+    run, _, sentences = translation
+    run = Path(shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints", "export")))
+    lines = "\n".join(sentence.replace("\t", " ") for sentence in sentences) + "\n"
+
+    def translate(*options):
+        done = subprocess.run([sys.executable, "-m", "translator", "translate", "--run", str(run), *options],
+                              input=lines, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split("\n")[:-1], done.stderr
+
+    with_model, err = translate()
+    assert "using the export" not in err
+    export(run)  # into RUN/export, where translate looks
+    with_export, err = translate()
+    assert f"using the export in {run / 'export'}" in err and with_export == with_model
+    long_line = next(index for index, sentence in enumerate(sentences) if len(sentence.split()) > 100) + 1
+    assert f"line {long_line} is longer than the model's limit of 100 pieces" in err  # still said
+    assert translate("--beam-size", "1")[0] == translate("--beam-size", "1", "--n-best", "1")[0]
+    assert "using the export" not in translate("--length-penalty", "1.5")[1]  # another search: the model
+    os.utime(run / "model.keras")  # the model changed since the export: not used, and said
+    again, err = translate()
+    assert again == with_model and "is not the export of" in err and "using the export" not in err

@@ -116,9 +116,21 @@ def command_translate(args) -> int:
     import time
     import warnings
 
-    from translator.translator import MOSTLY_UNKNOWN, Translator
+    from translator.runs import check_run_kind, read_run_config
+    from translator.translator import MOSTLY_UNKNOWN, ExportedTranslator, Translator
 
-    translator = Translator.load(args.run)
+    check_run_kind(args.run, read_run_config(args.run), "seq2seq")
+    # The run's export (translator export --run RUN), when it holds this search: no Keras model
+    # to build and no search to trace, so a first sentence takes seconds.
+    with warnings.catch_warnings(record=True) as stale:  # an export older than the model: said below
+        warnings.simplefilter("always")
+        exported = None if args.n_best > 1 else ExportedTranslator.of_run(args.run, args.beam_size,
+                                                                          args.length_penalty)
+    for warning in stale:
+        print(f"translator translate: note: {warning.message}", file=sys.stderr)
+    if exported is not None:
+        print(f"translator translate: using the export in {exported.directory}", file=sys.stderr)
+    translator = exported or Translator.load(args.run)
     started, done, mostly_unknown = time.time(), 0, 0
 
     def flush(lines):
@@ -424,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
                     "models `sample`. The directory also holds the run's config.yaml and a README.md.")
     export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
-    export.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
+    export.add_argument("--out", default=None,
+                        help="directory to write (default RUN/export, where `translator translate --run RUN` "
+                             "finds it and starts in seconds; an earlier export there is replaced)")
     export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
                         help="dtype decoding computes in (default: the training's, as Translator.load)")
     export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",

@@ -37,8 +37,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from translator.special_ids import EOS_ID, PAD_ID
 
 # The characters Python's str.isspace() takes for whitespace, as an RE2 class: a sentence made of
@@ -267,12 +265,10 @@ class LanguageModelExport(_TextModelExport):
 
 def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
     """The export of a run directory, by the kind of its model."""
+    from translator.runs import read_run_config
+
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run / 'config.yaml'} not found: --run takes a run directory of "
-                                f"`translator train CONFIG --run RUN`")
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    kind = config.get("model", {}).get("type", "seq2seq")
+    kind = read_run_config(run)["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import Classifier
 
@@ -286,11 +282,13 @@ def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
     return TranslationExport(Translator.load(run, precision=precision), beam_sizes)
 
 
-def export(run, out, precision: str | None = None, beam_sizes=(1,)) -> dict:
-    """Write the SavedModel of `run` into `out` (built in a temporary directory beside it, then
-    renamed into place, replacing an earlier export); return its signatures' names."""
+def export(run, out=None, precision: str | None = None, beam_sizes=(1,)) -> dict:
+    """Write the SavedModel of `run` into `out` (default ``RUN/export``, where `translator
+    translate --run RUN` finds it; built in a temporary directory beside it, then renamed into
+    place, replacing an earlier export); return its signatures' names."""
     tf = _tensorflow()
-    run, out = Path(run), Path(out)
+    run = Path(run)
+    out = run / "export" if out is None else Path(out)
     exporter = exporter_of(run, precision, beam_sizes)
     signatures = exporter.signatures()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +296,10 @@ def export(run, out, precision: str | None = None, beam_sizes=(1,)) -> dict:
     try:
         tf.saved_model.save(exporter.module, str(building), signatures=signatures)
         shutil.copyfile(run / "config.yaml", building / "config.yaml")
-        description = {**exporter.description(), "run": str(run), "signatures": sorted(signatures)}
+        shutil.copytree(run / "tokenizers", building / "tokenizers")  # for callers that count pieces
+        model_file = (run / "model.keras").stat()  # which model.keras this is the export of
+        description = {**exporter.description(), "run": str(run), "signatures": sorted(signatures),
+                       "model_file": {"bytes": model_file.st_size, "mtime_ns": model_file.st_mtime_ns}}
         (building / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         (building / "README.md").write_text(_readme(run, exporter.readme()), encoding="utf-8")
         old = None

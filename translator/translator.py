@@ -232,3 +232,95 @@ class Translator:
                 )
         return results[0] if single else results
 
+
+
+class ExportedTranslator:
+    """A run's export (`translator export --run RUN`, in ``RUN/export``) loaded with TensorFlow
+    and ``tensorflow_text`` alone: the same translations as `Translator` with the export's beam
+    sizes and length penalty (`translator.export` checks they are equal to the byte), without
+    building the Keras model or tracing the search, so that `translator translate` answers a
+    first sentence in a few seconds. `of_run` returns None when the run has no usable export."""
+
+    def __init__(self, directory: str | Path):
+        import json
+
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (the SentencePiece ops of the graph)
+
+        from translator.export import EXPORT_FILE
+        from translator.tokenizers import load_tokenizers
+
+        self.directory = Path(directory)
+        self.description = json.loads((self.directory / EXPORT_FILE).read_text(encoding="utf-8"))
+        self.beam_size, self.length_penalty = self.description["beam_size"], self.description["length_penalty"]
+        self.max_source_length = self.description["max_source_length"]
+        self.source_tokenizer = load_tokenizers(self.directory / "tokenizers")["source"]
+        loaded = tf.saved_model.load(str(self.directory))
+        self._functions = {size: loaded.signatures["translate" if size == self.beam_size else f"translate_beam_{size}"]
+                           for size in self.description["beam_sizes"]}
+        self._loaded = loaded  # the functions need the object that holds their constants
+
+    @classmethod
+    def of_run(cls, run: str | Path, beam_size: int | None = None, length_penalty: float | None = None):
+        """The export in ``RUN/export`` if it was made from the run's current model.keras and
+        has the asked search (None: the run's own settings); else None."""
+        import json
+
+        from translator.export import EXPORT_FILE
+
+        run = Path(run)
+        path = run / "export" / EXPORT_FILE
+        if not path.is_file() or not (run / "model.keras").is_file():
+            return None
+        description = json.loads(path.read_text(encoding="utf-8"))
+        model_file = (run / "model.keras").stat()
+        recorded = description.get("model_file") or {}
+        if description.get("kind") != "translation" or \
+                (recorded.get("bytes"), recorded.get("mtime_ns")) != (model_file.st_size, model_file.st_mtime_ns):
+            warnings.warn(f"{run / 'export'} is not the export of {run / 'model.keras'} as it is now (trained on "
+                          f"since?); translating with the model. `translator export --run {run}` makes it again",
+                          stacklevel=2)
+            return None
+        beam_size = description["beam_size"] if beam_size is None else beam_size
+        if beam_size not in description["beam_sizes"] or \
+                (length_penalty is not None and float(length_penalty) != float(description["length_penalty"])):
+            return None
+        return cls(run / "export")
+
+    def translate_detailed(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
+                           batch_size: int = 64, n_best: int | None = None) -> list[Translation]:
+        """Translations with ``text``, ``truncated`` and ``unknown_share`` (as `Translator`'s
+        without details): sorted by length into batches, two searched at once. The length
+        penalty is the export's and the n-best list has one entry (None asks for just that)."""
+        import tensorflow as tf
+
+        sentences, single = check_texts("sentences", sentences)
+        if length_penalty is not None and float(length_penalty) != float(self.length_penalty):
+            raise ValueError(f"length_penalty {length_penalty} is not the export's ({self.length_penalty}); "
+                             f"use Translator.load(run) for another")
+        if n_best not in (None, 1):
+            raise ValueError("an export translates to the best translation only (n_best 1); use Translator.load(run)")
+        beam_size = self.beam_size if beam_size is None else beam_size
+        if beam_size not in self._functions:
+            raise ValueError(f"beam_size {beam_size} is not in the export {self.directory} (it has "
+                             f"{sorted(self._functions)}); export it with --beam-sizes {beam_size}")
+        check_positive_int("batch_size", batch_size)
+        encoded = self.source_tokenizer.encode(sentences)
+        shares = self.source_tokenizer.unknown_shares(sentences, encoded)
+        order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        function = self._functions[beam_size]
+
+        def run(indices):
+            outputs = function(sentences=tf.constant([sentences[i] for i in indices], tf.string))
+            return indices, outputs["translations"].numpy().tolist()
+
+        texts = [""] * len(sentences)
+        with ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT) as pool:
+            for indices, translated in pool.map(run, batches):
+                for index, text in zip(indices, translated):
+                    texts[index] = text.decode("utf-8")
+        results = [Translation(source=sentence, text=text, truncated=len(ids) > self.max_source_length,
+                               unknown_share=share)
+                   for sentence, text, ids, share in zip(sentences, texts, encoded, shares)]
+        return results[0] if single else results
