@@ -5,7 +5,7 @@
 #   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
 #   make results              train and score the recipes of configs/results.yaml into README.md
 #   make experiments          measure the seeds' claims about RNNs into experiments/report.html
-#   make export RUN=runs/demo [EXPORT=exports/demo]   a SavedModel that translates raw sentences
+#   make export RUN=runs/demo [EXPORT=DIR]   a SavedModel that translates raw sentences (default RUN/export)
 #   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
 # Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
 # otherwise downloaded (with checksums) into ~/.cache/translator.
@@ -47,7 +47,7 @@ evaluate: setup
 	$(CLI) evaluate --run $(RUN) --split $(SPLIT)
 
 # A TensorFlow SavedModel of the run that takes raw sentences (needs tensorflow and tensorflow-text only).
-EXPORT  ?= exports/$(notdir $(RUN))
+EXPORT  ?= $(RUN)/export
 export: setup
 	$(CLI) export --run $(RUN) --out $(EXPORT)
 
@@ -66,7 +66,8 @@ demo: setup
 	$(CLI) data multi30k-de-en
 	$(CLI) tokenizers multi30k-de-en
 	$(CLI) train configs/demo.yaml --run $(DEMO_RUN)
-	@echo "Example translations (test2016, beam 5):"
+	$(CLI) export --run $(DEMO_RUN)
+	@echo "Example translations (test2016, beam 5; through the export in $(DEMO_RUN)/export):"
 	@head -n 5 work/multi30k-de-en/test.de > $(DEMO_RUN)/examples.de
 	@$(CLI) translate --run $(DEMO_RUN) < $(DEMO_RUN)/examples.de > $(DEMO_RUN)/examples.en 2>/dev/null
 	@paste -d '\n' $(DEMO_RUN)/examples.de $(DEMO_RUN)/examples.en | sed 'n;s/^/  -> /'

@@ -1,6 +1,6 @@
 """Check an export against `Translator`: the same translations of a file, greedy and beam.
 
-    python scripts/check_export.py runs/demo exports/demo work/multi30k-de-en/test.de \
+    python scripts/check_export.py runs/demo runs/demo/export work/multi30k-de-en/test.de \
         --references work/multi30k-de-en/test.en
 
 The export translates in a fresh Python process that imports only tensorflow and

@@ -1,6 +1,6 @@
 """Exporting a trained run as a TensorFlow SavedModel that works on raw text.
 
-    translator export --run runs/demo --out exports/demo
+    translator export --run runs/demo             # into runs/demo/export (or --out DIR)
 
 The directory holds a SavedModel that needs TensorFlow and ``tensorflow_text`` only (not this
 package): SentencePiece (``tensorflow_text.SentencepieceTokenizer``, from the run's ``.model``

@@ -1,6 +1,6 @@
 """`translator serve`: an HTTP JSON translation service that batches concurrent requests.
 
-    translator serve --run runs/demo            # or --export exports/demo
+    translator serve --run runs/demo            # or --export runs/demo/export
     serving demo on http://127.0.0.1:8000 (beam sizes 1, 5; default 5)
 
 - ``POST /v1/translate`` ``{"sentences": ["...", ...], "beam_size": 5}`` (beam size optional)
