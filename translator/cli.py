@@ -84,6 +84,19 @@ def command_data(args) -> int:
     return 0
 
 
+
+
+def _add_data_parser(commands) -> None:
+    data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
+                               description="Prepare a corpus from its recipe in corpora/.")
+    data.add_argument("corpus", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or recipe path")
+    _add_data_options(data)
+    data.add_argument("--max-length", type=POSITIVE_INT, default=None, help="drop training pairs longer than N words")
+    data.add_argument("--max-ratio", type=RATIO, default=None,
+                      help="drop training pairs whose longer side has more than R times the words of the shorter")
+    data.add_argument("--deduplicate", action="store_true", help="drop repeated training pairs")
+    data.set_defaults(handler=command_data)
+
 def command_tokenizers(args) -> int:
     from translator.tokenizers import train_tokenizers
 
@@ -101,6 +114,18 @@ def command_tokenizers(args) -> int:
     return 0
 
 
+
+
+def _add_tokenizers_parser(commands) -> None:
+    tokenizers = commands.add_parser("tokenizers", help="train the SentencePiece tokenizer(s) of a prepared corpus",
+                                     description="Train tokenizers from a recipe in tokenizers/.")
+    tokenizers.add_argument("corpus", help="a corpus prepared with `translator data`")
+    tokenizers.add_argument("--recipe", default=None,
+                            help="tokenizer recipe name or path (default: tokenizers/CORPUS.yaml, "
+                                 "else the corpus recipe's name, e.g. tokenizers/multi30k.yaml)")
+    tokenizers.add_argument("--work-dir", default="work", help="where prepared corpora are (default: work)")
+    tokenizers.set_defaults(handler=command_tokenizers)
+
 def command_train(args) -> int:
     if args.workers is not None:  # N local processes, each running this command as one worker
         from translator.distributed import launch_training
@@ -111,6 +136,23 @@ def command_train(args) -> int:
     Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
     return 0
 
+
+
+
+def _add_train_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a model from a config; the same command resumes it",
+                                description="Train (or resume) the model of a config in configs/.")
+    train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-bigru-luong.yaml")
+    train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
+    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=None,
+                       help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
+                            "config.yaml records the result")
+    train.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
+                       help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
+                            "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
+    train.set_defaults(handler=command_train)
 
 def command_translate(args) -> int:
     import time
@@ -174,6 +216,25 @@ def command_translate(args) -> int:
     return 0
 
 
+
+
+def _add_translate_parser(commands) -> None:
+    translate = commands.add_parser(
+        "translate", help="translate lines from stdin to stdout with a trained run",
+        description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
+                    "longer than the model's source limit is truncated to it, with a warning on stderr.")
+    translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
+    translate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
+                           help="beam size; 1 is greedy search (default: the run's decoding config, else 5)")
+    translate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
+                           help="GNMT length penalty alpha (default: the run's decoding config, else 0.6)")
+    translate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
+    translate.add_argument("--n-best", type=POSITIVE_INT, default=1,
+                           help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
+    translate.add_argument("--chunk-size", type=POSITIVE_INT, default=1000,
+                           help="lines read before translating and writing them (default 1000)")
+    translate.set_defaults(handler=command_translate)
+
 def command_sample(args) -> int:
     from translator.language_models import LanguageModel
 
@@ -183,6 +244,22 @@ def command_sample(args) -> int:
     sys.stdout.write(text + "\n")
     return 0
 
+
+
+
+def _add_sample_parser(commands) -> None:
+    sample = commands.add_parser("sample", help="generate text with a trained language model",
+                                 description="Continue a prime text with a language model run's compiled "
+                                             "sampling loop; prints the prime and its continuation.")
+    sample.add_argument("--run", required=True, help="run directory of a language model")
+    sample.add_argument("--prime", default="\n", help="text to continue (default: a newline)")
+    sample.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prime as escapes")
+    sample.add_argument("--length", type=NON_NEGATIVE_INT, default=500, help="tokens (characters) to generate (default 500)")
+    sample.add_argument("--temperature", type=NON_NEGATIVE_NUMBER, default=1.0,
+                        help="softmax temperature; 0 picks the most likely token (default 1.0)")
+    sample.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0, help="sample among the k most likely tokens; 0: all")
+    sample.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="random seed (the same seed, the same text)")
+    sample.set_defaults(handler=command_sample)
 
 def command_classify(args) -> int:
     from translator.classifiers import Classifier
@@ -199,6 +276,15 @@ def command_classify(args) -> int:
     return 0
 
 
+
+
+def _add_classify_parser(commands) -> None:
+    classify = commands.add_parser("classify", help="label lines from stdin with a trained classifier",
+                                   description="Print 'LABEL<TAB>PROBABILITY' for every line of stdin.")
+    classify.add_argument("--run", required=True, help="run directory of a classifier")
+    classify.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="lines per batch (default 128)")
+    classify.set_defaults(handler=command_classify)
+
 def command_bench(args) -> int:
     from translator import bench
 
@@ -210,6 +296,17 @@ def command_bench(args) -> int:
     return 0
 
 
+
+
+def _add_bench_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
+                                description="Measure training throughput (tokens/s, MFU, memory) and decoding "
+                                            "speed (sentences/s) of the textbook Keras seq2seq and of ours on "
+                                            "Multi30k de->en, side by side (needs `make data tokenizers`).")
+    bench.add_argument("--seconds", type=POSITIVE_NUMBER, default=60.0, help="time per training measurement (default 60)")
+    bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
+    bench.set_defaults(handler=command_bench)
+
 def command_export(args) -> int:
     from translator.export import export
 
@@ -219,12 +316,45 @@ def command_export(args) -> int:
     return 0
 
 
+
+
+def _add_export_parser(commands) -> None:
+    export = commands.add_parser(
+        "export", help="write a TensorFlow SavedModel of a run that works on raw text",
+        description="Write a SavedModel that needs only TensorFlow and tensorflow-text: SentencePiece and the "
+                    "search run inside the graph. Translation runs get `translate` (sentences -> translations, "
+                    "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
+                    "models `sample`. The directory also holds the run's config.yaml and a README.md.")
+    export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
+    export.add_argument("--out", default=None,
+                        help="directory to write (default RUN/export, where `translator translate --run RUN` "
+                             "finds it and starts in seconds; an earlier export there is replaced)")
+    export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                        help="dtype decoding computes in (default: the training's, as Translator.load)")
+    export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",
+                        help="beam sizes that get a `translate_beam_K` signature besides the run's own "
+                             "(default: 1, greedy search)")
+    export.set_defaults(handler=command_export)
+
 def command_serve(args) -> int:
     from translator.serving import serve
 
     serve(args)
     return 0
 
+
+
+
+def _add_serve_parser(commands) -> None:
+    from translator.serving import add_serve_arguments
+
+    serve = commands.add_parser(
+        "serve", help="an HTTP JSON service of a run or an export that batches concurrent requests",
+        description="POST /v1/translate {\"sentences\": [...]} -> {\"translations\": [...]}; the TensorFlow "
+                    "Serving REST form POST /v1/models/NAME:predict {\"instances\": [...]}; GET /health. "
+                    "Prints the address it listens on.")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=command_serve)
 
 def command_serve_bench(args) -> int:
     from translator.serve_bench import markdown, run
@@ -235,6 +365,21 @@ def command_serve_bench(args) -> int:
     print(f"wrote {args.output_dir}/serve.json and {args.output_dir}/serve.md")
     return 0
 
+
+
+
+def _add_serve_bench_parser(commands) -> None:
+    serve_bench = commands.add_parser(
+        "serve-bench", help="the server's throughput and latency beside offline translation",
+        description="Translate the run's test split offline (Translator) and through `translator serve` with "
+                    "1, 8 and 32 concurrent clients; write serve.json and serve.md.")
+    serve_bench.add_argument("--run", required=True, help="run directory of a translation model")
+    serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
+    serve_bench.add_argument("--clients", type=POSITIVE_INT, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    serve_bench.add_argument("--sentences-per-request", type=POSITIVE_INT, default=8, help="(default 8)")
+    serve_bench.add_argument("--beam-size", type=BEAM_SIZE, default=None, help="(default: the run's decoding config)")
+    serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
+    serve_bench.set_defaults(handler=command_serve_bench)
 
 def command_evaluate(args) -> int:
     from translator.evaluation import evaluate
@@ -255,6 +400,22 @@ def command_evaluate(args) -> int:
     return 0
 
 
+
+
+def _add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="translate a split, score it, write the report",
+                                   description="Translate a split of the run's corpus and score it with sacrebleu "
+                                               "(BLEU, chrF, TER, lowercased BLEU), writing report.json, report.md "
+                                               "and report.html into the run directory.")
+    evaluate.add_argument("--run", required=True, help="run directory")
+    evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
+    evaluate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
+                          help="beam size; 1 is greedy (default: the run's decoding config, else 5)")
+    evaluate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
+                          help="GNMT length penalty (default: the run's decoding config, else 0.6)")
+    evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
+    evaluate.set_defaults(handler=command_evaluate)
+
 def command_results(args) -> int:
     from translator.results import table, write_readme
 
@@ -265,6 +426,21 @@ def command_results(args) -> int:
         print(f"wrote the table into {args.readme}")
     return 0
 
+
+
+
+def _add_results_parser(commands) -> None:
+    results = commands.add_parser(
+        "results", help="score the recipes of configs/results.yaml and write the results table into README.md",
+        description="Evaluate every run of the results manifest on its test split (training it first with "
+                    "--train) and write the table between the results markers of README.md.")
+    results.add_argument("--manifest", default="configs/results.yaml", help="rows of the table")
+    results.add_argument("--runs-dir", default="runs", help="where the runs are (default: runs)")
+    results.add_argument("--split", default="test", help="split to score (default: test)")
+    results.add_argument("--readme", default="README.md", help="file whose results section is rewritten; "
+                                                               "'' prints the table only")
+    results.add_argument("--train", action="store_true", help="train the runs that have no model yet")
+    results.set_defaults(handler=command_results)
 
 def command_experiments(args) -> int:
     from translator.experiments import run
@@ -277,6 +453,21 @@ def command_experiments(args) -> int:
         print(f"missing (run `translator experiments --train` to measure them): {', '.join(missing)}")
     return 0
 
+
+
+
+def _add_experiments_parser(commands) -> None:
+    experiments = commands.add_parser(
+        "experiments", help="the seeds' claims about RNNs, measured: experiments/report.html and a README section",
+        description="Measure the claims of the articles this project grew from (configs/experiments/): with "
+                    "--train, train and measure what is missing (results are cached in experiments/results/, so "
+                    "an interrupted run resumes); without it, only render the report from what exists.")
+    experiments.add_argument("--train", action="store_true", help="train and measure what is missing")
+    experiments.add_argument("--only", default=None, metavar="NAME", help="one experiment (e.g. vanishing-gradients)")
+    experiments.add_argument("--output-dir", default="experiments", help="where results and report.html go")
+    experiments.add_argument("--readme", default="README.md", help="file whose experiments section is rewritten; "
+                                                                   "'' for none")
+    experiments.set_defaults(handler=command_experiments)
 
 def command_compare(args) -> int:
     from translator.evaluation import compare
@@ -298,77 +489,9 @@ def command_compare(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
-        "prepare corpora, train tokenizers and models, translate and evaluate.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (also: TRANSLATOR_DEBUG=1)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
-                               description="Prepare a corpus from its recipe in corpora/.")
-    data.add_argument("corpus", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or recipe path")
-    _add_data_options(data)
-    data.add_argument("--max-length", type=POSITIVE_INT, default=None, help="drop training pairs longer than N words")
-    data.add_argument("--max-ratio", type=RATIO, default=None,
-                      help="drop training pairs whose longer side has more than R times the words of the shorter")
-    data.add_argument("--deduplicate", action="store_true", help="drop repeated training pairs")
-    data.set_defaults(handler=command_data)
 
-    tokenizers = commands.add_parser("tokenizers", help="train the SentencePiece tokenizer(s) of a prepared corpus",
-                                     description="Train tokenizers from a recipe in tokenizers/.")
-    tokenizers.add_argument("corpus", help="a corpus prepared with `translator data`")
-    tokenizers.add_argument("--recipe", default=None,
-                            help="tokenizer recipe name or path (default: tokenizers/CORPUS.yaml, "
-                                 "else the corpus recipe's name, e.g. tokenizers/multi30k.yaml)")
-    tokenizers.add_argument("--work-dir", default="work", help="where prepared corpora are (default: work)")
-    tokenizers.set_defaults(handler=command_tokenizers)
-
-    train = commands.add_parser("train", help="train a model from a config; the same command resumes it",
-                                description="Train (or resume) the model of a config in configs/.")
-    train.add_argument("config", help="experiment config, e.g. configs/multi30k-de-en-bigru-luong.yaml")
-    train.add_argument("--run", default=None, help="run directory (default: runs/CONFIG_NAME)")
-    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=None,
-                       help="override training.seed (weights, dropout, batch order): the same recipe, another seed")
-    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                       help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
-                            "config.yaml records the result")
-    train.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
-                       help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
-                            "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
-    train.set_defaults(handler=command_train)
-
-    translate = commands.add_parser(
-        "translate", help="translate lines from stdin to stdout with a trained run",
-        description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
-                    "longer than the model's source limit is truncated to it, with a warning on stderr.")
-    translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
-    translate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
-                           help="beam size; 1 is greedy search (default: the run's decoding config, else 5)")
-    translate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
-                           help="GNMT length penalty alpha (default: the run's decoding config, else 0.6)")
-    translate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
-    translate.add_argument("--n-best", type=POSITIVE_INT, default=1,
-                           help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
-    translate.add_argument("--chunk-size", type=POSITIVE_INT, default=1000,
-                           help="lines read before translating and writing them (default 1000)")
-    translate.set_defaults(handler=command_translate)
-
-    evaluate = commands.add_parser("evaluate", help="translate a split, score it, write the report",
-                                   description="Translate a split of the run's corpus and score it with sacrebleu "
-                                               "(BLEU, chrF, TER, lowercased BLEU), writing report.json, report.md "
-                                               "and report.html into the run directory.")
-    evaluate.add_argument("--run", required=True, help="run directory")
-    evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
-    evaluate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
-                          help="beam size; 1 is greedy (default: the run's decoding config, else 5)")
-    evaluate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
-                          help="GNMT length penalty (default: the run's decoding config, else 0.6)")
-    evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
-    evaluate.set_defaults(handler=command_evaluate)
-
+def _add_compare_parser(commands) -> None:
     compare = commands.add_parser("compare", help="paired bootstrap resampling of two evaluated runs",
                                   description="Compare two runs evaluated on the same split (sacrebleu's "
                                               "paired bootstrap resampling; the first run is the baseline).")
@@ -378,95 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--samples", type=POSITIVE_INT, default=1000, help="bootstrap samples (default 1000)")
     compare.set_defaults(handler=command_compare)
 
-    sample = commands.add_parser("sample", help="generate text with a trained language model",
-                                 description="Continue a prime text with a language model run's compiled "
-                                             "sampling loop; prints the prime and its continuation.")
-    sample.add_argument("--run", required=True, help="run directory of a language model")
-    sample.add_argument("--prime", default="\n", help="text to continue (default: a newline)")
-    sample.add_argument("--escapes", action="store_true", help=r"read \n and \t in --prime as escapes")
-    sample.add_argument("--length", type=NON_NEGATIVE_INT, default=500, help="tokens (characters) to generate (default 500)")
-    sample.add_argument("--temperature", type=NON_NEGATIVE_NUMBER, default=1.0,
-                        help="softmax temperature; 0 picks the most likely token (default 1.0)")
-    sample.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0, help="sample among the k most likely tokens; 0: all")
-    sample.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="random seed (the same seed, the same text)")
-    sample.set_defaults(handler=command_sample)
-
-    classify = commands.add_parser("classify", help="label lines from stdin with a trained classifier",
-                                   description="Print 'LABEL<TAB>PROBABILITY' for every line of stdin.")
-    classify.add_argument("--run", required=True, help="run directory of a classifier")
-    classify.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="lines per batch (default 128)")
-    classify.set_defaults(handler=command_classify)
-
-    results = commands.add_parser(
-        "results", help="score the recipes of configs/results.yaml and write the results table into README.md",
-        description="Evaluate every run of the results manifest on its test split (training it first with "
-                    "--train) and write the table between the results markers of README.md.")
-    results.add_argument("--manifest", default="configs/results.yaml", help="rows of the table")
-    results.add_argument("--runs-dir", default="runs", help="where the runs are (default: runs)")
-    results.add_argument("--split", default="test", help="split to score (default: test)")
-    results.add_argument("--readme", default="README.md", help="file whose results section is rewritten; "
-                                                               "'' prints the table only")
-    results.add_argument("--train", action="store_true", help="train the runs that have no model yet")
-    results.set_defaults(handler=command_results)
-
-    experiments = commands.add_parser(
-        "experiments", help="the seeds' claims about RNNs, measured: experiments/report.html and a README section",
-        description="Measure the claims of the articles this project grew from (configs/experiments/): with "
-                    "--train, train and measure what is missing (results are cached in experiments/results/, so "
-                    "an interrupted run resumes); without it, only render the report from what exists.")
-    experiments.add_argument("--train", action="store_true", help="train and measure what is missing")
-    experiments.add_argument("--only", default=None, metavar="NAME", help="one experiment (e.g. vanishing-gradients)")
-    experiments.add_argument("--output-dir", default="experiments", help="where results and report.html go")
-    experiments.add_argument("--readme", default="README.md", help="file whose experiments section is rewritten; "
-                                                                   "'' for none")
-    experiments.set_defaults(handler=command_experiments)
-
-    bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
-                                description="Measure training throughput (tokens/s, MFU, memory) and decoding "
-                                            "speed (sentences/s) of the textbook Keras seq2seq and of ours on "
-                                            "Multi30k de->en, side by side (needs `make data tokenizers`).")
-    bench.add_argument("--seconds", type=POSITIVE_NUMBER, default=60.0, help="time per training measurement (default 60)")
-    bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
-    bench.set_defaults(handler=command_bench)
-
-    export = commands.add_parser(
-        "export", help="write a TensorFlow SavedModel of a run that works on raw text",
-        description="Write a SavedModel that needs only TensorFlow and tensorflow-text: SentencePiece and the "
-                    "search run inside the graph. Translation runs get `translate` (sentences -> translations, "
-                    "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
-                    "models `sample`. The directory also holds the run's config.yaml and a README.md.")
-    export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
-    export.add_argument("--out", default=None,
-                        help="directory to write (default RUN/export, where `translator translate --run RUN` "
-                             "finds it and starts in seconds; an earlier export there is replaced)")
-    export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
-                        help="dtype decoding computes in (default: the training's, as Translator.load)")
-    export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",
-                        help="beam sizes that get a `translate_beam_K` signature besides the run's own "
-                             "(default: 1, greedy search)")
-    export.set_defaults(handler=command_export)
-
-    from translator.serving import add_serve_arguments
-
-    serve = commands.add_parser(
-        "serve", help="an HTTP JSON service of a run or an export that batches concurrent requests",
-        description="POST /v1/translate {\"sentences\": [...]} -> {\"translations\": [...]}; the TensorFlow "
-                    "Serving REST form POST /v1/models/NAME:predict {\"instances\": [...]}; GET /health. "
-                    "Prints the address it listens on.")
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=command_serve)
-
-    serve_bench = commands.add_parser(
-        "serve-bench", help="the server's throughput and latency beside offline translation",
-        description="Translate the run's test split offline (Translator) and through `translator serve` with "
-                    "1, 8 and 32 concurrent clients; write serve.json and serve.md.")
-    serve_bench.add_argument("--run", required=True, help="run directory of a translation model")
-    serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
-    serve_bench.add_argument("--clients", type=POSITIVE_INT, nargs="+", default=[1, 8, 32], help="concurrent clients")
-    serve_bench.add_argument("--sentences-per-request", type=POSITIVE_INT, default=8, help="(default 8)")
-    serve_bench.add_argument("--beam-size", type=BEAM_SIZE, default=None, help="(default: the run's decoding config)")
-    serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
-    serve_bench.set_defaults(handler=command_serve_bench)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
+        "prepare corpora, train tokenizers and models, translate and evaluate.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: TRANSLATOR_DEBUG=1)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Each subcommand's options sit beside its handler above, in `_add_NAME_parser`.
+    for add in (_add_data_parser, _add_tokenizers_parser, _add_train_parser, _add_translate_parser,
+                _add_evaluate_parser, _add_compare_parser, _add_sample_parser, _add_classify_parser,
+                _add_results_parser, _add_experiments_parser, _add_bench_parser, _add_export_parser,
+                _add_serve_parser, _add_serve_bench_parser):
+        add(commands)
     return parser
 
 
