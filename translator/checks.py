@@ -99,3 +99,12 @@ def option_type(convert, check):
 
     parse.__name__ = getattr(check, "__name__", "value")
     return parse
+
+
+# Option types of the `translator` command (and `translator serve`): the same checks as the
+# Python API; a bad value ends in argparse's usage error (exit status 2) naming the option.
+POSITIVE_INT = option_type(int, check_positive_int)
+NON_NEGATIVE_INT = option_type(int, check_non_negative_int)
+NON_NEGATIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 0.0))
+POSITIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 1e-9))
+RATIO = option_type(float, lambda name, value: check_number(name, value, 1.0))

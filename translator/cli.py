@@ -24,7 +24,14 @@ import os
 import sys
 from pathlib import Path
 
-from translator.checks import check_non_negative_int, check_number, check_positive_int, option_type
+from translator.checks import (
+    NON_NEGATIVE_INT,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    RATIO,
+    option_type,
+)
 from translator.config import check_setting
 
 
@@ -32,13 +39,7 @@ def _decoding_setting(key):
     return lambda name, value: check_setting("decoding", key, value, name)
 
 
-# Option types: the same checks as the Python API and the config schema; a bad value ends in
-# argparse's usage error (exit status 2) naming the option.
-POSITIVE_INT = option_type(int, check_positive_int)
-NON_NEGATIVE_INT = option_type(int, check_non_negative_int)
-NON_NEGATIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 0.0))
-POSITIVE_NUMBER = option_type(float, lambda name, value: check_number(name, value, 1e-9))
-RATIO = option_type(float, lambda name, value: check_number(name, value, 1.0))
+# The decoding options keep to the config schema's limits (see checks.py for the others).
 BEAM_SIZE = option_type(int, _decoding_setting("beam_size"))
 LENGTH_PENALTY = option_type(float, _decoding_setting("length_penalty"))
 
@@ -84,8 +85,6 @@ def command_data(args) -> int:
     return 0
 
 
-
-
 def _add_data_parser(commands) -> None:
     data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
                                description="Prepare a corpus from its recipe in corpora/.")
@@ -114,8 +113,6 @@ def command_tokenizers(args) -> int:
     return 0
 
 
-
-
 def _add_tokenizers_parser(commands) -> None:
     tokenizers = commands.add_parser("tokenizers", help="train the SentencePiece tokenizer(s) of a prepared corpus",
                                      description="Train tokenizers from a recipe in tokenizers/.")
@@ -135,8 +132,6 @@ def command_train(args) -> int:
 
     Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
     return 0
-
-
 
 
 def _add_train_parser(commands) -> None:
@@ -216,8 +211,6 @@ def command_translate(args) -> int:
     return 0
 
 
-
-
 def _add_translate_parser(commands) -> None:
     translate = commands.add_parser(
         "translate", help="translate lines from stdin to stdout with a trained run",
@@ -243,8 +236,6 @@ def command_sample(args) -> int:
                         length=args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     sys.stdout.write(text + "\n")
     return 0
-
-
 
 
 def _add_sample_parser(commands) -> None:
@@ -276,8 +267,6 @@ def command_classify(args) -> int:
     return 0
 
 
-
-
 def _add_classify_parser(commands) -> None:
     classify = commands.add_parser("classify", help="label lines from stdin with a trained classifier",
                                    description="Print 'LABEL<TAB>PROBABILITY' for every line of stdin.")
@@ -296,8 +285,6 @@ def command_bench(args) -> int:
     return 0
 
 
-
-
 def _add_bench_parser(commands) -> None:
     bench = commands.add_parser("bench", help="training and decoding speed against the textbook Keras seq2seq",
                                 description="Measure training throughput (tokens/s, MFU, memory) and decoding "
@@ -314,8 +301,6 @@ def command_export(args) -> int:
     print(f"wrote the SavedModel of {args.run} into {result['directory']}: signatures "
           f"{', '.join(result['signatures'])} (see {result['directory']}/README.md)")
     return 0
-
-
 
 
 def _add_export_parser(commands) -> None:
@@ -343,8 +328,6 @@ def command_serve(args) -> int:
     return 0
 
 
-
-
 def _add_serve_parser(commands) -> None:
     from translator.serving import add_serve_arguments
 
@@ -364,8 +347,6 @@ def command_serve_bench(args) -> int:
     print(markdown(results), end="")
     print(f"wrote {args.output_dir}/serve.json and {args.output_dir}/serve.md")
     return 0
-
-
 
 
 def _add_serve_bench_parser(commands) -> None:
@@ -400,8 +381,6 @@ def command_evaluate(args) -> int:
     return 0
 
 
-
-
 def _add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="translate a split, score it, write the report",
                                    description="Translate a split of the run's corpus and score it with sacrebleu "
@@ -427,8 +406,6 @@ def command_results(args) -> int:
     return 0
 
 
-
-
 def _add_results_parser(commands) -> None:
     results = commands.add_parser(
         "results", help="score the recipes of configs/results.yaml and write the results table into README.md",
@@ -452,8 +429,6 @@ def command_experiments(args) -> int:
     if missing:
         print(f"missing (run `translator experiments --train` to measure them): {', '.join(missing)}")
     return 0
-
-
 
 
 def _add_experiments_parser(commands) -> None:
@@ -487,8 +462,6 @@ def command_compare(args) -> int:
     for metric, signature in result["signatures"].items():
         print(f"  {metric} signature: {signature}")
     return 0
-
-
 
 
 def _add_compare_parser(commands) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +60,7 @@ class DuplicateKeyError(ValueError):
     """A YAML mapping names the same key twice (YAML's own loaders keep the last one silently)."""
 
 
+@functools.cache
 def _unique_key_loader():
     import yaml
 

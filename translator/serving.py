@@ -52,9 +52,7 @@ DEFAULTS = {"host": "127.0.0.1", "port": 8000, "max_batch_sentences": 64, "max_w
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     from translator import checks
 
-    positive = checks.option_type(int, checks.check_positive_int)
-    non_negative = checks.option_type(int, checks.check_non_negative_int)
-    milliseconds = checks.option_type(float, lambda name, value: checks.check_number(name, value, 0.0))
+    positive, non_negative, milliseconds = checks.POSITIVE_INT, checks.NON_NEGATIVE_INT, checks.NON_NEGATIVE_NUMBER
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory of a translation model (exported in memory at start)")
     source.add_argument("--export", help="directory written by `translator export`")
