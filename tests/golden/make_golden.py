@@ -95,7 +95,7 @@ def train_translation(name, settings, rng):
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    for epoch in range(6):
+    for _epoch in range(6):
         for start in range(0, len(training_pairs), 64):
             loss = train_step(*teacher_forcing_batch(training_pairs[start:start + 64]))
     print(f"{name}: training loss {float(loss):.4f}")
@@ -167,7 +167,7 @@ def train_classifier(rng):
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    for epoch in range(8):
+    for _epoch in range(8):
         for start in range(0, len(examples), 64):
             chunk = examples[start:start + 64]
             loss = train_step(pad([ids for ids, _ in chunk]), np.array([label for _, label in chunk], np.int32))
