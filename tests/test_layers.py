@@ -191,10 +191,10 @@ def test_encoder_input_table_gives_the_same_outputs(cell, num_layers, bidirectio
 def test_encoder_input_table_only_up_to_the_size_limit(monkeypatch):
     embedding, encoder, _, _, _ = encode("lstm")
     size = SOURCE_VOCABULARY * 4 * UNITS
-    monkeypatch.setattr("translator.encoders.EMBEDDING_PROJECTION_LIMIT", size - 1)
+    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size - 1)
     encoder.fuse_for_inference(embedding.embeddings)
     assert encoder.input_table is None
-    monkeypatch.setattr("translator.encoders.EMBEDDING_PROJECTION_LIMIT", size)
+    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size)
     encoder.fuse_for_inference(embedding.embeddings)
     assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, 4 * UNITS)
 

@@ -18,6 +18,10 @@ One layer covers the classic RNN decoders:
 Decoding works from an explicit, flat, batch-major cache (`initial_state`), so
 greedy and beam search can call `step` inside a `tf.function` and reorder the
 cache with ``ops.take(x, indices, axis=0)``.
+
+This module is the maths: on a CPU the same equations run through the decoder's
+`DecoderEngine` (`translator.engine`: fused kernels, a faster training loop), with
+the same weights and numbers.
 """
 
 import keras
@@ -28,20 +32,8 @@ from translator.attention import BahdanauAttention, LuongAttention
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
-from translator.recurrence import (
-    EMBEDDING_PROJECTION_LIMIT,
-    LoopKernels,
-    cell_step,
-    fold_bias,
-    fused_cell_step,
-    fused_kernels,
-    matmul,
-    project_inputs,
-    run_cell,
-    take_positions,
-    use_fused_loop,
-    with_ones,
-)
+from translator.engine import DecoderEngine
+from translator.recurrence import take_positions, use_fused_loop
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
 
@@ -196,7 +188,7 @@ class RecurrentDecoder(keras.layers.Layer):
         self.tied_projection = None  # created in build() when tying needs it
         self.output_bias = None  # created in build() when tying
         self._encoder_state_widths = None  # recorded for get_build_config()
-        self._fused = None  # kernels of `fuse_for_inference`
+        self.engine = DecoderEngine(self)  # the fast CPU path (translator/engine.py)
 
     # ------------------------------------------------------------------ cache layout
 
@@ -334,70 +326,51 @@ class RecurrentDecoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ one step
 
-    def _advance(self, embedded, state, cache, training, kernels=None, projected_embedded=None, multiply=None):
-        """One decoder step from the embedded previous token [batch, embedding_dim].
+    def advance(self, embedded, state, cache, training, run_layer=None, attend=None):
+        """One decoder step from the embedded previous token y_{t-1} [batch, embedding_dim].
 
-        `state` holds the `_recurrent_keys()` entries, `cache` the constant ones. ``kernels``
-        (`fused_kernels` per layer, made before the loop) compute each layer's step in one
-        product; without them each layer runs its cell. ``projected_embedded`` (teacher
-        forcing on CPU, with ``kernels`` that skip the embedding rows) is the embedding's
-        share of the first layer's input side, computed for all steps at once. Returns
+        `state` holds the `_recurrent_keys()` entries, `cache` the constant ones. Returns
         ``(hidden, context, new_state, weights)``: the top layer's s_t, the attention context
         c_t (None without attention), the new recurrent state and the attention weights (or
-        None). ``multiply(name, rows, kernel)`` (with ``kernels``) computes each layer's
-        products, ``name`` being ``layer_{index}/{key}``, and the attention's weighted sum of
-        the memory, ``name`` being ``memory`` (see `LoopKernels`).
+        None). ``run_layer(index, inputs, states) -> (h, new_states)`` and ``attend(query,
+        cache) -> (context, weights)`` default to the Keras cell and the attention layer; the
+        engine passes its own (same numbers), and ``embedded=None`` when it adds the
+        embedding's share of the first layer itself.
         """
-        top_key = f"hidden_state_{self.num_layers - 1}"
-        context_pieces = [cache["encoder_context"]] if self.feed_context else []
+        run_layer = run_layer or (lambda index, inputs, states:
+                                  self.recurrent_layers[index].cell(inputs, states, training=training))
+        attend = attend or self.attend
         context = weights = None
-
         fed = []  # what joins the embedding at the first layer's input
         if self.attention == "bahdanau":  # attend with the previous top state s_{t-1}
-            context, weights = self._attend(state[top_key], cache, multiply)
+            context, weights = attend(state[f"hidden_state_{self.num_layers - 1}"], cache)
             fed.append(context)
         elif self.attention is not None:  # Luong input feeding: h~_{t-1}
             fed.append(state["attentional_vector"])
-        fed += context_pieces
+        if self.feed_context:  # Cho et al.: the encoder summary R at every step
+            fed.append(cache["encoder_context"])
 
+        pieces = fed if embedded is None else [embedded] + fed
+        hidden = ops.concatenate(pieces, axis=-1) if pieces else None
         new_state = {}
-        hidden = None
-        for index, layer in enumerate(self.recurrent_layers):
+        for index in range(self.num_layers):
             keys = self._layer_state_keys(index)
-            states = [state[key] for key in keys]
-            if index == 0:
-                pieces = fed if projected_embedded is not None else [embedded] + fed
-                empty = (embedded if projected_embedded is None else projected_embedded)[:, :0]
-                hidden = ops.concatenate(pieces, axis=-1) if pieces else empty
-            elif self.dropout > 0:
+            if index > 0 and self.dropout > 0:
                 hidden = self.dropout_layer(hidden, training=training)
-            if kernels is not None:
-                layer_multiply = None if multiply is None else (
-                    lambda key, rows, kernel, prefix=f"layer_{index}/": multiply(prefix + key, rows, kernel))
-                hidden, states = fused_cell_step(layer.cell, kernels[f"layer_{index}"], hidden, states,
-                                                 projected=projected_embedded if index == 0 else None,
-                                                 multiply=layer_multiply)
-            elif use_fused_loop():
-                hidden, states = cell_step(layer.cell, project_inputs(layer.cell, hidden), states)
-            else:
-                hidden, states = layer.cell(hidden, states, training=training)
+            hidden, states = run_layer(index, hidden, [state[key] for key in keys])
             new_state.update(zip(keys, states))
 
         if self.attention in ("luong_dot", "luong_general"):  # attend with the new top state s_t
-            context, weights = self._attend(hidden, cache, multiply)
-            new_state["attentional_vector"] = self._pre_output(hidden, context, cache)
+            context, weights = attend(hidden, cache)
+            new_state["attentional_vector"] = self.pre_output(hidden, context, cache)
         return hidden, context, new_state, weights
 
-    def _attend(self, query, cache, multiply=None):
-        """(context, weights) for one query; with ``multiply`` (see `_advance`), the weighted
-        sum of the memory is ``multiply("memory", weights, memory)``."""
-        if multiply is None:
-            return self.attention_layer(query, cache["memory"], cache["memory_mask"],
-                                        projected_memory=cache["projected_memory"])
-        weights = self.attention_layer.alignment(query, cache["projected_memory"], cache["memory_mask"])
-        return multiply("memory", weights, cache["memory"]), weights
+    def attend(self, query, cache):
+        """(context c_t, weights) of one query over the memory."""
+        return self.attention_layer(query, cache["memory"], cache["memory_mask"],
+                                    projected_memory=cache["projected_memory"])
 
-    def _pre_output(self, hidden, context, cache):
+    def pre_output(self, hidden, context, cache):
         """The vector the output projection reads, for one step [batch, ...] or all steps
         [batch, time, ...]: the attentional layer for Bahdanau, tanh(W [s_t; c_t; R]), and
         Luong, tanh(W_c [c_t; s_t; R]); [s_t; R] without attention."""
@@ -413,92 +386,72 @@ class RecurrentDecoder(keras.layers.Layer):
             return self.attentional_layer(ops.concatenate([context, hidden] + pieces, axis=-1))
         return ops.concatenate([hidden] + pieces, axis=-1)
 
-    def _project(self, pre_output):
+    def project(self, pre_output):
+        """Logits: the output layer, or ``h @ E^T + b`` with the target embedding E when tied
+        (after the tied projection, if any)."""
         if self.tied_projection is not None:
             pre_output = self.tied_projection(pre_output)
-        if self._fused is not None and len(pre_output.shape) == 2:  # one decoding step
-            return ops.matmul(with_ones(pre_output), self._fused["output"])
-        # The bias as a row of the product (see `fold_bias`): also its gradient then comes
-        # with the kernel's, instead of a separate pass over [tokens, vocabulary].
-        kernel, bias = self._output_kernel_and_bias()
-        kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
-        return matmul(with_ones(pre_output), fold_bias(kernel, bias))
+        if not self.tie_embeddings:
+            return self.output_layer(pre_output)
+        kernel, bias = self.output_kernel_and_bias()
+        return ops.matmul(pre_output, ops.cast(kernel, pre_output.dtype)) + ops.cast(bias, pre_output.dtype)
 
-    def _output_kernel_and_bias(self):
+    def output_kernel_and_bias(self):
         """The output projection's kernel [width, vocabulary] and bias: the Dense layer's, or
         the transposed target embedding with its own bias when tied."""
         if self.tie_embeddings:
             return ops.transpose(ops.convert_to_tensor(self.embedding.embeddings)), self.output_bias
         return self.output_layer.kernel, self.output_layer.bias
 
+    def embed(self, token_ids, training):
+        embedded = self.embedding(token_ids)
+        if self.dropout > 0:
+            embedded = self.dropout_layer(embedded, training=training)
+        return embedded
+
     def fuse_for_inference(self):
-        """Precompute, from the weights as they are now, the kernels that make `step` fast:
-        each layer's step as one product ``[x, h, 1] @ [W; U; b]`` (`fused_kernels`), the
-        embedding's share of the first layer's product for every token of the vocabulary (a
-        step looks up its row: the product then has 256 fewer rows for a 256-wide embedding),
-        and the output projection's bias as a row of its kernel (`fold_bias`). Only for a copy that
-        decodes and is not trained further (`translator.models.computing_in`): the kernels do
-        not follow later changes of the weights. Teacher forcing is unchanged."""
-        fused = {f"layer_{index}": fused_kernels(layer.cell) for index, layer in enumerate(self.recurrent_layers)}
-        first = self.recurrent_layers[0].cell
-        if self.vocabulary_size * first.kernel.shape[1] <= EMBEDDING_PROJECTION_LIMIT:
-            # The embedding's share of the first layer's input side, for every token at once:
-            # a step looks its row up instead of multiplying the embedded token.
-            embeddings = ops.convert_to_tensor(self.embedding.embeddings)
-            fused["embedding_projection"] = ops.cast(ops.matmul(embeddings, first.kernel[: self.embedding_dim]),
-                                                     self.compute_dtype)
-            fused["layer_0"] = fused_kernels(first, skip_input_rows=self.embedding_dim)
-        kernel, bias = self._output_kernel_and_bias()  # a tied projection stays a product of its own
-        fused["output"] = fold_bias(ops.convert_to_tensor(kernel), bias)
-        self._fused = fused
+        """Make the engine's decoding kernels from the weights as they are now (see
+        `DecoderEngine.fuse_for_inference`): only for a copy that decodes and is not trained
+        further (`translator.models.computing_in`)."""
+        self.engine.fuse_for_inference()
 
     def step(self, previous_token_ids, cache, training=False):
         """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights)."""
-        kernels = self._fused if self._fused is not None and not training else None
-        projected = embedded = None
-        if kernels is not None and "embedding_projection" in kernels:
-            projected = ops.take(kernels["embedding_projection"], previous_token_ids, axis=0)
-        else:
-            embedded = self.embedding(previous_token_ids)
-            if self.dropout > 0:
-                embedded = self.dropout_layer(embedded, training=training)
-        hidden, context, new_state, weights = self._advance(embedded, cache, cache, training, kernels,
-                                                            projected_embedded=projected)
-        if "attentional_vector" in new_state:
+        if (self.engine.kernels is not None and not training) or use_fused_loop():
+            return self.engine.step(previous_token_ids, cache, training)
+        embedded = self.embed(previous_token_ids, training)
+        hidden, context, new_state, weights = self.advance(embedded, cache, cache, training)
+        if "attentional_vector" in new_state:  # Luong: h~_t
             pre_output = new_state["attentional_vector"]
         else:
-            pre_output = self._pre_output(hidden, context, cache)
-        new_cache = dict(cache)
-        new_cache.update(new_state)
-        return self._project(pre_output), new_cache, weights
+            pre_output = self.pre_output(hidden, context, cache)
+        return self.project(pre_output), {**cache, **new_state}, weights
 
     # ------------------------------------------------------------------ whole sequence
 
     def call(self, target_input_ids, cache, training=None, return_attention=False, return_state=False,
              output_mask=None):
-        embedded = self.embedding(target_input_ids)
-        if self.dropout > 0:
-            embedded = self.dropout_layer(embedded, training=training)
+        embedded = self.embed(target_input_ids, training)
+        weights = None
         if self.attention is None:
             pre_outputs, state = self._decode_whole_sequence(embedded, cache, training)
-            weights = None
+        elif use_fused_loop():
+            pre_outputs, weights, state = self.engine.decode_step_by_step(embedded, cache, training)
         else:
             pre_outputs, weights, state = self._decode_step_by_step(embedded, cache, training)
         if output_mask is not None:  # the output projection for the chosen positions only
             pre_outputs = take_positions(pre_outputs, output_mask)
-        logits = self._project(pre_outputs)
+        logits = self.engine.project(pre_outputs) if use_fused_loop() else self.project(pre_outputs)
         outputs = (logits,)
         if return_attention:
             outputs += (weights,)
         if return_state:
-            new_cache = dict(cache)
-            new_cache.update(state)
-            outputs += (new_cache,)
+            outputs += ({**cache, **state},)
         return outputs[0] if len(outputs) == 1 else outputs
 
     def _decode_whole_sequence(self, embedded, cache, training):
         """No attention: run each recurrent layer over all steps at once (the Keras layer, i.e.
-        cuDNN, on a GPU; the fused loop of `translator.recurrence` on a CPU)."""
+        cuDNN, on a GPU; the engine's loop on a CPU)."""
         hidden = embedded
         if self.feed_context:  # R repeated over time: [batch, 1, width] * [batch, time, 1]
             context = ops.expand_dims(cache["encoder_context"], 1)
@@ -510,85 +463,57 @@ class RecurrentDecoder(keras.layers.Layer):
             keys = self._layer_state_keys(index)
             initial_state = [cache[key] for key in keys]
             if use_fused_loop():
-                hidden, final_states = run_cell(layer.cell, hidden, initial_state, training=training)
+                hidden, final_states = self.engine.run_layer(index, hidden, initial_state, training)
             else:
                 hidden, *final_states = layer(hidden, initial_state=initial_state, training=training)
             state.update(zip(keys, final_states))
-        return self._pre_output(hidden, None, cache), state
+        return self.pre_output(hidden, None, cache), state
 
     def _decode_step_by_step(self, embedded, cache, training):
-        """With attention: `_advance` in a tf.while_loop over time (length may be unknown).
+        """With attention: `advance` at every step, in a tf.while_loop over time (the length
+        may be unknown). Returns pre-outputs [batch, time, width], weights, the last state."""
+        steps = ops.shape(embedded)[1]
+        inputs = tf.TensorArray(embedded.dtype, size=steps).unstack(ops.transpose(embedded, (1, 0, 2)))
 
-        On a CPU the embedding's share of the first layer's input projection is one matrix
-        product for all steps before the loop, the rest of each layer's step one product
-        with kernels cast and stacked once before the loop (`fused_kernels`), and Bahdanau's
-        attentional layer (which no later step reads) one product after it. When training,
-        the gradients of those kernels, and the memory's through the attention's weighted sum,
-        are one product each after the loop (`LoopKernels`).
-        """
-        projected = kernels = None
-        if use_fused_loop():
-            first_cell = self.recurrent_layers[0].cell
-            kernel = ops.cast(first_cell.kernel[: self.embedding_dim], embedded.dtype)
-            projected = ops.transpose(matmul(embedded, kernel), (1, 0, 2))
-            # Kept in float32 (the weights' dtype under mixed precision) and cast inside the
-            # loop, so that their gradients are summed over the steps in float32.
-            kernels = {
-                f"layer_{index}": fused_kernels(layer.cell, "float32", self.embedding_dim if index == 0 else 0)
-                for index, layer in enumerate(self.recurrent_layers)
-            }
-        time_major = ops.transpose(embedded, (1, 0, 2))
-        steps = ops.shape(time_major)[0]
-        inputs = tf.TensorArray(time_major.dtype, size=steps).unstack(time_major)
-        if projected is not None:
-            projected = tf.TensorArray(projected.dtype, size=steps).unstack(projected)
+        def advance(time, state, carried):
+            return self.advance(inputs.read(time), state, cache, training), carried
+
+        pre_outputs, weights, state, _ = self.step_loop(advance, steps, cache, {})
+        return pre_outputs, weights, state
+
+    def step_loop(self, advance, steps, cache, carried):
+        """The loop over time of `_decode_step_by_step`: ``advance(time, state, carried) ->
+        ((hidden, context, new_state, weights), carried)`` at every step, ``carried`` being
+        what the caller keeps from step to step (the engine's records). Returns ``(pre_outputs
+        [batch, time, width], weights [batch, time, source_time], state, carried)``."""
         bahdanau = self.attention == "bahdanau"
         outputs = tf.TensorArray(self.compute_dtype, size=steps)  # s_t (Bahdanau) or h~_t (Luong)
         contexts = tf.TensorArray(self.compute_dtype, size=steps)  # c_t (Bahdanau)
         all_weights = tf.TensorArray(self.compute_dtype, size=steps)
         state = {key: cache[key] for key in self._recurrent_keys()}
-        loop = None
-        records = {}
-        if kernels is not None and training:  # the kernels' gradients as one product each after the loop
-            loop_kernels = {f"{layer}/{key}": kernel for layer, layer_kernels in kernels.items()
-                            for key, kernel in layer_kernels.items()}
-            if self.attention is not None:  # one [source_time, memory_dim] "kernel" per row
-                loop_kernels["memory"] = cache["memory"]
-            loop = LoopKernels(loop_kernels, steps, ops.shape(time_major)[1], self.compute_dtype)
-            records = loop.records()
-            kernels = {layer: {key: loop.constants[f"{layer}/{key}"] for key in layer_kernels}
-                       for layer, layer_kernels in kernels.items()}
 
-        def body(time, state, outputs, contexts, all_weights, records):
-            multiply = None if loop is None else (lambda name, rows, kernel: loop.multiply(name, rows, time))
-            hidden, context, state, weights = self._advance(
-                inputs.read(time), state, cache, training, kernels,
-                projected_embedded=None if projected is None else projected.read(time), multiply=multiply,
-            )
-            if loop is not None:
-                records = loop.record(time, records)
+        def body(time, state, outputs, contexts, all_weights, carried):
+            (hidden, context, state, weights), carried = advance(time, state, carried)
             if bahdanau:
                 outputs = outputs.write(time, hidden)
                 contexts = contexts.write(time, context)
             else:
                 outputs = outputs.write(time, state["attentional_vector"])
             all_weights = all_weights.write(time, weights)
-            return time + 1, state, outputs, contexts, all_weights, records
+            return time + 1, state, outputs, contexts, all_weights, carried
 
         if not bahdanau:  # nothing is written to `contexts`
             contexts = tf.zeros([0])
-        _, state, outputs, contexts, all_weights, records = tf.while_loop(
+        _, state, outputs, contexts, all_weights, carried = tf.while_loop(
             lambda time, *_: time < steps,
             body,
-            (tf.constant(0), state, outputs, contexts, all_weights, records),
+            (tf.constant(0), state, outputs, contexts, all_weights, carried),
             maximum_iterations=steps,  # lets XLA (jit_compile=True) size the TensorArrays
         )
-        if loop is not None:
-            loop.finish(records)
         outputs = ops.transpose(outputs.stack(), (1, 0, 2))
-        if bahdanau:
-            outputs = self._pre_output(outputs, ops.transpose(contexts.stack(), (1, 0, 2)), cache)
-        return outputs, ops.transpose(all_weights.stack(), (1, 0, 2)), state
+        if bahdanau:  # the attentional layer, which no later step reads: once after the loop
+            outputs = self.pre_output(outputs, ops.transpose(contexts.stack(), (1, 0, 2)), cache)
+        return outputs, ops.transpose(all_weights.stack(), (1, 0, 2)), state, carried
 
     def get_config(self):
         config = super().get_config()

@@ -12,6 +12,10 @@ Implements the encoders of
   annotations the attention reads.
 
 Padding id is 0 and padding only ever sits at the end of a row.
+
+This module is the maths (Keras's recurrent layers); on a CPU, and from a table of
+every token's input side when decoding, the layers run through the encoder's
+`EncoderEngine` (`translator.engine`), with the same weights and numbers.
 """
 
 import types
@@ -21,12 +25,8 @@ import tensorflow as tf
 from keras import ops
 
 from translator.checks import check_bool, check_choice, check_positive_int, check_rate
-from translator.recurrence import (
-    EMBEDDING_PROJECTION_LIMIT,
-    project_inputs,
-    run_cell,
-    use_fused_loop,
-)
+from translator.engine import EncoderEngine
+from translator.recurrence import use_fused_loop
 
 RECURRENT_LAYERS = {
     "lstm": keras.layers.LSTM,
@@ -148,7 +148,7 @@ class RecurrentEncoder(keras.layers.Layer):
         # tracking nor its saving looks into: they hold no weights).
         self._bidirectional_templates = types.SimpleNamespace(layers=templates)
         self.dropout_layer = keras.layers.Dropout(dropout)
-        self.input_table = None  # made by `fuse_for_inference`
+        self.engine = EncoderEngine(self, reverse_real_tokens)  # the fast CPU path (translator/engine.py)
 
     def build(self, embedded_shape):
         shape = tuple(embedded_shape)
@@ -156,21 +156,17 @@ class RecurrentEncoder(keras.layers.Layer):
             layer.build(shape)
             shape = shape[:-1] + (self.output_width,)
 
+    @property
+    def input_table(self):
+        """Every token's first-layer input side, made by `fuse_for_inference` (else None)."""
+        return self.engine.input_table
+
     def fuse_for_inference(self, embeddings):
-        """Precompute, from the weights as they are now, the first layer's input side (input
-        kernel and bias) of every row of `embeddings` [vocabulary, embedding_dim]; for a
-        bidirectional layer the forward and backward sides side by side. The encoder then
-        reads a token's row (``call(ops.take(encoder.input_table, ids, axis=0),
-        inputs_projected=True)``) instead of multiplying its embedding: for an LSTM of 512
-        units over 256-wide embeddings that is a third of the first layer's products. No table
-        above `EMBEDDING_PROJECTION_LIMIT` numbers. Only for a copy that decodes and is not
-        trained further (`translator.models.computing_in`)."""
-        first = self.recurrent_layers[0]
-        cells = [first.forward_layer.cell, first.backward_layer.cell] if self.bidirectional else [first.cell]
-        if embeddings.shape[0] * sum(cell.kernel.shape[1] for cell in cells) > EMBEDDING_PROJECTION_LIMIT:
-            return
-        embeddings = ops.convert_to_tensor(embeddings)
-        self.input_table = ops.concatenate([project_inputs(cell, embeddings) for cell in cells], axis=-1)
+        """Make the engine's table of the first layer's input side for every row of
+        `embeddings` [vocabulary, embedding_dim] (`EncoderEngine.fuse_for_inference`): then
+        ``call(ops.take(encoder.input_table, ids, axis=0), inputs_projected=True)``. Only for a
+        copy that decodes and is not trained further (`translator.models.computing_in`)."""
+        self.engine.fuse_for_inference(embeddings)
 
     def call(self, embedded, mask=None, training=None, inputs_projected=False):
         if mask is not None:
@@ -184,10 +180,12 @@ class RecurrentEncoder(keras.layers.Layer):
         for index, layer in enumerate(self.recurrent_layers):
             if index > 0 and self.dropout > 0:
                 outputs = self.dropout_layer(outputs, training=training)
-            if inputs_projected and index == 0:  # any device: only this loop reads projected inputs
-                outputs, states = self._run_fused(layer, outputs, mask, not training, inputs_projected=True)
-            elif use_fused_loop():
-                outputs, states = self._run_fused(layer, outputs, mask, skip_padding=not training, training=training)
+            projected = inputs_projected and index == 0  # any device: only the engine reads those
+            if projected or use_fused_loop():
+                zeros = ops.zeros((ops.shape(outputs)[0], self.units), dtype=outputs.dtype)
+                outputs, states = self.engine.run_layer(layer, outputs, mask, [zeros] * state_count,
+                                                        training=bool(training) and not projected,
+                                                        inputs_projected=projected)
             else:
                 outputs, *states = layer(outputs, mask=mask, training=training)
             if self.bidirectional:  # [forward..., backward...] -> [concat(f, b), ...]
@@ -197,29 +195,6 @@ class RecurrentEncoder(keras.layers.Layer):
                 outputs = outputs * ops.expand_dims(ops.cast(mask, outputs.dtype), -1)
             final_states.append(list(states))
         return outputs, final_states
-
-    def _run_fused(self, layer, inputs, mask, skip_padding=False, inputs_projected=False, training=False):
-        """One layer on a CPU through `translator.recurrence.run_cell`, returning what the
-        Keras layer returns: outputs and [forward states..., backward states...].
-
-        The backward direction reads the real tokens reversed (`reverse_real_tokens`), so it
-        starts at each row's last real token exactly as Keras's masked ``go_backwards`` does.
-        With `inputs_projected`, a bidirectional layer's inputs are [forward side, backward side].
-        """
-        batch = ops.shape(inputs)[0]
-        zeros = ops.zeros((batch, self.units), dtype=inputs.dtype)
-        initial = [zeros] * STATE_COUNTS[self.cell]
-        if not self.bidirectional:
-            return run_cell(layer.cell, inputs, initial, mask, skip_padding, inputs_projected, training)
-        forward_inputs = backward_inputs = inputs
-        if inputs_projected:
-            forward_inputs, backward_inputs = ops.split(inputs, 2, axis=-1)
-        forward, forward_states = run_cell(layer.forward_layer.cell, forward_inputs, initial, mask, skip_padding,
-                                           inputs_projected, training)
-        backward, backward_states = run_cell(layer.backward_layer.cell, reverse_real_tokens(backward_inputs, mask),
-                                             initial, mask, skip_padding, inputs_projected, training)
-        outputs = ops.concatenate([forward, reverse_real_tokens(backward, mask)], axis=-1)
-        return outputs, forward_states + backward_states
 
     def get_config(self):
         config = super().get_config()

@@ -37,13 +37,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from translator.runs import EXPORT_FILE
 from translator.special_ids import EOS_ID, PAD_ID
 
 # The characters Python's str.isspace() takes for whitespace, as an RE2 class: a sentence made of
 # them only is empty for `Translator` (``not sentence.strip()``).
 WHITESPACE_ONLY = r"[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\p{Z}]*"
 UNFINISHED_SCORE = -1e9  # beam search's score of a hypothesis that never reached <eos>
-EXPORT_FILE = "export.json"  # what the export holds (kind, beam sizes), for `translator serve --export`
 
 
 def _tensorflow():

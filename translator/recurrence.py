@@ -17,11 +17,6 @@ import functools
 
 import tensorflow as tf
 
-# `fuse_for_inference` (encoder and decoder) precomputes embedding x first-layer kernel for the
-# whole vocabulary up to this many numbers (64 MiB in float32): 8,000 tokens x 4 x 512 LSTM
-# units is 16.4 million.
-EMBEDDING_PROJECTION_LIMIT = 16 * 2**20
-
 
 @functools.cache
 def use_fused_loop() -> bool:

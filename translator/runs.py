@@ -24,6 +24,11 @@ KINDS = {
 }
 
 
+# In an export directory (`translator export`, by default RUN/export): what the export holds
+# (kind, beam sizes), read by `translator serve --export` and `translator translate --run`.
+EXPORT_FILE = "export.json"
+
+
 class RunError(ValueError):
     """A run directory or its model file cannot be used as asked (the message says why and what to do)."""
 
@@ -62,7 +67,9 @@ def check_run_kind(run: str | Path, config: dict, expected: str) -> None:
 def load_model_file(path: str | Path, expected: tuple[str, ...] | None = None):
     """Load a ``.keras`` file in Keras safe mode (no arbitrary code), after checking that it is
     whole and holds one of the classes named ``expected`` (such as Seq2Seq or Classifier).
-    TensorFlow is imported only once the file passed those checks."""
+    TensorFlow is imported only once the file passed those checks. The model's classes must be
+    registered with Keras: their module (`translator.models`, `language_models`, `classifiers`)
+    is imported first, as every caller of this function is, or imports."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path} not found: train the run first (`translator train CONFIG --run {path.parent}`)")
@@ -84,9 +91,6 @@ def load_model_file(path: str | Path, expected: tuple[str, ...] | None = None):
         raise RunError(f"{path} holds a {class_name} model, not a {' or '.join(expected)}; load it with the "
                        f"class that matches its run's model.type")
     import keras
-
-    import translator.language_models  # noqa: F401 (registers the model classes for loading)
-    import translator.models  # noqa: F401
 
     try:
         return keras.saving.load_model(path, safe_mode=True)

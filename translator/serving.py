@@ -100,7 +100,7 @@ class Backend:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (the SentencePiece ops of the graph)
 
-        from translator.export import EXPORT_FILE
+        from translator.runs import EXPORT_FILE
 
         directory = Path(directory)
         if not (directory / EXPORT_FILE).is_file():

@@ -85,13 +85,13 @@ class Translator:
         ``precision`` is the dtype decoding computes in, "float32" or "bfloat16"; None (the
         default) takes the training's: bfloat16 for a ``mixed_bfloat16`` run.
         """
+        from translator.models import computing_in  # also registers Seq2Seq's classes with Keras
         from translator.runs import load_run
         from translator.tokenizers import load_tokenizers
 
         check_path("run", run)
         run = Path(run)
         config, model = load_run(run, "seq2seq", model_file)
-        from translator.models import computing_in
         if precision is None:
             precision = "bfloat16" if "bfloat16" in model.dtype_policy.name else "float32"
         model = computing_in(model, precision)
@@ -247,7 +247,7 @@ class ExportedTranslator:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (the SentencePiece ops of the graph)
 
-        from translator.export import EXPORT_FILE
+        from translator.runs import EXPORT_FILE
         from translator.tokenizers import load_tokenizers
 
         self.directory = Path(directory)
@@ -266,7 +266,7 @@ class ExportedTranslator:
         has the asked search (None: the run's own settings); else None."""
         import json
 
-        from translator.export import EXPORT_FILE
+        from translator.runs import EXPORT_FILE
 
         run = Path(run)
         path = run / "export" / EXPORT_FILE
