@@ -78,12 +78,16 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # Training and decoding speed against the textbook Keras seq2seq; writes bench/results/bench.{json,md}.
+# Decoding is measured on trained runs: bench/runs/attention (configs/bench-attention.yaml, trained
+# and exported by the first `make bench`, about 15 minutes once) and, when trained, the recipe's
+# runs/multi30k-de-en-bigru-luong. `make bench BENCH_FLAGS="--run runs/NAME"` decodes with another run.
 BENCH_SECONDS ?= 60
+BENCH_FLAGS ?=
 bench: setup
 	$(CLI) data multi30k-de-en
 	$(CLI) tokenizers multi30k-de-en
 	$(CLI) tokenizers multi30k-de-en --recipe multi30k-joint8k
-	$(CLI) bench --seconds $(BENCH_SECONDS)
+	$(CLI) bench --seconds $(BENCH_SECONDS) $(BENCH_FLAGS)
 
 # The results table of README.md: trains the runs of configs/results.yaml that have none yet (an
 # hour or more each on a CPU; an interrupted run resumes), scores each on test2016 with its
@@ -111,4 +115,4 @@ experiments: setup
 	$(CLI) experiments --train
 
 clean:
-	rm -rf work runs exports bench/results .pytest_cache
+	rm -rf work runs exports bench/results bench/runs .pytest_cache

@@ -43,21 +43,34 @@ def test_the_summary_table_names_every_measurement():
 
     training = {"tokens_per_second": 1000.0, "target_padding": 0.05, "model_gflops_per_second": 50.0,
                 "peak_memory_mib": 1000.0}
-    decoding = {"ours_greedy": 300.0, "ours_beam5": 80.0, "ours_greedy_mean_output_words": 9.0}
+    decoding = {"ours_greedy": 300.0, "ours_beam5": 80.0, "ours_greedy_mean_output_words": 9.0,
+                "ours_beam5_mean_output_words": 7.0}
     results = {
         "matmul": {"gflops": {"float32": 250.0, "bfloat16": 900.0}},
         **{key: dict(training) for key in ("textbook_train", "ours_train_lstm_float32", "ours_train_lstm_bfloat16",
                                            "ours_train_attention_float32", "ours_train_attention_bfloat16")},
         "decode_lstm": {"textbook_predict": 100.0, "textbook_direct": 150.0, "identical_greedy_outputs_float32": 1.0,
-                        "identical_greedy_outputs_bfloat16": 0.97,
+                        "identical_greedy_outputs_bfloat16": 0.97, "textbook_mean_output_words": 9.5,
+                        "reference_mean_words": 10.0,
                         **{f"{key}_{precision}": value for key, value in decoding.items()
                            for precision in ("float32", "bfloat16")}},
-        "decode_attention": dict(decoding),
+        "decode_trained": {"run": "bench/runs/attention", "epochs": 4, "training_minutes": 12.5,
+                           "reference_mean_words": 10.0, "length_penalty": 0.6, "precision": "bfloat16",
+                           "beam1": {"sentences_per_second": 1400.0, "mean_output_words": 9.8},
+                           "beam5": {"sentences_per_second": 250.0, "mean_output_words": 9.6},
+                           "peak_memory_mib": 1200.0},
+        "cold_start": {"first_seconds": 5.1, "second_seconds": 4.6, "through_export": True,
+                       "translation": "A dog.", "peak_memory_mib": 950.0},
         "machine": {"date": "2026-11-21", "cpu_cores": 2, "hardware": "AMD EPYC (x86_64), 2 CPU cores",
                     "matrix_instructions": "AVX-512 with bfloat16, no AMX", "seconds_per_training_phase": 60,
                     "total_minutes": 8.0},
     }
     table = markdown(results)
     assert table.startswith("# translator bench, 2026-11-21, AMD EPYC (x86_64), 2 CPU cores (AVX-512 with bfloat16, no AMX)")
-    assert "| ours, bfloat16 | 300.0 | 80.0 | 3.0 | 2.0 | 97.0% |" in table
-    assert "textbook, direct call per token | 150.0 | - | 1.5 | 1.0 |" in table
+    assert "| ours, bfloat16 | 300.0 | 80.0 | 3.0 | 2.0 | 97.0% | 9.0 (90%) | 7.0 (70%) **not representative** |" in table
+    assert "textbook, direct call per token | 150.0 | - | 1.5 | 1.0 | | 9.5 (95%) | |" in table
+    assert "| ours, mixed bfloat16 | 1,000 | 1.00 | 5.0% | 50.0 | 20.0% | 5.6% | 1,000 MiB |" in table
+    assert ("| `bench/runs/attention` | 4 epochs, 12.5 min | bfloat16, beam 5, length penalty 0.6 | 250.0 | "
+            "9.6 (96%) | 1,200 MiB |") in table
+    assert "took 5.1 s, and 4.6 s run again right after (through the run's export), peak memory 950 MiB" in table
+    assert "decode_recipe" not in results and "runs/multi30k" not in table  # a recipe run not trained: no row

@@ -13,7 +13,16 @@ In one run, on Multi30k de->en (prepared with `make data tokenizers CORPUS=multi
    textbook model's own trained weights, copied into a `Seq2Seq`, so both decode the same model
    (the share of identical greedy outputs is reported);
 4. the attention model of the issue (BiLSTM 2 x 256 encoder, Bahdanau attention, LSTM 512
-   decoder, embeddings 256, joint BPE 8k), float32 and mixed bfloat16, and its decoding speed.
+   decoder, embeddings 256, joint BPE 8k), float32 and mixed bfloat16;
+5. decoding on trained runs, as a user gets it (`Translator.load`): the attention model trained
+   by `configs/bench-attention.yaml` into ``bench/runs/attention`` (trained and exported once,
+   when missing; or any run given with ``--run``), greedy and beam 5, and the recipe run
+   (``runs/multi30k-de-en-bigru-luong``, when trained) with beam 5 and its own beam 10. Every
+   decoding row gives the mean output length beside the reference's: a row whose outputs are
+   shorter than 80% of the reference is marked as not representative (a model that stops early
+   decodes fast);
+6. the first translation: ``echo "Ein Hund." | translator translate --run RUN`` twice in a row
+   (the first after other phases, the second right after it), wall time and peak memory.
 
 Every phase runs in its own process (its own peak memory, no shared TensorFlow state) and
 trains for a fixed time budget after the first batches (tracing) are done. Throughput counts
@@ -37,6 +46,9 @@ ATTENTION_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512, "encoder_
                    "bidirectional": True, "attention": "bahdanau"}
 SEPARATE_TOKENIZER, JOINT_TOKENIZER = "multi30k", "multi30k-joint8k"
 GREEDY_BATCH_SIZE, BEAM_BATCH_SIZE = 500, 64  # sentences per batch of our decoding
+BENCH_CONFIG, BENCH_RUN = "configs/bench-attention.yaml", "bench/runs/attention"
+RECIPE_RUN = "runs/multi30k-de-en-bigru-luong"
+REPRESENTATIVE_LENGTH = 0.8  # a decoding row's outputs must be at least this share of the reference's length
 
 
 # ----------------------------------------------------------------------------- shared
@@ -277,6 +289,9 @@ def phase_decode_lstm(weights_path: str) -> dict:
         started = time.perf_counter()
         texts = _textbook_greedy(textbook, tokenizers, sentences, max_length, call)
         results[name] = round(len(sentences) / (time.perf_counter() - started), 1)
+    results["textbook_mean_output_words"] = round(sum(len(t.split()) for t in texts) / len(texts), 2)
+    references = splits["test"]["target"]
+    results["reference_mean_words"] = round(sum(len(t.split()) for t in references) / len(references), 2)
     model = Seq2Seq.from_settings(TEXTBOOK_MODEL, tokenizers["source"].vocabulary_size,
                                   tokenizers["target"].vocabulary_size)
     copy_textbook_weights(textbook, model)
@@ -306,22 +321,52 @@ def _our_decoding(translator, sentences) -> tuple[dict, list[str]]:
     return results, greedy_outputs
 
 
-def phase_decode_attention(model_path: str) -> dict:
-    import keras
-
-    from translator.models import computing_in
+def phase_decode_run(run: str, beam_sizes: list[int]) -> dict:
+    """A trained run's decoding of test2016 as `Translator.load` gives it (its precision, its
+    length penalty): sentences/s and mean output words per beam size, beside the reference's."""
+    from translator.corpora import read_prepared_split
     from translator.translator import Translator
 
-    tokenizers, splits = _data(JOINT_TOKENIZER)
-    model = computing_in(keras.saving.load_model(model_path), "bfloat16")  # as Translator.load does
-    results, _ = _our_decoding(Translator(model, tokenizers["source"], tokenizers["target"]),
-                               splits["test"]["source"])
+    test = read_prepared_split(CORPUS, "test")
+    translator = Translator.load(run)
+    results = {"reference_mean_words": round(sum(len(t.split()) for t in test["target"]) / len(test["target"]), 2)}
+    for beam_size in beam_sizes:
+        batch_size = GREEDY_BATCH_SIZE if beam_size == 1 else BEAM_BATCH_SIZE
+        translator.translate(test["source"], beam_size=beam_size, batch_size=batch_size)  # warm-up: tracing
+        started = time.perf_counter()
+        outputs = translator.translate(test["source"], beam_size=beam_size, batch_size=batch_size)
+        results[f"beam{beam_size}"] = {
+            "sentences_per_second": round(len(outputs) / (time.perf_counter() - started), 1),
+            "mean_output_words": round(sum(len(o.split()) for o in outputs) / len(outputs), 2)}
+    results["length_penalty"] = translator.length_penalty
+    results["precision"] = translator.model.dtype_policy.compute_dtype
     results["peak_memory_mib"] = _peak_memory_mib()
     return results
 
 
+def phase_cold_start(run: str) -> dict:
+    """``echo "Ein Hund." | translator translate --run RUN`` twice: wall time of each, and the
+    peak memory of the two processes (this phase process starts nothing else)."""
+    import resource
+
+    executable = Path(sys.executable).parent / "translator"
+    command = [str(executable)] if executable.is_file() else [sys.executable, "-m", "translator"]
+    results = {}
+    for attempt in ("first", "second"):
+        started = time.perf_counter()
+        completed = subprocess.run(command + ["translate", "--run", run], input="Ein Hund.\n",
+                                   capture_output=True, text=True)
+        results[f"{attempt}_seconds"] = round(time.perf_counter() - started, 2)
+        if completed.returncode:
+            raise RuntimeError(f"translator translate --run {run} failed:\n{completed.stderr[-2000:]}")
+        results["translation"] = completed.stdout.strip()
+        results["through_export"] = "using the export" in completed.stderr
+    results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    return results
+
+
 PHASES = {"matmul": phase_matmul, "textbook_train": phase_textbook_train, "ours_train": phase_ours_train,
-          "decode_lstm": phase_decode_lstm, "decode_attention": phase_decode_attention}
+          "decode_lstm": phase_decode_lstm, "decode_run": phase_decode_run, "cold_start": phase_cold_start}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -337,8 +382,29 @@ def _run_phase(name: str, *arguments) -> dict:
         return json.loads(Path(output.name).read_text())
 
 
-def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
-    """All phases; writes bench.json and bench.md into `output_dir` and returns the results."""
+def trained_run(run: str | None = None) -> dict:
+    """The trained run the bench decodes with: `run`, or ``bench/runs/attention``, trained by
+    `configs/bench-attention.yaml` and exported first when it has no model (once: later benches
+    reuse it). Returns its path, epochs and training minutes from its log."""
+    from translator.reports import read_log
+
+    path = Path(run or BENCH_RUN)
+    if run is None and not (path / "model.keras").is_file():
+        print(f"  training {BENCH_CONFIG} into {path} (once; later benches reuse it)", flush=True)
+        subprocess.run([sys.executable, "-m", "translator", "train", BENCH_CONFIG, "--run", str(path)], check=True)
+        subprocess.run([sys.executable, "-m", "translator", "export", "--run", str(path)], check=True)
+    if not (path / "model.keras").is_file():
+        raise FileNotFoundError(f"{path}/model.keras not found: train the run first, or leave out --run to let "
+                                f"the bench train its own ({BENCH_CONFIG})")
+    log = read_log(path)
+    return {"run": str(path), "epochs": len(log), "training_minutes": round(float(log[-1]["train_seconds"]) / 60, 1)}
+
+
+def run(seconds: float = 60.0, output_dir: str = "bench/results", decoding_run: str | None = None,
+        recipe_run: str = RECIPE_RUN) -> dict:
+    """All phases; writes bench.json and bench.md into `output_dir` and returns the results.
+    ``decoding_run``: the trained attention run to decode with (default: the bench's own);
+    ``recipe_run``: the recipe's run, decoded too when it has a model."""
     import os
     import platform
 
@@ -346,6 +412,7 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
     from translator.machine import hardware, matrix_instructions
 
     _data(SEPARATE_TOKENIZER), _data(JOINT_TOKENIZER)  # fail early, with the command to run
+    decoding = trained_run(decoding_run)
     started = time.time()
     output = Path(output_dir)
     results = {}
@@ -356,7 +423,6 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
 
     with tempfile.TemporaryDirectory() as scratch:
         textbook_weights = f"{scratch}/textbook.weights.h5"
-        attention_model = f"{scratch}/attention.keras"
         phase("matmul", "matmul")
         phase("textbook_train", "textbook_train", seconds, textbook_weights)
         phase("ours_train_lstm_float32", "ours_train", TEXTBOOK_MODEL, SEPARATE_TOKENIZER, "float32", seconds)
@@ -365,8 +431,13 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
         phase("decode_lstm", "decode_lstm", textbook_weights)
         phase("ours_train_attention_float32", "ours_train", ATTENTION_MODEL, JOINT_TOKENIZER, "float32", seconds)
         phase("ours_train_attention_bfloat16", "ours_train", ATTENTION_MODEL, JOINT_TOKENIZER, "mixed_bfloat16",
-              seconds, attention_model)
-        phase("decode_attention", "decode_attention", attention_model)
+              seconds)
+    phase("decode_trained", "decode_run", decoding["run"], [1, 5])
+    results["decode_trained"].update(decoding)
+    if (Path(recipe_run) / "model.keras").is_file():
+        phase("decode_recipe", "decode_run", recipe_run, [5, 10])
+        results["decode_recipe"]["run"] = recipe_run
+    phase("cold_start", "cold_start", decoding["run"])
     results["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
                           "hardware": hardware(), "matrix_instructions": matrix_instructions(),
                           "date": time.strftime("%Y-%m-%d"), "seconds_per_training_phase": seconds,
@@ -378,18 +449,27 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results") -> dict:
     return results
 
 
+def _length(words: float, reference: float) -> str:
+    """Mean output length against the reference's, marked when the outputs are too short to
+    say what a trained model's decoding costs."""
+    share = words / reference
+    mark = "" if share >= REPRESENTATIVE_LENGTH else " **not representative**"
+    return f"{words} ({share:.0%}){mark}"
+
+
 def markdown(results: dict) -> str:
     from translator.translator import BATCHES_IN_FLIGHT
 
     peak = results["matmul"]["gflops"]["float32"]
+    bfloat16_peak = results["matmul"]["gflops"]["bfloat16"]
     baseline = results["textbook_train"]["tokens_per_second"]
     machine = results["machine"]
     lines = [f"# translator bench, {machine['date']}, {machine['hardware']} ({machine['matrix_instructions']})",
-             "", f"Matmul peak (4096 x 4096): float32 {peak} GFLOP/s, bfloat16 "
-             f"{results['matmul']['gflops']['bfloat16']} GFLOP/s.", "",
+             "", f"Matmul peak (4096 x 4096): float32 {peak} GFLOP/s, bfloat16 {bfloat16_peak} GFLOP/s.", "",
              "## Training, Multi30k de->en (non-padding target tokens per second)", "",
-             "| model | path | tokens/s | x textbook | target padding | model GFLOP/s | MFU (fp32 peak) | peak memory |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | path | tokens/s | x textbook | target padding | model GFLOP/s | MFU (fp32 peak) "
+             "| MFU (bf16 peak) | peak memory |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows = [("LSTM 512 (textbook size)", "textbook Keras, model.fit, random batches of 64", "textbook_train"),
             ("LSTM 512 (textbook size)", "ours, float32", "ours_train_lstm_float32"),
             ("LSTM 512 (textbook size)", "ours, mixed bfloat16", "ours_train_lstm_bfloat16"),
@@ -397,37 +477,60 @@ def markdown(results: dict) -> str:
             ("BiLSTM 2x256 + Bahdanau + LSTM 512", "ours, mixed bfloat16", "ours_train_attention_bfloat16")]
     for model, path, key in rows:
         row = results[key]
+        flops = row["model_gflops_per_second"]
+        of_bfloat16_peak = f"{flops / bfloat16_peak:.1%}" if "bfloat16" in key else ""
         lines.append(f"| {model} | {path} | {row['tokens_per_second']:,.0f} | "
                      f"{row['tokens_per_second'] / baseline:.2f} | {row['target_padding']:.1%} | "
-                     f"{row['model_gflops_per_second']} | {row['model_gflops_per_second'] / peak:.1%} | "
-                     f"{row['peak_memory_mib']:,.0f} MiB |")
+                     f"{flops} | {flops / peak:.1%} | {of_bfloat16_peak} | {row['peak_memory_mib']:,.0f} MiB |")
     decode = results["decode_lstm"]
-    attention = results["decode_attention"]
+    reference = decode["reference_mean_words"]
     predict, direct = decode["textbook_predict"], decode["textbook_direct"]
-    lines += ["", "## Decoding test2016 (1,000 sentences, sentences per second, text in, text out)", "",
-              "| model | decoding | greedy | beam 5 | greedy x predict() | greedy x direct | greedy = textbook |",
-              "|---|---|---:|---:|---:|---:|---:|",
+    textbook_words = _length(decode["textbook_mean_output_words"], reference)
+    lines += ["", "## Decoding test2016, a model trained for "
+              f"{machine['seconds_per_training_phase']:.0f} s (1,000 sentences, sentences per second, text in, "
+              "text out)", "",
+              "| model | decoding | greedy | beam 5 | greedy x predict() | greedy x direct | greedy = textbook "
+              "| output words, greedy | beam 5 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|",
               f"| LSTM 512 (the textbook run's weights) | textbook, predict() per token | {predict} | - | 1.0 | "
-              f"{predict / direct:.1f} | |",
+              f"{predict / direct:.1f} | | {textbook_words} | |",
               f"| LSTM 512 (the textbook run's weights) | textbook, direct call per token | {direct} | - | "
-              f"{direct / predict:.1f} | 1.0 | |"]
+              f"{direct / predict:.1f} | 1.0 | | {textbook_words} | |"]
     for precision in ("float32", "bfloat16"):
         greedy = decode[f"ours_greedy_{precision}"]
         lines.append(f"| LSTM 512 (the textbook run's weights) | ours, {precision} | {greedy} | "
                      f"{decode[f'ours_beam5_{precision}']} | {greedy / predict:.1f} | {greedy / direct:.1f} | "
-                     f"{decode[f'identical_greedy_outputs_{precision}']:.1%} |")
-    lines += [f"| BiLSTM + Bahdanau (the bfloat16 run's weights) | ours, bfloat16 | {attention['ours_greedy']} | "
-              f"{attention['ours_beam5']} | | | |", "",
-              f"Ours: greedy in batches of {GREEDY_BATCH_SIZE} sentences (finished ones leave the batch), beam "
-              f"search in batches of {BEAM_BATCH_SIZE}, {BATCHES_IN_FLIGHT} batches at once (`Translator`); the "
-              "textbook loop decodes all 1,000 in one batch. "
-              "Every decoder translates the test set once untimed first (tracing, and the kernels of every "
-              "batch shape), then once timed. "
-              "\"greedy = textbook\": the share of sentences whose greedy output is the textbook loop's. "
-              "Mean output length in words: greedy "
-              f"{decode['ours_greedy_mean_output_words_float32']} (LSTM), {attention['ours_greedy_mean_output_words']} "
-              f"(attention); every model here trained for only {results['machine']['seconds_per_training_phase']:.0f} s.",
-              "", f"Whole bench: {results['machine']['total_minutes']} min."]
+                     f"{decode[f'identical_greedy_outputs_{precision}']:.1%} | "
+                     f"{_length(decode[f'ours_greedy_mean_output_words_{precision}'], reference)} | "
+                     f"{_length(decode[f'ours_beam5_mean_output_words_{precision}'], reference)} |")
+    lines += ["", f"Reference: {reference} words per sentence. Ours: greedy in batches of {GREEDY_BATCH_SIZE} "
+              f"sentences (finished ones leave the batch), beam search in batches of {BEAM_BATCH_SIZE}, "
+              f"{BATCHES_IN_FLIGHT} batches at once (`Translator`); the textbook loop decodes all 1,000 in one "
+              "batch. Every decoder translates the test set once untimed first (tracing, and the kernels of every "
+              "batch shape), then once timed. \"greedy = textbook\": the share of sentences whose greedy output "
+              "is the textbook loop's. Output words: the mean length of the outputs and its share of the "
+              f"reference's; below {REPRESENTATIVE_LENGTH:.0%} a row says little about a trained model's decoding.",
+              "", "## Decoding test2016 with trained runs (`Translator.load`, sentences per second)", "",
+              "| run | trained | decoding | sentences/s | output words | peak memory |", "|---|---|---|---:|---:|---:|"]
+    for key in ("decode_trained", "decode_recipe"):
+        if key not in results:
+            continue
+        row = results[key]
+        trained = f"{row['epochs']} epochs, {row['training_minutes']} min" if "epochs" in row else "its recipe"
+        for beam in sorted(int(name[4:]) for name in row if name.startswith("beam")):
+            figures = row[f"beam{beam}"]
+            search = "greedy" if beam == 1 else f"beam {beam}, length penalty {row['length_penalty']}"
+            lines.append(f"| `{row['run']}` | {trained} | {row['precision']}, {search} | "
+                         f"{figures['sentences_per_second']} | "
+                         f"{_length(figures['mean_output_words'], row['reference_mean_words'])} | "
+                         f"{row['peak_memory_mib']:,.0f} MiB |")
+    cold = results["cold_start"]
+    how = "through the run's export" if cold["through_export"] else "without an export"
+    lines += ["", f"The first translation: `echo \"Ein Hund.\" | translator translate --run "
+              f"{results['decode_trained']['run']}` took {cold['first_seconds']} s, and {cold['second_seconds']} s "
+              f"run again right after ({how}), peak memory {cold['peak_memory_mib']:,.0f} MiB; it printed "
+              f"\"{cold['translation']}\".",
+              "", f"Whole bench: {machine['total_minutes']} min."]
     return "\n".join(lines) + "\n"
 
 

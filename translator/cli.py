@@ -278,7 +278,7 @@ def command_bench(args) -> int:
     from translator import bench
 
     print(f"translator bench: {args.seconds:.0f} s per training measurement, each phase in its own process")
-    results = bench.run(args.seconds, args.output_dir)
+    results = bench.run(args.seconds, args.output_dir, args.run, args.recipe_run)
     print()
     print(bench.markdown(results), end="")
     print(f"wrote {args.output_dir}/bench.json and {args.output_dir}/bench.md")
@@ -292,7 +292,13 @@ def _add_bench_parser(commands) -> None:
                                             "Multi30k de->en, side by side (needs `make data tokenizers`).")
     bench.add_argument("--seconds", type=POSITIVE_NUMBER, default=60.0, help="time per training measurement (default 60)")
     bench.add_argument("--output-dir", default="bench/results", help="where bench.json and bench.md go")
+    bench.add_argument("--run", help="a trained attention run to decode with (default: bench/runs/attention, "
+                                     "trained by configs/bench-attention.yaml and exported when missing)")
+    bench.add_argument("--recipe-run", default="runs/multi30k-de-en-bigru-luong",
+                       help="the recipe's run, decoded with beam 5 and 10 when it is trained "
+                            "(default runs/multi30k-de-en-bigru-luong)")
     bench.set_defaults(handler=command_bench)
+
 
 def command_export(args) -> int:
     from translator.export import export
