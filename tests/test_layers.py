@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from translator import decoders, recurrence
+from translator import recurrence
 from translator.attention import BahdanauAttention, LuongAttention, masked_softmax
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
@@ -164,41 +164,6 @@ def test_encoder_reverse_source_equals_reversing_the_ids_first():
     np.testing.assert_allclose(numpy(states[0][0]), numpy(expected_states[0][0]), atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize(
-    "num_layers, bidirectional, reverse_source",
-    [(1, False, False), (2, False, True), (2, True, True)],
-    ids=["single", "stacked-reversed", "stacked-bidirectional-reversed"],
-)
-def test_encoder_input_table_gives_the_same_outputs(cell, num_layers, bidirectional, reverse_source):
-    """`fuse_for_inference`: rows of a table made once (the first layer's input side of every
-    token) give the numbers of embedding then multiplying, in the packed loop and the masked one."""
-    embedding, encoder, ids, outputs, states = encode(
-        cell, num_layers=num_layers, bidirectional=bidirectional, reverse_source=reverse_source)
-    assert encoder.input_table is None
-    encoder.fuse_for_inference(embedding.embeddings)
-    width = (2 if bidirectional else 1) * {"lstm": 4, "gru": 3, "rnn": 1}[cell] * UNITS
-    assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, width)
-    rows = ops.take(encoder.input_table, ids, axis=0)
-    for training in (False, True):  # packed (inference) and masked loops
-        fused_outputs, fused_states = encoder(rows, mask=ids != 0, training=training, inputs_projected=True)
-        np.testing.assert_allclose(numpy(fused_outputs), numpy(outputs), atol=1e-5)
-        for fused_layer, layer in zip(fused_states, states):
-            for fused, expected in zip(fused_layer, layer):
-                np.testing.assert_allclose(numpy(fused), numpy(expected), atol=1e-5)
-
-
-def test_encoder_input_table_only_up_to_the_size_limit(monkeypatch):
-    embedding, encoder, _, _, _ = encode("lstm")
-    size = SOURCE_VOCABULARY * 4 * UNITS
-    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size - 1)
-    encoder.fuse_for_inference(embedding.embeddings)
-    assert encoder.input_table is None
-    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size)
-    encoder.fuse_for_inference(embedding.embeddings)
-    assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, 4 * UNITS)
-
-
 # ---------------------------------------------------------------------- attention
 
 
@@ -340,21 +305,6 @@ def test_decoder_full_sequence_equals_repeated_steps(cell, config_name):
         padding = np.broadcast_to((source_ids == 0)[:, None, :], weights.shape)
         assert np.all(numpy(weights)[padding] == 0.0)
         np.testing.assert_allclose(numpy(weights).sum(-1), 1.0, rtol=1e-5)
-
-
-@pytest.mark.parametrize("config_name", list(DECODER_CONFIGS))
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_fused_decoding_steps_give_the_same_logits(cell, config_name):
-    """`fuse_for_inference` (one product per layer step, biases folded into the products)
-    changes the speed of `step`, not its numbers; teacher forcing keeps its own path."""
-    _, decoder, cache, _ = build_decoder(cell, config_name)
-    target_ids = pad(TARGET_TOKENS, 5)
-    expected, _, _ = run_steps(decoder, target_ids, cache)
-    expected_teacher_forcing = numpy(decoder(target_ids, cache))
-    decoder.fuse_for_inference()
-    fused, _, _ = run_steps(decoder, target_ids, cache)
-    np.testing.assert_allclose(fused, expected, atol=1e-5)
-    np.testing.assert_array_equal(numpy(decoder(target_ids, cache)), expected_teacher_forcing)
 
 
 @pytest.mark.parametrize("config_name", ["plain", "luong_general", "bahdanau"])
@@ -698,35 +648,6 @@ def test_every_trainable_weight_gets_a_finite_gradient(cell, config):
     for weight, gradient in zip(weights, gradients):
         assert gradient is not None, weight.path
         assert np.all(np.isfinite(numpy(ops.convert_to_tensor(gradient)))), weight.path
-
-
-@pytest.mark.parametrize("cell, config_name", [("lstm", "bahdanau"), ("gru", "luong_general"), ("rnn", "luong_dot")])
-def test_loop_kernel_gradients_equal_the_cell_by_cell_gradients(cell, config_name, monkeypatch):
-    """Teacher forcing with attention computes its kernels' gradients after the loop
-    (`LoopKernels`): the same gradients as autodiff through Keras's cell step by step."""
-    _, decoder, cache, _ = build_decoder(cell, config_name)
-    target_ids = pad(TARGET_TOKENS, 5)
-    labels = np.roll(target_ids, -1, axis=1)
-    memory = tf.constant(cache["memory"])  # its gradient through the weighted sums: one product too
-
-    def gradients():
-        with tf.GradientTape() as tape:
-            tape.watch(memory)
-            logits = decoder(target_ids, {**cache, "memory": memory}, training=True)
-            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        # (The rest of the cache is made outside the tape: the bridges get no gradient.)
-        return [None if g is None else numpy(ops.convert_to_tensor(g))
-                for g in tape.gradient(loss, [*decoder.trainable_weights, memory])]
-
-    fused = gradients()
-    monkeypatch.setattr(decoders, "use_fused_loop", lambda: False)
-    compared = 0
-    for name, expected, actual in zip([w.path for w in decoder.trainable_weights] + ["memory"], gradients(), fused):
-        assert (expected is None) == (actual is None), name
-        if expected is not None:
-            np.testing.assert_allclose(actual, expected, atol=1e-6, err_msg=name)
-            compared += ("kernel" in name and "_cell" in name) or name == "memory"
-    assert compared == 5  # both layers' kernel and recurrent kernel, and the memory
 
 
 def test_decoder_trains_under_xla():

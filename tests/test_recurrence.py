@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from translator import recurrence
-from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS, RecurrentEncoder
+from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
 from translator.models import sequence_loss
 
 LENGTHS = [5, 2, 4]
@@ -61,21 +61,6 @@ def test_skipping_padding_gives_the_masked_loops_numbers(cell):
     for state, expected in zip(packed_states, states):
         np.testing.assert_allclose(state, expected, atol=1e-6)
     np.testing.assert_array_equal(packed_states[0][2], initial[0][2])
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_encoder_fused_loop_equals_the_keras_layers(monkeypatch, cell, bidirectional):
-    keras.utils.set_random_seed(4)
-    inputs, mask = inputs_and_mask()
-    encoder = RecurrentEncoder(cell, 7, num_layers=2, bidirectional=bidirectional)
-    fused_outputs, fused_states = encoder(inputs, mask=mask)
-    monkeypatch.setattr("translator.encoders.use_fused_loop", lambda: False)
-    keras_outputs, keras_states = encoder(inputs, mask=mask)
-    np.testing.assert_allclose(fused_outputs, keras_outputs, atol=1e-5)
-    for fused_layer, keras_layer in zip(fused_states, keras_states):
-        for fused, expected in zip(fused_layer, keras_layer):
-            np.testing.assert_allclose(fused, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
