@@ -195,3 +195,19 @@ def test_training_on_streamed_pairs_runs_its_epochs(reversal, tmp_path):
     assert any("streamed in windows of 500" in message for message in messages)
     log = read_log(tmp_path / "run")
     assert len(log) == 2 and float(log[-1]["validation_loss"]) < float(log[0]["validation_loss"])
+
+
+def test_scale_bench_generates_its_corpus_and_measures_a_stage_alone(mirror, tmp_path):
+    import sys
+
+    from translator.scale_bench import generate_corpus, measure
+
+    recipe = generate_corpus(1000, tmp_path, mirror)
+    manifest = prepare_corpus(recipe, tmp_path / "work", tmp_path / "mirror")
+    assert manifest["counts"]["train"]["kept"] == 1000 and manifest["counts"]["validation"]["kept"] == 1014
+    ballast = bytearray(300 * 2**20)  # this process's memory must not count in the stage's peak
+    ballast[::4096] = b"1" * len(ballast[::4096])  # (touched, so resident)
+    small = measure([sys.executable, "-c", "pass"], tmp_path / "small.log")
+    large = measure([sys.executable, "-c", "x = bytearray(200 * 2**20); x[::4096] = b'1' * len(x[::4096])"],
+                    tmp_path / "large.log")
+    assert small["peak_memory_mib"] < 100 < 200 < large["peak_memory_mib"] < 300, (small, large, len(ballast))

@@ -89,6 +89,7 @@ SCHEMA = {
     "training": {
         "epochs": (10, _positive_int),
         "max_minutes": (None, _optional_positive_number),  # stop when training has taken this long
+        "max_steps": (None, _optional_positive_int),  # stop after this many steps (e.g. a benchmark)
         "batch_tokens": (4096, _positive_int),    # target tokens per batch (length-bucketed batches)
         "max_batch_size": (256, _positive_int),
         "sequence_length": (128, _positive_int),  # language model: steps of truncated BPTT per batch
