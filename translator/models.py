@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -345,9 +346,12 @@ class TranslationTask(Task):
         settings = config["training"]
         self.streaming = streams(config)
         if self.streaming:  # a window of pairs at a time
+            started = time.time()
             windows = TrainingWindows(config, tokenizers, config["data"]["stream_window"])
             self.train_batches = StreamingBatches(windows, len(windows), settings["batch_tokens"],
                                                   settings["max_batch_size"], settings["seed"])
+            log(f"streaming: the batches of {len(windows):,} windows of training pairs counted in "
+                f"{time.time() - started:.0f} s (a first pass that tokenizes every pair)")
         else:
             sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
             self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,12 @@ def run_size(size: int, scratch: Path, steps: int, data_dir=None, log=print) -> 
             f"peak {results[stage]['peak_memory_mib']:,} MiB")
     with open(directory / "run" / "log.csv", encoding="utf-8") as rows:
         results["train"]["validation_loss"] = float(list(csv.DictReader(rows))[-1]["validation_loss"])
+    train_log = (directory / "train.log").read_text(errors="replace")
+    counted = re.search(r"counted in (\d+) s", train_log)
+    described = re.search(r"([\d,]+) training pairs.*?, (\d+) batches per epoch", train_log)
+    if counted and described:  # what was streamed, and how long the first pass took
+        results["train"].update(first_pass_seconds=int(counted[1]), training_pairs=int(described[1].replace(",", "")),
+                                batches_per_epoch=int(described[2]))
     return results
 
 
@@ -211,5 +218,13 @@ def markdown(results: dict) -> str:
                            f"{results['sizes'][size][stage]['peak_memory_mib']:,.0f} MiB" for size in sizes)
         lines.append(f"| {names[stage]} | {cells} | {results['memory_growth'][stage]:.2f}x | "
                      f"{'yes' if results['bounded'][stage] else 'NO'} |")
+    lines.append("")
+    for size in sizes:
+        train = results["sizes"][size]["train"]
+        if "first_pass_seconds" in train:
+            lines.append(f"- {int(size):,} pairs: {train['training_pairs']:,} training pairs streamed, "
+                         f"{train['batches_per_epoch']:,} batches per epoch, counted by a first pass of "
+                         f"{train['first_pass_seconds']} s; validation loss after the steps "
+                         f"{train['validation_loss']:.3f}.")
     lines += ["", f"Whole bench: {machine['total_minutes']} min (generating the corpora included)."]
     return "\n".join(lines) + "\n"
