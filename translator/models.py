@@ -301,7 +301,7 @@ class TrainingWindows:
     def __init__(self, config: dict, tokenizers: dict, size: int):
         data = config["data"]
         self.data, self.tokenizers, self.size = data, tokenizers, size
-        self.paths = [path for path in prepared_split_paths(data["corpus"], "train", data["work_dir"]).values()]
+        self.paths = list(prepared_split_paths(data["corpus"], "train", data["work_dir"]).values())
         offsets, counts = [], []
         for path in self.paths:  # where every size-th line starts, in each file
             starts, position, count = [], 0, 0
