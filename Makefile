@@ -7,6 +7,7 @@
 #   make experiments          measure the seeds' claims about RNNs into experiments/report.html
 #   make export RUN=runs/demo [EXPORT=DIR]   a SavedModel that translates raw sentences (default RUN/export)
 #   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
+#   make scale-bench          time and peak memory of each corpus stage at 500k and 5M pairs
 # Corpus files are read from $TRANSLATOR_DATA when set (e.g. TRANSLATOR_DATA=../shared/data),
 # otherwise downloaded (with checksums) into ~/.cache/translator.
 
@@ -20,7 +21,7 @@ RUN     ?= runs/$(basename $(notdir $(CONFIG)))
 INPUT   ?= /dev/stdin
 SPLIT   ?= test
 
-.PHONY: setup data tokenizers train translate evaluate demo test bench results experiments export serve serve-bench clean
+.PHONY: setup data tokenizers train translate evaluate demo test bench results experiments export serve serve-bench scale-bench clean
 
 # The virtual environment is rebuilt only when pyproject.toml changes (the stamp is older).
 $(VENV)/.installed: pyproject.toml
@@ -59,6 +60,14 @@ serve: setup
 # writes bench/results/serve.{json,md}. `make serve-bench RUN=runs/NAME` for another run.
 serve-bench: setup
 	$(CLI) serve-bench --run $(RUN)
+
+# Corpora that do not fit in memory: generates translation corpora of 500,000 and 5,000,000 pairs
+# from Multi30k (in a temporary directory, removed afterwards), runs `translator data`,
+# `translator tokenizers` and 200 training steps on each as separate processes, and writes their
+# time and peak memory to bench/results/scale.{json,md}; fails when a stage's peak memory at 5M
+# is more than 1.5x that at 500k. Needs the data mirror (TRANSLATOR_DATA); about 15 min on 1 core.
+scale-bench: setup
+	$(CLI) scale-bench
 
 # The main job: Multi30k de->en from raw data to a BLEU report; the last line is the report's path.
 DEMO_RUN = runs/demo

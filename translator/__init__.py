@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_corpus": "translator.corpora",
     "prepare_corpus": "translator.corpora",
+    "prepared_dataset": "translator.corpora",
     "Tokenizer": "translator.tokenizers",
     "train_tokenizers": "translator.tokenizers",
     "load_tokenizers": "translator.tokenizers",

@@ -5,6 +5,9 @@ sentence pairs are sorted by length (ties broken at random), cut into batches wh
 size (sentences x longest sentence) stays within ``batch_tokens``, and the batches shuffled.
 The order of an epoch depends only on the seed and the epoch number, so a run resumed in the
 middle of an epoch skips exactly the batches it had already trained on.
+
+``TranslationBatches`` holds every pair in memory; ``StreamingBatches`` (corpora too large for
+memory) holds one window of consecutive pairs at a time and does the same within each window.
 """
 
 from __future__ import annotations
@@ -55,7 +58,20 @@ def pad(sequences, length: int | None = None) -> np.ndarray:
     return out
 
 
-class TranslationBatches:
+class _Batches:
+    """What both kinds of batches share: an epoch's batches as a ``tf.data.Dataset``."""
+
+    def dataset(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
+        """The batches (or shards) of ``epoch(...)`` as a prefetching ``tf.data.Dataset``."""
+        import tensorflow as tf
+
+        spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
+        dataset = tf.data.Dataset.from_generator(lambda: self.epoch(epoch, skip, shards, shard_ids),
+                                                 output_signature=(spec, spec, spec))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class TranslationBatches(_Batches):
     """Tokenized sentence pairs, served as (source, target_input, target_output) batches.
 
     ``target_input`` is ``<sos> y1 .. yn`` and ``target_output`` is ``y1 .. yn <eos>`` (teacher
@@ -76,6 +92,10 @@ class TranslationBatches:
     def batches(self, epoch: int) -> list[np.ndarray]:
         return length_batches(self.lengths, self.batch_tokens, self.max_batch_size, self.seed, epoch)
 
+    def batch_count(self) -> int:
+        """Batches in one epoch (the same in every epoch)."""
+        return len(self.batches(0))
+
     def arrays(self, indices):
         sources = [self.source_ids[i] for i in indices]
         targets = [self.target_ids[i] for i in indices]
@@ -89,20 +109,77 @@ class TranslationBatches:
             for rows in shard_rows(indices, shards, shard_ids):
                 yield self.arrays(rows)
 
-    def dataset(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
-        """The same batches (or shards) as a prefetching ``tf.data.Dataset``."""
-        import tensorflow as tf
-
-        spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
-        dataset = tf.data.Dataset.from_generator(lambda: self.epoch(epoch, skip, shards, shard_ids),
-                                                 output_signature=(spec, spec, spec))
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    def padding_fraction(self, epoch: int = 0) -> float:
-        """The share of target positions that are padding in this epoch's batches."""
+    def padding_counts(self, epoch: int = 0) -> tuple[int, int]:
+        """(real, padded) target positions in this epoch's batches."""
         real = padded = 0
         for indices in self.batches(epoch):
             target_lengths = [len(self.target_ids[i]) + 1 for i in indices]
             real += sum(target_lengths)
             padded += len(indices) * max(target_lengths)
+        return real, padded
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """The share of target positions that are padding in this epoch's batches."""
+        real, padded = self.padding_counts(epoch)
         return 1.0 - real / padded
+
+
+class StreamingBatches(_Batches):
+    """The batches of a corpus too large for memory, read one window of pairs at a time.
+
+    ``read_window(w)`` gives the tokenized (source_ids, target_ids) of window ``w`` (consecutive
+    pairs of the corpus), for ``w`` in ``range(window_count)``. An epoch visits the windows in an
+    order drawn from (seed, epoch) and serves each window's pairs as ``TranslationBatches`` does
+    (sorted by length with random ties, cut by ``batch_tokens``, the batches shuffled): length
+    bucketing and shuffling within a bounded window, deterministic given seed and epoch, and
+    every pair once per epoch. How many batches a window makes depends on its lengths alone, not
+    on the epoch, so it is counted once, on a first pass, and a resumed epoch skips the windows
+    it has done without reading them.
+    """
+
+    def __init__(self, read_window, window_count: int, batch_tokens=4096, max_batch_size=256, seed=1234):
+        self.read_window, self.window_count = read_window, window_count
+        self.batch_tokens, self.max_batch_size, self.seed = batch_tokens, max_batch_size, seed
+        self.window_batches = np.zeros(window_count, dtype=np.int64)
+        self.pairs = real = padded = 0
+        for window in range(window_count):
+            batches = self._window(window)
+            self.window_batches[window] = batches.batch_count()
+            self.pairs += len(batches)
+            window_real, window_padded = batches.padding_counts(window) if len(batches) else (0, 0)
+            real, padded = real + window_real, padded + window_padded
+        self._padding_fraction = 1.0 - real / max(padded, 1)
+
+    def _window(self, window: int) -> TranslationBatches:
+        sources, targets = self.read_window(window)
+        return TranslationBatches(sources, targets, self.batch_tokens, self.max_batch_size, self.seed)
+
+    def __len__(self) -> int:
+        return self.pairs
+
+    def batch_count(self) -> int:
+        """Batches in one epoch (the same in every epoch)."""
+        return int(self.window_batches.sum())
+
+    def window_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.RandomState((self.seed * 1_000_003 + epoch) % (2**32))
+        return rng.permutation(self.window_count)
+
+    def epoch(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
+        """Yield the batches of one epoch as ``TranslationBatches.epoch`` does (``skip``, shards)."""
+        done = 0
+        for window in self.window_order(epoch):
+            count = int(self.window_batches[window])
+            if done + count <= skip:  # already trained on: not even read
+                done += count
+                continue
+            batches = self._window(window)
+            # Each window's batches have their own order, from (seed, epoch, window).
+            for indices in batches.batches(epoch * self.window_count + window)[max(skip - done, 0):]:
+                for rows in shard_rows(indices, shards, shard_ids):
+                    yield batches.arrays(rows)
+            done += count
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """The share of target positions that are padding (measured on the first pass)."""
+        return self._padding_fraction

@@ -13,6 +13,7 @@
     translator export --run RUN     write a TensorFlow SavedModel that works on raw text
     translator serve --run RUN      an HTTP JSON translation service that batches requests
     translator serve-bench --run RUN  its throughput and latency beside offline translation
+    translator scale-bench          time and peak memory of data, tokenizers, train at 500k and 5M pairs
 
 Each subcommand imports what it needs when it runs, so `translator --help` is instant.
 """
@@ -368,6 +369,36 @@ def _add_serve_bench_parser(commands) -> None:
     serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
     serve_bench.set_defaults(handler=command_serve_bench)
 
+def command_scale_bench(args) -> int:
+    from translator.scale_bench import ALLOWED_GROWTH, markdown, run
+
+    results = run(args.sizes, args.steps, args.output_dir, args.scratch, args.data_dir, args.keep)
+    print()
+    print(markdown(results), end="")
+    for stage, bounded in results["bounded"].items():
+        print(f"{stage}: peak memory at {max(args.sizes):,} pairs is {results['memory_growth'][stage]:.2f}x that at "
+              f"{min(args.sizes):,}: {'within' if bounded else 'NOT within'} {ALLOWED_GROWTH}x")
+    print(f"wrote {args.output_dir}/scale.json and {args.output_dir}/scale.md")
+    return 0 if all(results["bounded"].values()) else 1
+
+
+def _add_scale_bench_parser(commands) -> None:
+    scale_bench = commands.add_parser(
+        "scale-bench", help="time and peak memory of data, tokenizers and train at 500k and 5M pairs",
+        description="Generate translation corpora of each size from Multi30k (in a scratch directory), run "
+                    "translator data, tokenizers and 200 training steps on each as separate processes, and write "
+                    "scale.json and scale.md; fails when a stage's peak memory grows more than 1.5x.")
+    scale_bench.add_argument("--sizes", type=POSITIVE_INT, nargs="+", default=[500_000, 5_000_000],
+                             help="training pairs of each generated corpus (default: 500000 5000000)")
+    scale_bench.add_argument("--steps", type=POSITIVE_INT, default=200, help="training steps (default 200)")
+    scale_bench.add_argument("--data-dir", default=None, help="the mirror holding Multi30k (default: $TRANSLATOR_DATA)")
+    scale_bench.add_argument("--scratch", default=None, help="where the corpora are generated (default: a "
+                                                             "temporary directory, removed afterwards)")
+    scale_bench.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    scale_bench.add_argument("--output-dir", default="bench/results", help="where scale.json and scale.md go")
+    scale_bench.set_defaults(handler=command_scale_bench)
+
+
 def command_evaluate(args) -> int:
     from translator.evaluation import evaluate
 
@@ -492,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_data_parser, _add_tokenizers_parser, _add_train_parser, _add_translate_parser,
                 _add_evaluate_parser, _add_compare_parser, _add_sample_parser, _add_classify_parser,
                 _add_results_parser, _add_experiments_parser, _add_bench_parser, _add_export_parser,
-                _add_serve_parser, _add_serve_bench_parser):
+                _add_serve_parser, _add_serve_bench_parser, _add_scale_bench_parser):
         add(commands)
     return parser
 

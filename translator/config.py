@@ -46,7 +46,12 @@ def _optional_positive_number(value):
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
 
 
+def _auto_or_bool(value):
+    return value == "auto" or isinstance(value, bool)
+
+
 _optional_positive_number.describe = "null or a number > 0"
+_auto_or_bool.describe = "auto, true or false"
 _positive_int.describe = "a positive integer"
 _optional_positive_int.describe = "null or a positive integer"
 _non_negative_int.describe = "an integer >= 0"
@@ -59,6 +64,9 @@ SCHEMA = {
         "work_dir": ("work", str),
         "max_source_length": (100, _positive_int),  # pieces; longer training pairs are skipped
         "max_target_length": (100, _positive_int),
+        "stream": ("auto", _auto_or_bool),        # translation: training pairs read from the files a
+                                                  # window at a time; auto: from 1,000,000 pairs on
+        "stream_window": (50_000, _positive_int),  # pairs per window when streaming (the shuffle window)
     },
     "model": {
         "type": ("seq2seq", MODEL_TYPES),           # seq2seq | language_model | classifier
@@ -81,6 +89,7 @@ SCHEMA = {
     "training": {
         "epochs": (10, _positive_int),
         "max_minutes": (None, _optional_positive_number),  # stop when training has taken this long
+        "max_steps": (None, _optional_positive_int),  # stop after this many steps (e.g. a benchmark)
         "batch_tokens": (4096, _positive_int),    # target tokens per batch (length-bucketed batches)
         "max_batch_size": (256, _positive_int),
         "sequence_length": (128, _positive_int),  # language model: steps of truncated BPTT per batch

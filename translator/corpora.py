@@ -32,13 +32,14 @@ import tempfile
 import time
 import urllib.request
 import zipfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from translator.checks import check_bool, check_number, check_positive_int
-from translator.files import atomic_write_bytes, atomic_write_text, read_yaml, search_path
+from translator.files import atomic_write_text, read_yaml, search_path
 
 TASKS = ("translation", "language_modeling", "classification")
 FORMATS = {
@@ -366,32 +367,67 @@ def download(spec: FileSpec, recipe: Recipe) -> Path:
     return target
 
 
-def read_lines(path: Path, encoding_errors: str = "strict") -> tuple[list[str], int]:
-    """Lines of a (possibly gzipped) UTF-8 file, split on "\\n" only, as ``wc -l`` counts them.
+def _open_bytes(path: Path):
+    """A file opened for reading bytes, decompressed on the fly when it is gzipped."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
-    Returns the lines and how many contained undecodable bytes (replaced when
-    ``encoding_errors="replace"``; with "strict" the first such line is an error naming it).
+
+def iter_lines(path: Path, encoding_errors: str = "strict", replaced: list | None = None):
+    """The lines of a (possibly gzipped) UTF-8 file one at a time, split on "\\n" only, as
+    ``wc -l`` counts them (a last line without "\\n" is a line too); never the whole file at once.
+
+    A line with bytes that are not UTF-8 is an error naming it, or with ``encoding_errors=
+    "replace"`` has them replaced (and is counted in ``replaced[0]`` when a list is given).
     """
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    lines, replaced = [], 0
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            if encoding_errors != "replace":
-                raise CorpusError(
-                    f"{path}, line {number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte "
-                    f"{error.start + 1} of the line). Convert the file to UTF-8, or set "
-                    f"'encoding_errors: replace' in the corpus recipe to replace such bytes."
-                ) from None
-            lines.append(raw.decode("utf-8", errors="replace"))
-            replaced += 1
-    return lines, replaced
+    with _open_bytes(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if encoding_errors != "replace":
+                    raise CorpusError(
+                        f"{path}, line {number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte "
+                        f"{error.start + 1} of the line). Convert the file to UTF-8, or set "
+                        f"'encoding_errors: replace' in the corpus recipe to replace such bytes."
+                    ) from None
+                line = raw.decode("utf-8", errors="replace")
+                if replaced is not None:
+                    replaced[0] += 1
+            yield line
+
+
+def count_lines(path: Path) -> int:
+    """How many lines ``iter_lines`` gives for a file, counted in blocks of bytes."""
+    count, last = 0, b"\n"
+    with _open_bytes(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _fingerprint(*fields: str) -> int:
+    """A 64-bit fingerprint of some strings, standing in for them where a corpus is too large to
+    keep every sentence in memory (duplicates, groups). Two different items share one with odds
+    of about n² / 2^65 among n items (1 in 10^6 for 5 million)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for text in fields:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return int.from_bytes(digest.digest(), "little")
+
+
+def _first_occurrences(fingerprints) -> np.ndarray:
+    """For each item, True if no earlier item has its fingerprint."""
+    values = np.asarray(fingerprints, dtype=np.uint64)
+    first = np.zeros(len(values), dtype=bool)
+    first[np.unique(values, return_index=True)[1]] = True  # the index of each value's first occurrence
+    return first
 
 
 # ----------------------------------------------------------------------------- reading
@@ -424,245 +460,355 @@ class Cleaning:
         return {"strip": True, "drop_empty": True, "max_length_words": self.max_length,
                 "max_length_ratio": self.max_ratio, "deduplicate": self.deduplicate}
 
-
-def _clean_pairs(sources, targets, cleaning: Cleaning, counts: dict):
-    kept_sources, kept_targets, seen = [], [], set()
-    for source, target in zip(sources, targets):
-        source, target = source.strip(), target.strip()
+    def verdict(self, source: str, target: str) -> str | None:
+        """Why a (stripped) pair is dropped, as its count's name, or None when it is kept."""
         source_words, target_words = len(source.split()), len(target.split())
         if not source or not target:
-            counts["empty"] += 1
-        elif cleaning.max_length and max(source_words, target_words) > cleaning.max_length:
-            counts["too_long"] += 1
-        elif cleaning.max_ratio and max(source_words, target_words) > cleaning.max_ratio * min(source_words, target_words):
-            counts["length_ratio"] += 1
-        elif cleaning.deduplicate and (source, target) in seen:
-            counts["duplicate"] += 1
+            return "empty"
+        if self.max_length and max(source_words, target_words) > self.max_length:
+            return "too_long"
+        if self.max_ratio and max(source_words, target_words) > self.max_ratio * min(source_words, target_words):
+            return "length_ratio"
+        return None
+
+
+def _clean_pairs(read_pairs, cleaning: Cleaning, counts: dict):
+    """The stripped pairs that pass the filters, in order, one at a time. ``read_pairs()`` gives
+    the (source, target) pairs afresh each time: twice when deduplicating (a first pass finds the
+    first occurrence of each pair that passes the other filters, by fingerprint)."""
+    def judged():
+        for source, target in read_pairs():
+            source, target = source.strip(), target.strip()
+            yield cleaning.verdict(source, target), source, target
+
+    first = None
+    if cleaning.deduplicate:
+        first = _first_occurrences(array("Q", (_fingerprint(source, target)
+                                               for verdict, source, target in judged() if verdict is None)))
+    passed = 0
+    for verdict, source, target in judged():
+        counts["read"] += 1
+        if verdict is None and first is not None:
+            verdict = None if first[passed] else "duplicate"
+            passed += 1
+        if verdict:
+            counts[verdict] += 1
         else:
-            seen.add((source, target))
-            kept_sources.append(source)
-            kept_targets.append(target)
-    return kept_sources, kept_targets
+            yield source, target
 
 
-def _split_indices(n: int, settings: dict, groups=None, labels=None) -> dict[str, np.ndarray]:
-    """Deterministic train/validation/test indices from the recipe's seed.
+def _split_assignment(n: int, settings: dict, groups=None, labels=None) -> tuple[list[str], np.ndarray]:
+    """Deterministic train/validation/test assignment from the recipe's seed: the split names and,
+    for each of the ``n`` items, the index of its split among them (int8).
 
-    With ``groups``, all items of a group go to one split; with ``labels``, the split is
-    stratified (each label divided in the same proportions; a group counts under the label of
-    its first item). Without groups every item is its own group.
+    With ``groups`` (one number or string per item), all items of a group go to one split; with
+    ``labels`` (one sortable value per item), the split is stratified (each label divided in the
+    same proportions; a group counts under the label of its first item). Without groups every
+    item is its own group. Groups are shuffled in the order they are first seen.
     """
     rng = np.random.RandomState(int(settings["seed"]))  # RandomState: stable across numpy versions
     fractions = {name: float(settings.get(name, 0.0)) for name in ("validation", "test")}
-
-    def divide(items):
-        items = np.asarray(items)[rng.permutation(len(items))]
-        n_validation = round(len(items) * fractions["validation"])
-        n_test = round(len(items) * fractions["test"])
-        parts = {"validation": items[:n_validation], "test": items[n_validation:n_validation + n_test],
-                 "train": items[n_validation + n_test:]}
-        return {name: part for name, part in parts.items() if name == "train" or fractions[name] > 0}
-
-    groups = list(range(n)) if groups is None else list(groups)
-    order = list(dict.fromkeys(groups))  # groups in first-seen order
-    strata = [range(len(order))]
-    if labels is not None:
-        label_of = {}
-        for group, label in zip(groups, labels):
-            label_of.setdefault(group, label)
-        strata = [[i for i, group in enumerate(order) if label_of[group] == label]
-                  for label in sorted(set(label_of.values()))]
-    split_of_group = {}
-    for members in strata:
-        for name, group_ids in divide(members).items():
-            split_of_group.update((order[group_id], name) for group_id in group_ids)
-    assigned = [split_of_group[group] for group in groups]
     names = ["train"] + [name for name, value in fractions.items() if value > 0]
-    return {name: np.array([i for i in range(n) if assigned[i] == name], dtype=np.int64) for name in names}
+    if groups is None:
+        group_of_item = first_item = np.arange(n)
+    else:
+        _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+        by_first_sight = np.argsort(first, kind="stable")
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[by_first_sight] = np.arange(len(first))
+        group_of_item, first_item = rank[np.ravel(inverse)], first[by_first_sight]
+    strata = [np.arange(len(first_item))]
+    if labels is not None:
+        label_of_group = np.asarray(labels)[first_item]
+        strata = [np.flatnonzero(label_of_group == label) for label in sorted(set(label_of_group.tolist()))]
+    split_of_group = np.zeros(len(first_item), dtype=np.int8)  # 0: train
+    for members in strata:
+        members = members[rng.permutation(len(members))]
+        n_validation = round(len(members) * fractions["validation"])
+        n_test = round(len(members) * fractions["test"])
+        if n_validation:
+            split_of_group[members[:n_validation]] = names.index("validation")
+        if n_test:
+            split_of_group[members[n_validation:n_validation + n_test]] = names.index("test")
+    return names, split_of_group[group_of_item]
 
 
-def _read_translation(spec: CorpusSpec, data_dir, cleaning: Cleaning, report: dict) -> dict:
+def _split_indices(n: int, settings: dict, groups=None, labels=None) -> dict[str, np.ndarray]:
+    """The item indices of each split (see ``_split_assignment``)."""
+    names, assigned = _split_assignment(n, settings, groups, labels)
+    return {name: np.flatnonzero(assigned == code) for code, name in enumerate(names)}
+
+
+def _pairs_of_files(source_path: Path, target_path: Path, encoding_errors: str):
+    """A function giving the (source, target) line pairs of two line-aligned files afresh."""
+    return lambda: zip(iter_lines(source_path, encoding_errors), iter_lines(target_path, encoding_errors))
+
+
+def _read_translation(spec: CorpusSpec, data_dir, cleaning: Cleaning, sink, report: dict) -> None:
     recipe, src, tgt = spec.recipe, spec.source_language, spec.target_language
-    raw = {}
+    readers = {}  # split -> a function giving its (source, target) pairs afresh
     if recipe.format == "parallel":
         for split, by_language in recipe.splits.items():
-            columns = {}
-            for language in (src, tgt):
-                path = locate(by_language[language], recipe, data_dir)
-                columns[language] = (path, read_lines(path, recipe.encoding_errors)[0])
-            (source_path, sources), (target_path, targets) = columns[src], columns[tgt]
-            if len(sources) != len(targets):
+            source_path, target_path = (locate(by_language[language], recipe, data_dir) for language in (src, tgt))
+            source_count, target_count = count_lines(source_path), count_lines(target_path)
+            if source_count != target_count:
                 raise CorpusError(
-                    f"parallel files differ in length: {source_path} has {len(sources)} lines and "
-                    f"{target_path} has {len(targets)}; they must be line-aligned (one sentence per "
+                    f"parallel files differ in length: {source_path} has {source_count} lines and "
+                    f"{target_path} has {target_count}; they must be line-aligned (one sentence per "
                     f"line, same count). Fix or re-download the shorter file."
                 )
-            raw[split] = (sources, targets)
+            readers[split] = _pairs_of_files(source_path, target_path, recipe.encoding_errors)
     else:  # tsv, with our own split
         (file_spec,) = recipe.files.values()
         path = locate(file_spec, recipe, data_dir)
-        lines, _ = read_lines(path, recipe.encoding_errors)
         index = {language: recipe.columns.index(language) for language in (src, tgt)}
-        rows = []
-        for number, line in enumerate(lines, start=1):
-            fields = line.split("\t")
-            if len(fields) < len(recipe.columns):
-                raise CorpusError(
-                    f"{path}, line {number}: expected {len(recipe.columns)} tab-separated columns "
-                    f"({', '.join(recipe.columns)}), found {len(fields)}"
-                )
-            rows.append(fields)
+
+        def rows():
+            for number, line in enumerate(iter_lines(path, recipe.encoding_errors), start=1):
+                fields = line.split("\t")
+                if len(fields) < len(recipe.columns):
+                    raise CorpusError(
+                        f"{path}, line {number}: expected {len(recipe.columns)} tab-separated columns "
+                        f"({', '.join(recipe.columns)}), found {len(fields)}"
+                    )
+                yield fields
+
         group_column = recipe.make_splits.get("group_by")
-        groups = [row[recipe.columns.index(group_column)].strip() for row in rows] if group_column else None
-        for split, indices in _split_indices(len(rows), recipe.make_splits, groups=groups).items():
-            raw[split] = ([rows[i][index[src]] for i in indices], [rows[i][index[tgt]] for i in indices])
-    columns = {}
+        if group_column:  # one fingerprint per line stands for its group's sentence
+            group = recipe.columns.index(group_column)
+            groups = array("Q", (_fingerprint(fields[group].strip()) for fields in rows()))
+            count = len(groups)
+        else:
+            groups, count = None, sum(1 for _ in rows())
+        names, assigned = _split_assignment(count, recipe.make_splits, groups=groups)
+        assigned = assigned.tobytes()  # iterates as small ints
+
+        def reader(code):
+            return lambda: ((fields[index[src]], fields[index[tgt]])
+                            for fields, split in zip(rows(), assigned) if split == code)
+
+        readers = {name: reader(code) for code, name in enumerate(names)}
     for split in SPLIT_NAMES:
-        if split not in raw:
+        if split not in readers:
             continue
-        sources, targets = raw[split]
-        counts = {"read": len(sources), "empty": 0, "too_long": 0, "length_ratio": 0, "duplicate": 0}
+        counts = {"read": 0, "empty": 0, "too_long": 0, "length_ratio": 0, "duplicate": 0}
         if split == "train":
-            sources, targets = _clean_pairs(sources, targets, cleaning, counts)
+            pairs = _clean_pairs(readers[split], cleaning, counts)
         else:  # evaluation splits are never filtered
-            sources, targets = [s.strip() for s in sources], [t.strip() for t in targets]
-        counts["kept"] = len(sources)
+            pairs = ((source.strip(), target.strip()) for source, target in readers[split]())
+        sink.open_split(split)
+        kept = 0
+        for source, target in pairs:
+            sink.add(split, {"source": source, "target": target})
+            kept += 1
+        counts["read"] = counts["read"] if split == "train" else kept
+        counts["kept"] = kept
         report[split] = counts
-        columns[split] = {"source": sources, "target": targets}
-    return columns
 
 
-def _read_language_modeling(spec: CorpusSpec, data_dir, report: dict) -> dict:
+def _read_language_modeling(spec: CorpusSpec, data_dir, sink, report: dict) -> None:
+    """The text of the file, line by line: its first characters the training split, the last
+    ``validation_tail`` of them the validation split (cut inside a line where it falls)."""
     recipe = spec.recipe
     (file_spec,) = recipe.files.values()
     path = locate(file_spec, recipe, data_dir)
-    lines, _ = read_lines(path, recipe.encoding_errors)
-    text = "".join(line + "\n" for line in lines)
-    cut = int(len(text) * (1.0 - float(recipe.make_splits["validation_tail"])))
-    columns = {"train": {"text": [text[:cut]]}, "validation": {"text": [text[cut:]]}}
-    for split, value in columns.items():
-        report[split] = {"read": len(value["text"][0]), "kept": len(value["text"][0]), "unit": "characters"}
-    return columns
+    total = sum(len(line) + 1 for line in iter_lines(path, recipe.encoding_errors))
+    cut = int(total * (1.0 - float(recipe.make_splits["validation_tail"])))
+    sink.open_split("train")
+    sink.open_split("validation")
+    position = 0
+    for line in iter_lines(path, recipe.encoding_errors):
+        line += "\n"
+        if position + len(line) <= cut:
+            sink.add("train", {"text": line})
+        elif position >= cut:
+            sink.add("validation", {"text": line})
+        else:
+            sink.add("train", {"text": line[:cut - position]})
+            sink.add("validation", {"text": line[cut - position:]})
+        position += len(line)
+    for split, length in (("train", cut), ("validation", total - cut)):
+        report[split] = {"read": length, "kept": length, "unit": "characters"}
 
 
-def _read_parallel_text(spec: CorpusSpec, data_dir, report: dict) -> dict:
+class _PairsAsText:
+    """A sink of pairs that hands another sink a ``SOURCE SEPARATOR TARGET END`` line per pair."""
+
+    def __init__(self, sink, recipe: Recipe):
+        self.sink, self.recipe = sink, recipe
+
+    def open_split(self, split: str) -> None:
+        self.sink.open_split(split)
+
+    def add(self, split: str, row: dict) -> None:
+        self.sink.add(split, {"text": f"{row['source']} {self.recipe.separator} {row['target']} {self.recipe.end}\n"})
+
+
+def _read_parallel_text(spec: CorpusSpec, data_dir, sink, report: dict) -> None:
     """One text per split of the ``parallel_from`` recipe's pairs (the training split cleaned as
     that recipe says): a line ``SOURCE SEPARATOR TARGET END`` per pair."""
     recipe = spec.recipe
     pairs = resolve_corpus(f"{recipe.parallel_from}-{recipe.default_pair[0]}-{recipe.default_pair[1]}")
-    columns = _read_translation(pairs, data_dir, Cleaning.from_recipe(pairs.recipe), report)
-    return {split: {"text": ["".join(f"{source} {recipe.separator} {target} {recipe.end}\n"
-                                     for source, target in zip(values["source"], values["target"]))]}
-            for split, values in columns.items()}
+    _read_translation(pairs, data_dir, Cleaning.from_recipe(pairs.recipe), _PairsAsText(sink, recipe), report)
 
 
-def _read_classification(spec: CorpusSpec, data_dir, report: dict):
+def _read_classification(spec: CorpusSpec, data_dir, sink, report: dict) -> list[str]:
+    """Examples ``{"text", "label"}`` into the sink, split by split; returns the label names.
+    A first pass counts, fingerprints and (for a pool without splits) assigns the examples; a
+    second writes them."""
     recipe = spec.recipe
-    replaced_total = 0
-
-    def examples_of(file_spec: FileSpec, label=None):
-        nonlocal replaced_total
-        path = locate(file_spec, recipe, data_dir)
-        lines, replaced = read_lines(path, recipe.encoding_errors)
-        replaced_total += replaced
-        examples = []
-        for number, line in enumerate(lines, start=1):
-            if label is not None:
-                examples.append((line.strip(), label))
-                continue
-            head, _, text = line.strip().partition(" ")
-            if recipe.label_separator:
-                head = head.split(recipe.label_separator)[0]
-            if not head:
-                raise CorpusError(f"{path}, line {number}: expected '<label> <text>', got {line!r}")
-            examples.append((text.strip(), head))
-        return examples
-
+    replaced = [0]
     if recipe.format == "file_per_label":
-        split_examples = {None: [ex for label, fs in recipe.files.items() for ex in examples_of(fs, label)]}
+        inputs = {None: [(file_spec, label) for label, file_spec in recipe.files.items()]}
     elif recipe.splits:
-        split_examples = {split: examples_of(fs) for split, fs in recipe.splits.items()}
+        inputs = {split: [(file_spec, None)] for split, file_spec in recipe.splits.items()}
     else:
-        (file_spec,) = recipe.files.values()
-        split_examples = {None: examples_of(file_spec)}
+        inputs = {None: [(file_spec, None) for file_spec in recipe.files.values()]}
 
-    counts = {}
-    for key, examples in split_examples.items():
-        read = len(examples)
-        nonempty = [ex for ex in examples if ex[0]]
-        kept = list(dict.fromkeys(nonempty)) if recipe.deduplicate else nonempty
-        counts[key] = {"read": read, "empty": read - len(nonempty), "duplicate": len(nonempty) - len(kept)}
-        split_examples[key] = kept
+    def examples(key, first_pass=False):
+        for file_spec, label in inputs[key]:
+            path = locate(file_spec, recipe, data_dir)
+            lines = iter_lines(path, recipe.encoding_errors, replaced if first_pass else None)
+            for number, line in enumerate(lines, start=1):
+                if label is not None:
+                    yield line.strip(), label
+                    continue
+                head, _, text = line.strip().partition(" ")
+                if recipe.label_separator:
+                    head = head.split(recipe.label_separator)[0]
+                if not head:
+                    raise CorpusError(f"{path}, line {number}: expected '<label> <text>', got {line!r}")
+                yield text.strip(), head
+
+    codes, counts, kept, label_codes, groups = {}, {}, {}, {}, {}  # per key: one value per non-empty example
+    for key in inputs:
+        read = empty = 0
+        prints, label_codes[key], groups[key] = array("Q"), array("i"), array("Q")
+        for text, label in examples(key, first_pass=True):
+            read += 1
+            if not text:
+                empty += 1
+                continue
+            label_codes[key].append(codes.setdefault(label, len(codes)))
+            if recipe.deduplicate:
+                prints.append(_fingerprint(text, str(label)))
+            if recipe.make_splits.get("group_by"):
+                groups[key].append(_fingerprint(text))
+        kept[key] = _first_occurrences(prints) if recipe.deduplicate else np.ones(len(label_codes[key]), bool)
+        counts[key] = {"read": read, "empty": empty, "duplicate": int(len(kept[key]) - kept[key].sum())}
     if recipe.label_names:
         label_names = [str(recipe.label_names[k]) for k in sorted(recipe.label_names, key=str)]
         rename = {str(k): str(v) for k, v in recipe.label_names.items()}
     else:
-        label_names = sorted({label for examples in split_examples.values() for _, label in examples})
+        label_names = sorted(codes)
         rename = {name: name for name in label_names}
+    for label in codes:
+        if rename.get(str(label)) not in label_names:
+            raise CorpusError(f"corpus {spec.name}: label '{label}' is not among {label_names}")
 
-    if None in split_examples:  # one pool: make the splits
-        examples = split_examples[None]
-        labels = [label for _, label in examples] if recipe.make_splits.get("stratify") else None
-        groups = [text for text, _ in examples] if recipe.make_splits.get("group_by") else None
-        indices = _split_indices(len(examples), recipe.make_splits, groups=groups, labels=labels)
-        split_examples = {split: [examples[i] for i in part] for split, part in indices.items()}
+    if None in inputs:  # one pool: make the splits
+        chosen = np.flatnonzero(kept[None])
+        rank = np.argsort(np.argsort(list(codes)))  # label code -> its place in sorted order
+        labels = rank[np.asarray(label_codes[None])[chosen]] if recipe.make_splits.get("stratify") else None
+        grouped = np.asarray(groups[None])[chosen] if recipe.make_splits.get("group_by") else None
+        names, assigned = _split_assignment(len(chosen), recipe.make_splits, groups=grouped, labels=labels)
+        split_of = np.full(len(kept[None]), -1, dtype=np.int8)  # per non-empty example; -1: a duplicate
+        split_of[chosen] = assigned
         report["pool"] = counts[None]
-        counts = {split: {} for split in indices}
-    columns = {}
-    for split in SPLIT_NAMES:
-        if split not in split_examples:
-            continue
-        examples = split_examples[split]
-        for _, label in examples:
-            if rename.get(str(label)) not in label_names:
-                raise CorpusError(f"corpus {spec.name}: label '{label}' is not among {label_names}")
-        counts[split]["kept"] = len(examples)
-        report[split] = counts[split]
-        columns[split] = {"text": [t for t, _ in examples],
-                          "label": [label_names.index(rename[str(label)]) for _, label in examples]}
-    if replaced_total:
-        report["undecodable_lines_replaced"] = replaced_total
-    return columns, label_names
+        passes = {None: [name for name in SPLIT_NAMES if name in names]}
+    else:
+        passes = {split: [split] for split in SPLIT_NAMES if split in inputs}
+    for key, splits in passes.items():
+        for split in splits:
+            sink.open_split(split)
+        written = dict.fromkeys(splits, 0)
+        index = 0
+        for text, label in examples(key):
+            if not text:
+                continue
+            split = (names[split_of[index]] if split_of[index] >= 0 else None) if key is None \
+                else (key if kept[key][index] else None)
+            index += 1
+            if split is not None:
+                sink.add(split, {"text": text, "label": rename[str(label)]})
+                written[split] += 1
+        for split in splits:
+            report[split] = {**({} if key is None else counts[key]), "kept": written[split]}
+    if replaced[0]:
+        report["undecodable_lines_replaced"] = replaced[0]
+    return label_names
 
 
-def read_corpus(corpus, data_dir=None, cleaning: Cleaning | None = None):
-    """Read a corpus into plain columns: ``(spec, {split: {column: list}}, report, label_names)``."""
-    spec = resolve_corpus(corpus)
+def _read(spec: CorpusSpec, data_dir, cleaning: Cleaning, sink) -> tuple[dict, list | None]:
+    """Read, clean and split a corpus into ``sink`` (``open_split(split)``, then ``add(split,
+    row)`` per example, in order); return the report of counts and filters, and the label names."""
     recipe = spec.recipe
     directory = data_directory(data_dir)
-    if cleaning is None:
-        cleaning = Cleaning.from_recipe(recipe)
     report, label_names = {}, None
     if recipe.task == "translation":
-        columns = _read_translation(spec, directory, cleaning, report)
+        _read_translation(spec, directory, cleaning, sink, report)
     elif recipe.format == "parallel_text":
-        columns = _read_parallel_text(spec, directory, report)
+        _read_parallel_text(spec, directory, sink, report)
     elif recipe.task == "language_modeling":
-        columns = _read_language_modeling(spec, directory, report)
+        _read_language_modeling(spec, directory, sink, report)
     else:
-        columns, label_names = _read_classification(spec, directory, report)
-    for split, values in columns.items():
-        if not next(iter(values.values())):
-            raise CorpusError(
-                f"corpus {spec.name}: the {split} split is empty after filtering "
-                f"(counts: {report.get(split)}; filters: {cleaning.describe()}). "
-                f"Loosen the filters (--max-length, --max-ratio) or check the input files."
-            )
+        label_names = _read_classification(spec, directory, sink, report)
+    if recipe.task != "language_modeling":  # a text split is never empty (its share of the characters)
+        for split, rows in sink.rows.items():
+            if not rows:
+                raise CorpusError(
+                    f"corpus {spec.name}: the {split} split is empty after filtering "
+                    f"(counts: {report.get(split)}; filters: {cleaning.describe()}). "
+                    f"Loosen the filters (--max-length, --max-ratio) or check the input files."
+                )
     if recipe.task == "translation":
         report["filters"] = cleaning.describe()
     elif recipe.task == "classification":
         report["filters"] = {"strip": True, "drop_empty": True, "deduplicate": recipe.deduplicate}
     else:
         report["filters"] = {}  # the text is kept exactly as it is
+    return report, label_names
+
+
+class _Columns:
+    """A sink that keeps every row in memory, as columns (for ``read_corpus``, small corpora)."""
+
+    def __init__(self):
+        self.columns, self.rows = {}, {}
+
+    def open_split(self, split: str) -> None:
+        self.columns[split], self.rows[split] = {}, 0
+
+    def add(self, split: str, row: dict) -> None:
+        self.rows[split] += 1
+        for column, value in row.items():
+            self.columns[split].setdefault(column, []).append(value)
+
+
+def read_corpus(corpus, data_dir=None, cleaning: Cleaning | None = None):
+    """Read a corpus into plain columns: ``(spec, {split: {column: list}}, report, label_names)``.
+    All in memory: for large corpora, ``prepare_corpus`` streams the same rows into files."""
+    spec = resolve_corpus(corpus)
+    if cleaning is None:
+        cleaning = Cleaning.from_recipe(spec.recipe)
+    sink = _Columns()
+    report, label_names = _read(spec, data_dir, cleaning, sink)
+    columns = sink.columns
+    for values in columns.values():
+        if spec.recipe.task == "language_modeling":  # one contiguous text per split
+            values["text"] = ["".join(values.get("text", []))]
+        elif label_names is not None:
+            values["label"] = [label_names.index(name) for name in values.get("label", [])]
     return spec, columns, report, label_names
 
 
 def load_corpus(corpus, data_dir=None, *, max_length=None, max_ratio=None, deduplicate=None):
-    """Load a corpus as a ``datasets.DatasetDict`` (splits train / validation / test).
+    """Load a corpus as a ``datasets.DatasetDict`` (splits train / validation / test), in memory.
 
     Columns: ``source`` and ``target`` for translation, ``text`` for language modelling (one row
     holding the contiguous text of the split), ``text`` and ``label`` (a ClassLabel) for
     classification. Keyword filters override the recipe's cleaning of the training split.
+    For a corpus too large for memory, ``prepared_dataset`` reads the prepared files instead.
 
     >>> corpus = load_corpus("multi30k-de-en")              # doctest: +SKIP
     >>> corpus["train"][0]["source"]                         # doctest: +SKIP
@@ -693,36 +839,97 @@ def split_files(spec: CorpusSpec, split: str) -> dict[str, str]:
     return {"examples": f"{split}.jsonl"}
 
 
+class _HashedFile:
+    """A file written in blocks, with its sha256, size and line count kept on the way."""
+
+    def __init__(self, path: Path):
+        self.handle = open(path, "wb")
+        self.digest = hashlib.sha256()
+        self.size = self.lines = 0
+        self.pending, self.pending_size = [], 0
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        block = b"".join(self.pending)
+        self.digest.update(block)
+        self.handle.write(block)
+        self.size += len(block)
+        self.lines += block.count(b"\n")
+        self.pending, self.pending_size = [], 0
+
+    def close(self) -> dict:
+        """Flush to disk and close; the manifest's record of the file."""
+        self._flush()
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        return {"sha256": self.digest.hexdigest(), "bytes": self.size, "lines": self.lines}
+
+
+class _PreparedFiles:
+    """A sink that writes each row into its split's file(s) at once (``split_files``): one
+    sentence per line per language, the text as it is, or a JSON line per example."""
+
+    def __init__(self, spec: CorpusSpec, directory: Path):
+        self.spec, self.directory = spec, directory
+        self.files, self.names, self.rows = {}, {}, {}
+
+    def open_split(self, split: str) -> None:
+        self.names[split], self.rows[split] = split_files(self.spec, split), 0
+        for name in self.names[split].values():
+            self.files[name] = _HashedFile(self.directory / name)
+
+    def add(self, split: str, row: dict) -> None:
+        self.rows[split] += 1
+        names = self.names[split]
+        if "source" in row:
+            self.files[names["source"]].write(row["source"] + "\n")
+            self.files[names["target"]].write(row["target"] + "\n")
+        elif "label" in row:
+            self.files[names["examples"]].write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            self.files[names["text"]].write(row["text"])
+
+    def close(self) -> dict:
+        """Close every file; the manifest's ``outputs`` (name -> sha256, bytes, lines)."""
+        return {name: file.close() for name, file in self.files.items()}
+
+    def discard(self) -> None:
+        for file in self.files.values():
+            file.handle.close()
+
+
 def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | None = None) -> dict:
     """Write the cleaned splits and ``manifest.json`` to ``work_dir/<corpus>/``; return the manifest.
 
     Translation splits are plain text, one sentence per line, one file per language
     (``train.de``, ``train.en``); language-modelling splits are the raw text (``train.txt``);
-    classification splits are JSON lines ``{"text": ..., "label": ...}``.
+    classification splits are JSON lines ``{"text": ..., "label": ...}``. The input is read and
+    the splits written line by line (a few passes over the input, a few numbers per line kept),
+    so a corpus need not fit in memory.
     """
-    spec, columns, report, label_names = read_corpus(corpus, data_dir, cleaning)
+    spec = resolve_corpus(corpus)
+    if cleaning is None:
+        cleaning = Cleaning.from_recipe(spec.recipe)
     out = Path(work_dir) / spec.name
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".incoming-*"):  # left by an earlier run that was killed
         shutil.rmtree(stale, ignore_errors=True)
     incoming = Path(tempfile.mkdtemp(dir=out, prefix=".incoming-"))
-    outputs = {}
-    for split, values in columns.items():
-        names = split_files(spec, split)
-        if spec.recipe.task == "translation":
-            contents = {names["source"]: values["source"], names["target"]: values["target"]}
-            texts = {name: "".join(line + "\n" for line in lines) for name, lines in contents.items()}
-        elif spec.recipe.task == "language_modeling":
-            texts = {names["text"]: values["text"][0]}
-        else:
-            texts = {names["examples"]: "".join(
-                json.dumps({"text": t, "label": label_names[y]}, ensure_ascii=False) + "\n"
-                for t, y in zip(values["text"], values["label"]))}
-        for name, text in texts.items():
-            data = text.encode("utf-8")
-            atomic_write_bytes(incoming / name, data)
-            outputs[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                             "lines": data.count(b"\n")}
+    files = _PreparedFiles(spec, incoming)
+    try:
+        report, label_names = _read(spec, data_dir, cleaning, files)
+        outputs = files.close()
+    except BaseException:
+        files.discard()
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
     # Every file is written in full before any is moved into place. The old manifest goes
     # first, so a crash while the files move leaves no manifest and no stage accepts the mix;
     # the new manifest, written last, vouches for complete files only.
@@ -745,7 +952,7 @@ def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | 
         "seed": spec.recipe.make_splits.get("seed"),
         "counts": report,
         "outputs": outputs,
-        "split_files": {split: split_files(spec, split) for split in columns},
+        "split_files": {split: split_files(spec, split) for split in files.rows},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -772,9 +979,10 @@ def read_manifest(corpus, work_dir="work") -> tuple[Path, dict]:
     return directory, manifest
 
 
-def _check_prepared_file(directory: Path, manifest: dict, name: str) -> bytes:
-    """The bytes of a prepared file, after checking them against what the manifest recorded
-    when `translator data` wrote them (size, line count and sha256; hashed once per process)."""
+def _verify_prepared_file(directory: Path, manifest: dict, name: str, data: bytes | None = None) -> Path:
+    """The path of a prepared file, after checking it against what the manifest recorded when
+    `translator data` wrote it (size, line count and sha256; hashed once per process, in blocks
+    unless ``data``, its bytes, are at hand)."""
     path = directory / name
     redo = f"run `translator data {manifest['corpus']}` again (it rewrites every split and the manifest)"
     if not path.is_file():
@@ -782,23 +990,40 @@ def _check_prepared_file(directory: Path, manifest: dict, name: str) -> bytes:
     recorded = manifest["outputs"].get(name)
     if isinstance(recorded, str):  # manifests written before sizes were recorded hold the hash alone
         recorded = {"sha256": recorded}
-    data = path.read_bytes()
-    if recorded and (len(data) != recorded.get("bytes", len(data))
-                     or _sha256_once(path, data) != recorded["sha256"]):
-        count = data.count(b"\n")
+    size = len(data) if data is not None else path.stat().st_size
+    if recorded and (size != recorded.get("bytes", size) or _sha256_once(path, data) != recorded["sha256"]):
+        count = data.count(b"\n") if data is not None else count_lines(path)
         lines = f" ({count:,} lines where it wrote {recorded['lines']:,})" if "lines" in recorded else ""
         raise CorpusError(f"{path} is not the file `translator data` wrote{lines}: it was edited, or a write "
                           f"was interrupted. Training or scoring on it could pair sentences wrongly; {redo}")
+    return path
+
+
+def _check_prepared_file(directory: Path, manifest: dict, name: str) -> bytes:
+    """The bytes of a prepared file, checked as ``_verify_prepared_file`` does."""
+    data = (directory / name).read_bytes() if (directory / name).is_file() else None
+    _verify_prepared_file(directory, manifest, name, data)
     return data
+
+
+def _files_of_split(manifest: dict, split: str) -> dict:
+    files = manifest["split_files"].get(split)
+    if files is None:
+        raise CorpusError(f"corpus {manifest['corpus']} has no '{split}' split; it has {sorted(manifest['split_files'])}")
+    return files
+
+
+def _unaligned(directory: Path, manifest: dict, split: str, files: dict, counts) -> CorpusError:
+    return CorpusError(f"{directory}: the {split} split has {counts[0]:,} source and {counts[1]:,} target lines "
+                       f"({files['source']}, {files['target']}); run `translator data {manifest['corpus']}` again")
 
 
 def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
     """The columns of one prepared split, read back from ``work_dir/<corpus>/`` and checked
-    against the manifest (a file edited, cut short or left from another preparation is an error)."""
+    against the manifest (a file edited, cut short or left from another preparation is an error).
+    All in memory: ``iter_prepared_split`` gives the same rows one at a time."""
     directory, manifest = read_manifest(corpus, work_dir)
-    files = manifest["split_files"].get(split)
-    if files is None:
-        raise CorpusError(f"corpus {manifest['corpus']} has no '{split}' split; it has {sorted(manifest['split_files'])}")
+    files = _files_of_split(manifest, split)
     columns = {}
     for column, name in files.items():
         # Decoded from bytes and split on "\n" only: read_text() would turn a "\r" inside a
@@ -813,7 +1038,80 @@ def read_prepared_split(corpus, split: str, work_dir="work") -> dict[str, list]:
         else:
             columns[column] = text.split("\n")[:-1]
     if "source" in columns and len(columns["source"]) != len(columns["target"]):
-        raise CorpusError(f"{directory}: the {split} split has {len(columns['source']):,} source and "
-                          f"{len(columns['target']):,} target lines ({files['source']}, {files['target']}); "
-                          f"run `translator data {manifest['corpus']}` again")
+        raise _unaligned(directory, manifest, split, files, (len(columns["source"]), len(columns["target"])))
     return columns
+
+
+def prepared_split_paths(corpus, split: str, work_dir="work") -> dict[str, Path]:
+    """The files of one prepared split by column, checked against the manifest (size and
+    sha256, read in blocks): for readers that stream them."""
+    directory, manifest = read_manifest(corpus, work_dir)
+    return {column: _verify_prepared_file(directory, manifest, name)
+            for column, name in _files_of_split(manifest, split).items()}
+
+
+def iter_prepared_split(corpus, split: str, work_dir="work"):
+    """The rows of one prepared split one at a time, never the whole split in memory:
+    ``{"source", "target"}`` per pair, ``{"text", "label"}`` (the label's name) per example, or
+    ``{"text"}`` per line of a text (its last line may lack the "\n" the text did not end with).
+    The files are checked against the manifest before the first row (size and sha256)."""
+    directory, manifest = read_manifest(corpus, work_dir)
+    files = _files_of_split(manifest, split)
+    paths = prepared_split_paths(corpus, split, work_dir)
+    if "source" in paths:
+        sources, targets = iter_lines(paths["source"]), iter_lines(paths["target"])
+        for source in sources:
+            target = next(targets, None)
+            if target is None:
+                break
+            yield {"source": source, "target": target}
+        else:
+            if next(targets, None) is None:
+                return
+        raise _unaligned(directory, manifest, split, files, (count_lines(paths["source"]),
+                                                              count_lines(paths["target"])))
+    elif "examples" in paths:
+        for line in iter_lines(paths["examples"]):
+            if line:
+                row = json.loads(line)
+                yield {"text": row["text"], "label": row["label"]}
+    else:
+        for line in iter_lines(paths["text"]):
+            yield {"text": line}
+
+
+def prepared_dataset(corpus, split: str, work_dir="work", streaming: bool = True):
+    """A prepared split as a Hugging Face dataset read from its files, never loaded whole.
+
+    ``streaming=True``: a ``datasets.IterableDataset`` that reads the files as it is iterated.
+    ``streaming=False``: a ``datasets.Dataset`` written once, in blocks, to Arrow files under
+    ``work_dir/<corpus>/.datasets/`` and memory-mapped (rebuilt when the prepared files change).
+    Columns as ``iter_prepared_split`` (``label`` a ClassLabel). Nothing touches the network.
+
+    >>> pairs = prepared_dataset("multi30k-de-en", "train")           # doctest: +SKIP
+    >>> next(iter(pairs))["source"]                                   # doctest: +SKIP
+    'Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.'
+    """
+    import datasets
+
+    directory, manifest = read_manifest(corpus, work_dir)
+    files = _files_of_split(manifest, split)
+    if "source" in files:
+        features = {"source": datasets.Value("string"), "target": datasets.Value("string")}
+    elif "examples" in files:
+        features = {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=manifest["labels"])}
+    else:
+        features = {"text": datasets.Value("string")}
+    # The files' hashes are among the arguments, so a cached Arrow copy of other files is not reused.
+    arguments = {"corpus": str(corpus), "split": split, "work_dir": str(work_dir),
+                 "files": {name: str(manifest["outputs"].get(name)) for name in files.values()}}
+    if streaming:
+        return datasets.IterableDataset.from_generator(_dataset_rows, features=datasets.Features(features),
+                                                       gen_kwargs=arguments)
+    return datasets.Dataset.from_generator(_dataset_rows, features=datasets.Features(features), gen_kwargs=arguments,
+                                           cache_dir=str(directory / ".datasets"))
+
+
+def _dataset_rows(corpus, split, work_dir, files):
+    """The generator of ``prepared_dataset`` (``files`` only marks which files it reads)."""
+    yield from iter_prepared_split(corpus, split, work_dir)

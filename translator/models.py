@@ -13,15 +13,23 @@ decoder's ``step`` token by token (``translator.search``), from the same weights
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
-from translator.batching import TranslationBatches
-from translator.corpora import read_prepared_split
+from translator.batching import StreamingBatches, TranslationBatches
+from translator.corpora import (
+    CorpusError,
+    count_lines,
+    prepared_split_paths,
+    read_manifest,
+    read_prepared_split,
+)
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
@@ -251,6 +259,16 @@ def count_parameters(model: keras.Model) -> int:
 
 # ----------------------------------------------------------------------------- training
 
+STREAM_PAIRS = 1_000_000  # data.stream: auto streams the training pairs from this many on
+
+
+def _within_limits(sources, targets, data: dict):
+    """The pairs whose sides have 1 to max_*_length pieces (longer ones are skipped, never cut)."""
+    keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
+            and 0 < len(targets[i]) <= data["max_target_length"]]
+    return [sources[i] for i in keep], [targets[i] for i in keep]
+
+
 def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
     """Tokenized (source, target) id lists of a prepared split."""
     data = config["data"]
@@ -258,10 +276,61 @@ def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
     sources = tokenizers["source"].encode(columns["source"])
     targets = tokenizers["target"].encode(columns["target"])
     if limit_length:  # long training pairs are skipped, never truncated
-        keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
-                and 0 < len(targets[i]) <= data["max_target_length"]]
-        sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
+        sources, targets = _within_limits(sources, targets, data)
     return sources, targets, columns
+
+
+def streams(config: dict) -> bool:
+    """Whether the training pairs are streamed from the prepared files (``data.stream``: true,
+    false, or auto: from STREAM_PAIRS training pairs on) rather than held in memory."""
+    data = config["data"]
+    if data["stream"] != "auto":
+        return bool(data["stream"])
+    directory, manifest = read_manifest(data["corpus"], data["work_dir"])
+    name = manifest["split_files"]["train"]["source"]
+    recorded = manifest["outputs"].get(name)
+    lines = recorded.get("lines") if isinstance(recorded, dict) else None
+    return (lines if lines is not None else count_lines(directory / name)) >= STREAM_PAIRS
+
+
+class TrainingWindows:
+    """The training pairs of a prepared translation corpus, read back window by window: window
+    ``w`` is pairs ``w * size`` to ``(w + 1) * size - 1`` of the files, read from byte offsets
+    found on one pass, tokenized, the over-long pairs skipped. Only one window is in memory."""
+
+    def __init__(self, config: dict, tokenizers: dict, size: int):
+        data = config["data"]
+        self.data, self.tokenizers, self.size = data, tokenizers, size
+        self.paths = list(prepared_split_paths(data["corpus"], "train", data["work_dir"]).values())
+        offsets, counts = [], []
+        for path in self.paths:  # where every size-th line starts, in each file
+            starts, position, count = [], 0, 0
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if count % size == 0:
+                        starts.append(position)
+                    position += len(line)
+                    count += 1
+            offsets.append(starts)
+            counts.append(count)
+        if counts[0] != counts[1]:
+            raise CorpusError(f"{self.paths[0]} has {counts[0]:,} lines and {self.paths[1]} {counts[1]:,}; run "
+                              f"`translator data {data['corpus']}` again")
+        self.offsets = np.array(offsets, dtype=np.int64).T  # [window, file]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __call__(self, window: int):
+        sides = []
+        for path, offset in zip(self.paths, self.offsets[window]):
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                lines = [line[:-1].decode("utf-8") for line in itertools.islice(handle, self.size)]
+            sides.append(lines)
+        sources = self.tokenizers["source"].encode(sides[0])
+        targets = self.tokenizers["target"].encode(sides[1])
+        return _within_limits(sources, targets, self.data)
 
 
 class TranslationTask(Task):
@@ -275,23 +344,34 @@ class TranslationTask(Task):
         self.config, self.tokenizers, self.log = config, tokenizers, log
         self.signature = [tf.TensorSpec([None, None], tf.int32)] * 3
         settings = config["training"]
-        sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
+        self.streaming = streams(config)
+        if self.streaming:  # a window of pairs at a time
+            started = time.time()
+            windows = TrainingWindows(config, tokenizers, config["data"]["stream_window"])
+            self.train_batches = StreamingBatches(windows, len(windows), settings["batch_tokens"],
+                                                  settings["max_batch_size"], settings["seed"])
+            log(f"streaming: the batches of {len(windows):,} windows of training pairs counted in "
+                f"{time.time() - started:.0f} s (a first pass that tokenizes every pair)")
+        else:
+            sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
+            self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],
+                                                    settings["max_batch_size"], settings["seed"])
+        # Validation pairs are few (a split of thousands): held in memory in either case.
         self.validation_sources, validation_targets, self.validation_columns = read_pairs(
             config, "validation", tokenizers, limit_length=False)
-        self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],
-                                                settings["max_batch_size"], settings["seed"])
         self.validation_batches = TranslationBatches(self.validation_sources, validation_targets,
                                                      settings["batch_tokens"], settings["max_batch_size"], 0)
 
     def batches_per_epoch(self) -> int:
-        return len(self.train_batches.batches(0))
+        return self.train_batches.batch_count()
 
     def dataset(self, epoch: int, skip: int, shards: int = 1, shard_ids=(0,)):
         return self.train_batches.dataset(epoch, skip, shards, shard_ids)
 
     def describe(self, manifest: dict) -> str:
+        streamed = f" streamed in windows of {self.config['data']['stream_window']:,}" if self.streaming else ""
         return (f"{manifest['source_language']} -> {manifest['target_language']}, {len(self.train_batches):,} "
-                f"training pairs, target padding {self.train_batches.padding_fraction():.1%}")
+                f"training pairs{streamed}, target padding {self.train_batches.padding_fraction():.1%}")
 
     def build_model(self, dtype: str):
         model = Seq2Seq.from_settings(self.model_settings(), self.tokenizers["source"].vocabulary_size,

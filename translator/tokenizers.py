@@ -22,6 +22,7 @@ sentence and the unknown-piece rate on the validation split).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 from translator.checks import check_path, check_texts
-from translator.corpora import read_manifest, read_prepared_split, resolve_corpus
+from translator.corpora import read_manifest, resolve_corpus
 from translator.files import atomic_write_text, read_yaml, search_path
 from translator.special_ids import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
@@ -167,35 +168,54 @@ def read_recipe(path: Path) -> dict:
 
 # ----------------------------------------------------------------------------- training
 
-def _texts_of(columns: dict) -> dict[str, list[str]]:
-    """Lines to train on, by side: translation has source and target, the others text."""
-    if "source" in columns:
-        return {"source": columns["source"], "target": columns["target"]}
-    if len(columns["text"]) == 1:  # language modelling: one contiguous text
-        return {"text": columns["text"][0].split("\n")}
-    return {"text": columns["text"]}
+SAMPLE_SENTENCES = 1_000_000  # a model trains on all lines up to this many, else on a sample of this many
 
 
-def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text: bool) -> None:
+def _lines(corpus, split: str, work_dir, sides) -> callable:
+    """A function giving the lines of a prepared split afresh, one at a time, side after side
+    (``source`` then ``target`` for a joint model): a pair's sentences, an example's text or a
+    line of a text."""
+    from translator.corpora import iter_prepared_split
+
+    def lines():
+        for side in sides:
+            for row in iter_prepared_split(corpus, split, work_dir):
+                yield row["source" if side == "source" else "target" if side == "target" else "text"]
+    return lines
+
+
+def _train_model(lines, prefix: Path, settings: dict, char_mode_text: bool) -> int:
+    """Train one SentencePiece model from ``lines()``, written line by line to a scratch file;
+    returns the count of lines. Beyond SAMPLE_SENTENCES lines (and when the recipe sets no
+    input_sentence_size) SentencePiece trains on a shuffled sample of that many, which it draws
+    by reservoir sampling as it reads the file: memory stays bounded however large the corpus.
+    Below it, every line is used, as before."""
     import sentencepiece
 
     handle, input_file = tempfile.mkstemp(suffix=".txt", dir=prefix.parent)
+    count, characters = 0, set()
     with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.writelines(line + "\n" for line in lines if line)
+        for line in lines():
+            if settings["model_type"] == "char":
+                characters.update(line)
+            if line:
+                out.write(line + "\n")
+                count += 1
+    sample = int(settings["input_sentence_size"]) or (SAMPLE_SENTENCES if count > SAMPLE_SENTENCES else 0)
     options = {
         "input": input_file, "model_prefix": str(prefix), "model_type": settings["model_type"],
         "vocab_size": int(settings["vocab_size"]), "character_coverage": float(settings["character_coverage"]),
         "byte_fallback": bool(settings["byte_fallback"]), "normalization_rule_name": settings["normalization"],
         "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": SOS_ID, "eos_id": EOS_ID,
         "pad_piece": "<pad>", "unk_piece": "<unk>", "bos_piece": "<sos>", "eos_piece": "<eos>",
-        "input_sentence_size": int(settings["input_sentence_size"]), "shuffle_input_sentence": True,
+        "input_sentence_size": sample, "shuffle_input_sentence": True,
         "num_threads": os.cpu_count() or 1, "minloglevel": 2,
         "user_defined_symbols": list(settings["user_defined_symbols"]),
     }
     if settings["model_type"] == "char":
         # Every character is a piece and the text comes back exactly: no normalization, no
         # dummy prefix, spaces kept as they are, and (for a language model) newline as a piece.
-        options.update(vocab_size=len(set("".join(lines))) + 8, hard_vocab_limit=False,
+        options.update(vocab_size=len(characters) + 8, hard_vocab_limit=False,
                        normalization_rule_name="identity", remove_extra_whitespaces=False,
                        add_dummy_prefix=False)
         if char_mode_text:
@@ -208,49 +228,61 @@ def _train_model(lines: list[str], prefix: Path, settings: dict, char_mode_text:
         other = " (or use model_type: bpe)" if settings["model_type"] == "unigram" else ""
         raise TokenizerError(
             f"SentencePiece could not train a {settings['model_type']} model of {settings['vocab_size']} "
-            f"pieces from {sum(1 for line in lines if line):,} lines: {error}. Lower vocab_size{other} "
+            f"pieces from {count:,} lines: {error}. Lower vocab_size{other} "
             f"in the tokenizer recipe."
         ) from None
     finally:
         os.unlink(input_file)
+    return count
 
 
-def _statistics(tokenizer: Tokenizer, lines: list[str]) -> dict:
-    lines = [line for line in lines if line]
-    encoded = tokenizer.encode(lines)
-    pieces = sum(len(ids) for ids in encoded)
-    unknown = sum(ids.count(UNK_ID) for ids in encoded)
-    return {"sentences": len(lines), "mean_pieces_per_sentence": round(pieces / max(len(lines), 1), 3),
+def _statistics(tokenizer: Tokenizer, lines) -> dict:
+    """Mean pieces per sentence and the unknown-piece rate over the non-empty lines of
+    ``lines()`` (the first SAMPLE_SENTENCES of them), encoded in blocks."""
+    sentences = pieces = unknown = 0
+    block = []
+    for line in itertools.chain(lines(), [None]):
+        if line:
+            block.append(line)
+        if block and (line is None or len(block) == 10_000 or sentences + len(block) >= SAMPLE_SENTENCES):
+            encoded = tokenizer.encode(block)
+            sentences += len(block)
+            pieces += sum(len(ids) for ids in encoded)
+            unknown += sum(ids.count(UNK_ID) for ids in encoded)
+            block = []
+            if sentences >= SAMPLE_SENTENCES:
+                break
+    return {"sentences": sentences, "mean_pieces_per_sentence": round(pieces / max(sentences, 1), 3),
             "unk_rate": round(unknown / max(pieces, 1), 6)}
 
 
 def train_tokenizers(corpus: str, work_dir="work", recipe: str | None = None) -> dict:
-    """Train the tokenizer(s) of a prepared corpus; write models and card.json; return the card."""
+    """Train the tokenizer(s) of a prepared corpus; write models and card.json; return the card.
+    The prepared splits are read line by line, never whole (see ``_train_model``)."""
     recipe_path = find_recipe(corpus, recipe)
     settings = read_recipe(recipe_path)
     corpus_dir, manifest = read_manifest(corpus, work_dir)
     if settings["corpus"] and settings["corpus"] not in (manifest["corpus"], resolve_corpus(corpus).recipe.name):
         raise TokenizerError(f"{recipe_path}: corpus: is '{settings['corpus']}' but you asked for '{corpus}'")
-    train = _texts_of(read_prepared_split(corpus, "train", work_dir))
-    validation = _texts_of(read_prepared_split(corpus, "validation", work_dir)) \
-        if "validation" in manifest["split_files"] else None
+    has_validation = "validation" in manifest["split_files"]
     is_text = manifest["task"] == "language_modeling"
 
-    if "source" in train:
+    if manifest["task"] == "translation":
         languages = {"source": manifest["source_language"], "target": manifest["target_language"]}
         if settings["vocabulary"] == "joint":
-            plan = {"joint": (train["source"] + train["target"], ["source", "target"])}
+            plan = {"joint": ["source", "target"]}
         else:
-            plan = {languages[side]: (train[side], [side]) for side in ("source", "target")}
+            plan = {languages[side]: [side] for side in ("source", "target")}
     else:
-        plan = {"text": (train["text"], ["text"])}
+        plan = {"text": ["text"]}
 
     out = corpus_dir / "tokenizers" / recipe_path.stem
     out.mkdir(parents=True, exist_ok=True)
     models, sides = {}, {}
     with tempfile.TemporaryDirectory(dir=out) as scratch:
-        for name, (lines, covers) in plan.items():
+        for name, covers in plan.items():
             started = time.time()
+            lines = _lines(corpus, "train", work_dir, covers)
             _train_model(lines, Path(scratch) / name, settings, char_mode_text=is_text)
             for suffix in (".model", ".vocab"):  # move into place only once trained
                 shutil.move(os.path.join(scratch, name + suffix), out / (name + suffix))
@@ -260,8 +292,9 @@ def train_tokenizers(corpus: str, work_dir="work", recipe: str | None = None) ->
                             "train": _statistics(tokenizer, lines)}
             for side in covers:
                 sides[side] = name
-                if validation is not None:
-                    models[name][f"validation_{side}"] = _statistics(tokenizer, validation[side])
+                if has_validation:
+                    models[name][f"validation_{side}"] = _statistics(
+                        tokenizer, _lines(corpus, "validation", work_dir, [side]))
     card = {
         "corpus": manifest["corpus"], "task": manifest["task"], "recipe": _display(recipe_path),
         "settings": settings, "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "sos": SOS_ID, "eos": EOS_ID},

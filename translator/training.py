@@ -410,7 +410,7 @@ class Trainer:
         """The batches of the current epoch (or what is left of it), checkpointing every
         ``checkpoint_every`` steps; raises KeyboardInterrupt after a stop request (the state
         saved). Returns this process's sums of the epoch (loss, tokens, its start time) and
-        whether the time budget ran out."""
+        whether the time budget (training.max_minutes or max_steps) ran out."""
         import keras
         import tensorflow as tf
 
@@ -463,6 +463,7 @@ class Trainer:
                 raise KeyboardInterrupt
             out_of_time = session.budget is not None and state["train_seconds"] + time.time() - started >= \
                 session.budget
+            out_of_time = out_of_time or settings["max_steps"] is not None and state["step"] >= settings["max_steps"]
             if out_of_time:
                 break
         state["train_seconds"] += time.time() - started
@@ -501,7 +502,9 @@ class Trainer:
                      f"for {settings['early_stopping_patience']} epoch(s)")
             return True
         if out_of_time:
-            self.log(f"time budget: training.max_minutes {settings['max_minutes']} reached")
+            reached = f"training.max_steps {settings['max_steps']}" if settings["max_steps"] is not None and \
+                state["step"] >= settings["max_steps"] else f"training.max_minutes {settings['max_minutes']}"
+            self.log(f"time budget: {reached} reached")
             return True
         self._save_state(session)
         if session.stopping or session.worker.count == 1 and session.stop_requested:
