@@ -106,6 +106,7 @@ results: setup
 	for pair in de-en en-de fr-en; do \
 	  $(CLI) data multi30k-$$pair && $(CLI) tokenizers multi30k-$$pair && \
 	  $(CLI) tokenizers multi30k-$$pair --recipe multi30k-joint8k || exit 1; done
+	$(CLI) data tatoeba-spa-eng && $(CLI) tokenizers tatoeba-spa-eng
 	$(CLI) results $(RESULTS_FLAGS)
 
 # The seeds' claims about RNNs, measured (configs/experiments/): trains and measures what is
