@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from translator.bench import TEXTBOOK_MODEL, copy_textbook_weights, forward_flops, textbook_model
+from translator.bench import TEXTBOOK_MODEL, copy_textbook_weights, decoding_flops, forward_flops, textbook_model
 from translator.models import Seq2Seq
 
 
@@ -38,6 +38,17 @@ def test_forward_flops_of_the_textbook_and_attention_models():
     assert forward_flops(attention, 5, 7, 9, 10) == 5 * (encoder + memory_projection) + 7 * step
 
 
+def test_forward_flops_of_a_gru_with_luong_attention_and_of_decoding():
+    luong = {"cell": "gru", "embedding_dim": 4, "units": 6, "encoder_units": 3, "bidirectional": True,
+             "attention": "luong_general", "encoder_layers": 2, "decoder_layers": 2}
+    encoder = 2 * (2 * (4 + 3) * 3 * 3 + 2 * (6 + 3) * 3 * 3)   # two directions, two layers (the second reads 6)
+    memory_projection = 2 * 6 * 6                              # W m, per source position
+    step = 2 * (4 + 6) * 3 * 6 + 2 * (6 + 6) * 3 * 6 + 5 * (2 * 6 + 2 * 6) + 2 * 12 * 6 + 2 * 6 * 10
+    assert forward_flops(luong, 5, 7, 9, 10) == 5 * (encoder + memory_projection) + 7 * step
+    # Decoding: the encoder once per sentence, output pieces + <eos> steps for every hypothesis.
+    assert decoding_flops(luong, [5, 5], [6, 2], 3, 9, 10) == 2 * 5 * (encoder + memory_projection) + 3 * 10 * step
+
+
 def test_the_summary_table_names_every_measurement():
     from translator.bench import markdown
 
@@ -57,7 +68,8 @@ def test_the_summary_table_names_every_measurement():
         "decode_trained": {"run": "bench/runs/attention", "epochs": 4, "training_minutes": 12.5,
                            "reference_mean_words": 10.0, "length_penalty": 0.6, "precision": "bfloat16",
                            "beam1": {"sentences_per_second": 1400.0, "mean_output_words": 9.8},
-                           "beam5": {"sentences_per_second": 250.0, "mean_output_words": 9.6},
+                           "beam5": {"sentences_per_second": 250.0, "mean_output_words": 9.6,
+                                     "model_gflops_per_second": 450.0},
                            "peak_memory_mib": 1200.0},
         "cold_start": {"first_seconds": 5.1, "second_seconds": 4.6, "through_export": True,
                        "translation": "A dog.", "peak_memory_mib": 950.0},
@@ -71,6 +83,7 @@ def test_the_summary_table_names_every_measurement():
     assert "textbook, direct call per token | 150.0 | - | 1.5 | 1.0 | | 9.5 (95%) | |" in table
     assert "| ours, mixed bfloat16 | 1,000 | 1.00 | 5.0% | 50.0 | 20.0% | 5.6% | 1,000 MiB |" in table
     assert ("| `bench/runs/attention` | 4 epochs, 12.5 min | bfloat16, beam 5, length penalty 0.6 | 250.0 | "
-            "9.6 (96%) | 1,200 MiB |") in table
+            "9.6 (96%) | 450.0 | 50.0% | 1,200 MiB |") in table
+    assert "| bfloat16, greedy | 1400.0 | 9.8 (98%) |  |  | 1,200 MiB |" in table  # measured before the FLOPs
     assert "took 5.1 s, and 4.6 s run again right after (through the run's export), peak memory 950 MiB" in table
     assert "decode_recipe" not in results and "runs/multi30k" not in table  # a recipe run not trained: no row

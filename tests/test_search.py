@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from translator.search import GreedyTranslator, beam_search, greedy_search, strip_special
+from translator.search import GreedyTranslator, beam_search, greedy_search, strip_special, vocabulary_top_k
 
 EOS, A, B, C, D = 3, 4, 5, 6, 7
 
@@ -99,6 +99,37 @@ def test_the_batch_never_changes_a_translation(beam_size):
     alone = [translate(row[None, : max(1, int((row != 0).sum()))])[0] for row in batch]
     reordered = translate(batch[::-1])[::-1]
     assert together == alone == reordered
+
+
+def test_done_sentences_leave_the_beam_with_their_whole_result():
+    """Sentences that are done leave the batch on the way: every n-best list, score and
+    attention matrix is the one the sentence gets alone, and the outputs have one row per
+    source, padded to the steps the batch took."""
+    model, batch = random_model(), sources(16, seed=4)
+    search = tf.function(lambda ids: beam_search(model, ids, beam_size=3, return_attention=True))
+    sequences, scores, attention = (x.numpy() for x in search(batch))
+    steps = [int((row != 0).sum()) for row in sequences[:, 0]]
+    assert len(set(steps)) > 3 and sequences.shape[:2] == (16, 3) and attention.shape[:3] == sequences.shape
+    for index, row in enumerate(batch):
+        alone = [x.numpy()[0] for x in search(row[None, : max(1, int((row != 0).sum()))])]
+        time, source_time = alone[0].shape[1], alone[2].shape[2]
+        np.testing.assert_array_equal(sequences[index, :, :time], alone[0])
+        assert not sequences[index, :, time:].any()
+        np.testing.assert_allclose(scores[index], alone[1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(attention[index, :, :time, :source_time], alone[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("vocabulary", [8000, 8003, 4000])  # 4000 < 8 * 2k blocks: tf.math.top_k itself
+def test_vocabulary_top_k_is_top_k_ties_included(vocabulary):
+    generator = np.random.default_rng(vocabulary)
+    logits = np.round(generator.normal(size=(40, vocabulary)) * 2) / 2  # many ties
+    logits[0, :] = 1.0  # all tied: the lowest indices win
+    for k in (1, 10):
+        expected = tf.math.top_k(logits.astype(np.float32), k=k)
+        values, indices = vocabulary_top_k(tf.constant(logits, tf.float32), k)
+        np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
+    assert indices.numpy()[0].tolist() == list(range(10))
 
 
 def test_greedy_scores_are_the_log_probabilities_of_its_output():

@@ -171,3 +171,14 @@ def test_the_results_table_scores_trained_runs_and_names_the_command_for_the_res
     assert Trainer(missing, seed=7).config["training"]["seed"] == 7
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         Trainer(missing, seed=-1)
+
+
+def test_translate_imports_tensorflow_without_pandas_and_leaves_it_importable():
+    """`translator translate` imports TensorFlow with pandas and matplotlib hidden (Keras would
+    import both, ~0.8 s of a one-line translation); afterwards they import as usual."""
+    probe = ("import sys; from translator.cli import _import_tensorflow_without_dataframes_or_plots as lean; lean(); "
+             "hidden = [name for name in ('pandas', 'matplotlib') if name in sys.modules]; import pandas; "
+             "print('tensorflow' in sys.modules, hidden, pandas.DataFrame({'a': [1]}).shape)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True [] (1, 1)"

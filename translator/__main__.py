@@ -1,5 +1,5 @@
 """`python -m translator` is the `translator` command."""
 
-from translator.cli import main
+from translator.cli import console
 
-raise SystemExit(main())
+console()

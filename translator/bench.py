@@ -71,28 +71,50 @@ def _data(tokenizer_recipe: str, work_dir: str = "work"):
                                         for split in ("train", "test")}
 
 
-def _lstm_flops(inputs: int, units: int) -> int:
-    return 2 * (inputs + units) * 4 * units  # [x; h] @ [W; U] for the four gates
+def _cell_flops(cell: str, inputs: int, units: int) -> int:
+    gates = 3 if cell == "gru" else 4
+    return 2 * (inputs + units) * gates * units  # [x; h] @ [W; U] for the gates
 
 
 def forward_flops(settings: dict, source_length: int, target_length: int, source_vocabulary: int,
                   target_vocabulary: int) -> int:
-    """Matrix-product FLOPs of one sentence pair's forward pass (embedding look-ups are free)."""
-    embedding, units = settings["embedding_dim"], settings["units"]
+    """Matrix-product FLOPs of one sentence pair's forward pass (embedding look-ups are free):
+    the encoder over `source_length` pieces and `target_length` decoder steps. `settings` is a
+    config's model section (LSTM or GRU, Bahdanau, Luong or no attention, any layers)."""
+    embedding, units, cell = settings["embedding_dim"], settings["units"], settings.get("cell", "lstm")
     encoder_units = settings.get("encoder_units") or units
     directions = 2 if settings.get("bidirectional") else 1
-    flops = source_length * directions * _lstm_flops(embedding, encoder_units)
     memory = directions * encoder_units
-    if settings.get("attention") == "bahdanau":
+    flops = source_length * directions * (_cell_flops(cell, embedding, encoder_units) + (
+        settings.get("encoder_layers", 1) - 1) * _cell_flops(cell, memory, encoder_units))
+    attention = settings.get("attention") or "none"
+    if attention == "bahdanau":
         flops += source_length * 2 * memory * units                # W_m m, once per source position
-        per_step = _lstm_flops(embedding + memory, units)          # [y; c] in, s out
+        per_step = _cell_flops(cell, embedding + memory, units)     # [y; c] in, s out
         per_step += 2 * units * units                              # W_q s
-        per_step += source_length * (2 * units + 2 * memory)       # v . tanh(..), weighted sum
-        per_step += 2 * (units + memory) * units                   # attentional layer
     else:
-        per_step = _lstm_flops(embedding, units)
+        if attention == "luong_general":
+            flops += source_length * 2 * memory * units            # W m, once per source position
+        per_step = _cell_flops(cell, embedding, units)
+    per_step += (settings.get("decoder_layers", 1) - 1) * _cell_flops(cell, units, units)
+    if attention != "none":
+        per_step += source_length * (2 * units + 2 * memory)       # scores, weighted sum
+        per_step += 2 * (units + memory) * units                   # attentional layer
     per_step += 2 * units * target_vocabulary                      # output projection
     return flops + target_length * per_step
+
+
+def decoding_flops(settings: dict, source_lengths, output_lengths, beam_size: int, source_vocabulary: int,
+                   target_vocabulary: int) -> int:
+    """The useful matrix-product FLOPs of decoding: the encoder once per sentence, and one
+    decoder step per output piece and its <eos> for each of the `beam_size` hypotheses (steps of
+    hypotheses that lose, and padding, are not counted: like MFU, what the outputs need)."""
+    total = 0
+    for source, output in zip(source_lengths, output_lengths):
+        encoder = forward_flops(settings, source, 0, source_vocabulary, target_vocabulary)
+        total += encoder + beam_size * (forward_flops(settings, source, output + 1, source_vocabulary,
+                                                      target_vocabulary) - encoder)
+    return total
 
 
 # ----------------------------------------------------------------------------- phases
@@ -325,19 +347,27 @@ def phase_decode_run(run: str, beam_sizes: list[int]) -> dict:
     """A trained run's decoding of test2016 as `Translator.load` gives it (its precision, its
     length penalty): sentences/s and mean output words per beam size, beside the reference's."""
     from translator.corpora import read_prepared_split
+    from translator.runs import read_run_config
     from translator.translator import Translator
 
     test = read_prepared_split(CORPUS, "test")
     translator = Translator.load(run)
+    settings = read_run_config(run)["model"]
     results = {"reference_mean_words": round(sum(len(t.split()) for t in test["target"]) / len(test["target"]), 2)}
     for beam_size in beam_sizes:
         batch_size = GREEDY_BATCH_SIZE if beam_size == 1 else BEAM_BATCH_SIZE
         translator.translate(test["source"], beam_size=beam_size, batch_size=batch_size)  # warm-up: tracing
         started = time.perf_counter()
         outputs = translator.translate(test["source"], beam_size=beam_size, batch_size=batch_size)
+        elapsed = time.perf_counter() - started
+        flops = decoding_flops(
+            settings, [min(len(ids), translator.max_source_length) for ids in translator.source_tokenizer.encode(
+                test["source"])], [len(ids) for ids in translator.target_tokenizer.encode(outputs)], beam_size,
+            translator.source_tokenizer.vocabulary_size, translator.target_tokenizer.vocabulary_size)
         results[f"beam{beam_size}"] = {
-            "sentences_per_second": round(len(outputs) / (time.perf_counter() - started), 1),
-            "mean_output_words": round(sum(len(o.split()) for o in outputs) / len(outputs), 2)}
+            "sentences_per_second": round(len(outputs) / elapsed, 1),
+            "mean_output_words": round(sum(len(o.split()) for o in outputs) / len(outputs), 2),
+            "model_gflops_per_second": round(flops / elapsed / 1e9, 1)}
     results["length_penalty"] = translator.length_penalty
     results["precision"] = translator.model.dtype_policy.compute_dtype
     results["peak_memory_mib"] = _peak_memory_mib()
@@ -511,7 +541,8 @@ def markdown(results: dict) -> str:
               "is the textbook loop's. Output words: the mean length of the outputs and its share of the "
               f"reference's; below {REPRESENTATIVE_LENGTH:.0%} a row says little about a trained model's decoding.",
               "", "## Decoding test2016 with trained runs (`Translator.load`, sentences per second)", "",
-              "| run | trained | decoding | sentences/s | output words | peak memory |", "|---|---|---|---:|---:|---:|"]
+              "| run | trained | decoding | sentences/s | output words | model GFLOP/s | of the peak | peak memory |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
     for key in ("decode_trained", "decode_recipe"):
         if key not in results:
             continue
@@ -520,10 +551,17 @@ def markdown(results: dict) -> str:
         for beam in sorted(int(name[4:]) for name in row if name.startswith("beam")):
             figures = row[f"beam{beam}"]
             search = "greedy" if beam == 1 else f"beam {beam}, length penalty {row['length_penalty']}"
+            flops = figures.get("model_gflops_per_second")
+            of_peak = "" if flops is None else \
+                f"{flops / (bfloat16_peak if row['precision'] == 'bfloat16' else peak):.1%}"
             lines.append(f"| `{row['run']}` | {trained} | {row['precision']}, {search} | "
                          f"{figures['sentences_per_second']} | "
                          f"{_length(figures['mean_output_words'], row['reference_mean_words'])} | "
-                         f"{row['peak_memory_mib']:,.0f} MiB |")
+                         f"{'' if flops is None else flops} | {of_peak} | {row['peak_memory_mib']:,.0f} MiB |")
+    lines += ["", "Model GFLOP/s: the matrix products the outputs need (the encoder once per sentence, a decoder "
+              "step per output piece and its <eos> for each hypothesis of the beam) per second of decoding; of "
+              "the peak: against the matmul peak above of the decoding's precision. Decoding at a large share of "
+              "it is bound by the matrix products, and only a faster matrix unit (AMX) makes it much faster."]
     cold = results["cold_start"]
     how = "through the run's export" if cold["through_export"] else "without an export"
     lines += ["", f"The first translation: `echo \"Ein Hund.\" | translator translate --run "
