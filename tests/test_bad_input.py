@@ -181,6 +181,22 @@ def test_a_run_refuses_to_resume_on_a_corpus_prepared_again_differently(toy, tmp
     fails_clearly(cli("train", config, "--run", run), "train.xx", "train.yy", "resuming would continue on different data")
 
 
+def test_a_tokenizer_setting_added_later_at_its_default_does_not_change_the_data_fingerprint(tmp_path):
+    """A run started before tokenizer recipes had ``user_defined_symbols`` resumes after its
+    tokenizer is trained again with the key at its default (the same vocabularies); another
+    value of it is a change."""
+    from translator.training import data_fingerprint
+
+    (tmp_path / "de.vocab").write_text("a\t0\n")
+    manifest = {"corpus": "c", "outputs": {"train.de": "0" * 64}}
+    fingerprints = []
+    for extra in ({}, {"user_defined_symbols": []}, {"user_defined_symbols": ["<sep>"]}):
+        card = {"settings": {"model_type": "bpe", "vocab_size": 8000, **extra}}
+        (tmp_path / "card.json").write_text(json.dumps(card))
+        fingerprints.append(data_fingerprint(manifest, tmp_path)["tokenizers"]["settings"])
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
 # Points at which `translator data` is killed: the n-th os.replace (each file moved into place,
 # then the manifest) or the n-th fsync (a file being written). A kill -9 from inside the process
 # at a chosen point makes the test deterministic.

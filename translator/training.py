@@ -120,8 +120,16 @@ def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
     card = json.loads((tokenizer_directory / "card.json").read_text(encoding="utf-8"))
     tokenizers = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
                   for path in sorted(tokenizer_directory.glob("*.vocab"))}
-    tokenizers["settings"] = hashlib.sha256(json.dumps(card["settings"], sort_keys=True).encode()).hexdigest()
+    settings = {name: value for name, value in card["settings"].items()
+                if not (name in LATER_TOKENIZER_SETTINGS and value == LATER_TOKENIZER_SETTINGS[name])}
+    tokenizers["settings"] = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizers": tokenizers}
+
+
+# Tokenizer recipe keys added after runs began recording data.json, with their defaults: a
+# tokenizer trained again with such a key at its default is the tokenizer it was (its
+# vocabularies tell), so the key is left out of the settings' hash and the run resumes.
+LATER_TOKENIZER_SETTINGS = {"user_defined_symbols": []}
 
 
 def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = True) -> None:
