@@ -186,10 +186,13 @@ def test_language_model_learns_a_text_and_samples_it(tmp_path, model_settings, m
         "training": {"epochs": 6, "batch_size": 8, "sequence_length": 32, "learning_rate": 0.01,
                      "schedule": "constant", "bleu_every": 0, "checkpoint_every": 20}}))
     run = tmp_path / "run"
-    Trainer(config, run, log=lambda *a: None).train()
+    messages = []
+    Trainer(config, run, log=messages.append).train()
     log = (run / "log.csv").read_text().splitlines()
     header, last = log[0].split(","), log[-1].split(",")
     assert float(last[header.index("validation_loss")]) < most_loss  # nats per character; uniform is 3.0
+    architecture = "MLP over 8 tokens" if kind is WindowLanguageModel else "gru"
+    assert any(message.startswith("model: language_model") and f"({architecture})" in message for message in messages)
 
     model = LanguageModel.load(run)
     assert type(model) is kind

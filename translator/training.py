@@ -110,6 +110,11 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
     return manifest, run / "tokenizers"
 
 
+def _architecture(model: dict) -> str:
+    """The recurrent cell, or for a window model (``window: N``) the MLP that replaces it."""
+    return f"MLP over {model['window']} tokens" if model.get("window") else model["cell"]
+
+
 def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
     """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
     the readers check the files against), and the tokenizers' settings and vocabularies (their
@@ -405,7 +410,7 @@ class Trainer:
         self.log(f"{config['name']}: {config['data']['corpus']} ({session.task.describe(manifest)}), "
                  f"{session.batches_per_epoch} batches per epoch")
         self.log(f"model: {config['model']['type']}, {count_parameters(session.model):,} parameters "
-                 f"({config['model']['cell']}), strategy {config['training']['strategy']} "
+                 f"({_architecture(config['model'])}), strategy {config['training']['strategy']} "
                  f"({session.strategy.num_replicas_in_sync} replica(s)"
                  + (f", worker {worker.index} of {worker.count}{', the chief' if worker.chief else ''})"
                     if worker.count > 1 else ")"))
