@@ -3,7 +3,13 @@
 import keras
 import numpy as np
 
-from translator.bench import TEXTBOOK_MODEL, copy_textbook_weights, decoding_flops, forward_flops, textbook_model
+from translator.bench import (
+    TEXTBOOK_MODEL,
+    copy_textbook_weights,
+    decoding_flops,
+    forward_flops,
+    textbook_model,
+)
 from translator.models import Seq2Seq
 
 

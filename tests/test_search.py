@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from translator.search import GreedyTranslator, beam_search, greedy_search, strip_special, vocabulary_top_k
+from translator.search import (
+    GreedyTranslator,
+    beam_search,
+    greedy_search,
+    strip_special,
+    vocabulary_top_k,
+)
 
 EOS, A, B, C, D = 3, 4, 5, 6, 7
 
