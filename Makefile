@@ -4,7 +4,8 @@
 #   make data tokenizers CORPUS=multi30k-de-en
 #   make train CONFIG=configs/NAME.yaml [RUN=runs/NAME]
 #   make results              train and score the recipes of configs/results.yaml into README.md
-#   make experiments          measure the seeds' claims about RNNs into experiments/report.html
+#   make experiments [JOBS=2] measure the seeds' claims about RNNs into experiments/report.html,
+#                             training in JOBS processes at once, one per core
 #   make export RUN=runs/demo [EXPORT=DIR]   a SavedModel that translates raw sentences (default RUN/export)
 #   make serve RUN=runs/demo  an HTTP JSON translation service (make serve-bench measures it)
 #   make scale-bench          time and peak memory of each corpus stage at 500k and 5M pairs
@@ -20,6 +21,7 @@ CONFIG  ?= configs/demo.yaml
 RUN     ?= runs/$(basename $(notdir $(CONFIG)))
 INPUT   ?= /dev/stdin
 SPLIT   ?= test
+JOBS    ?= 2
 
 .PHONY: setup data tokenizers train translate evaluate demo test bench results experiments export serve serve-bench scale-bench clean
 
@@ -122,7 +124,7 @@ experiments: setup
 	$(CLI) tokenizers multi30k-continuation
 	$(CLI) data tinyshakespeare
 	$(CLI) tokenizers tinyshakespeare
-	$(CLI) experiments --train
+	$(CLI) experiments --train --jobs $(JOBS)
 
 clean:
 	rm -rf work runs exports bench/results bench/runs .pytest_cache

@@ -208,3 +208,106 @@ def test_translation_as_continuation_scores_a_language_model_beside_an_encoder_d
     assert len(continued) == 20
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| translation-as-continuation"))
     assert "of the encoder-decoder's BLEU" in row
+
+
+# ----------------------------------------------------------------------------- two workers at once
+
+def _hold_lock(path, seconds):
+    """A child process that holds `file_lock(path)` for `seconds` (started once it holds it)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from translator.runs import file_lock
+with file_lock({str(path)!r}, "busy"):
+    print("held", flush=True)
+    time.sleep({seconds})
+"""], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_lock_held_by_another_process_is_refused_at_once_and_freed_when_it_ends(tmp_path):
+    from translator.runs import RunBusy, run_lock
+
+    run_dir = tmp_path / "runs" / "r"
+    child = _hold_lock(run_dir / ".lock", 60)
+    try:
+        with pytest.raises(RunBusy, match=rf"runs/r is being trained or scored by another process \(pid {child.pid},"):
+            with run_lock(run_dir):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    with run_lock(run_dir), run_lock(run_dir):  # free again, and re-entrant in one process
+        assert (run_dir / ".lock").read_text().strip() == str(__import__("os").getpid())
+
+
+def test_scoring_a_run_another_process_trains_says_so(tmp_path):
+    from conftest import make_task, reversal_pairs, write_config
+
+    from translator.results import scored_report
+    from translator.runs import RunBusy
+
+    data = make_task(tmp_path, "pair", {"train": reversal_pairs(40, 1), "validation": reversal_pairs(10, 2)})
+    config = write_config(tmp_path, data, name="busy")
+    child = _hold_lock(tmp_path / "runs" / "busy" / ".lock", 60)
+    try:
+        with pytest.raises(RunBusy, match="being trained or scored by another process"):
+            scored_report(tmp_path / "runs" / "busy", "test", True, {"config": str(config), "path": config}, None)
+    finally:
+        child.kill()
+        child.wait()
+    assert not (tmp_path / "runs" / "busy" / "model.keras").exists()
+
+
+def test_measure_all_leaves_a_busy_experiment_for_later_and_comes_back(tmp_path, monkeypatch):
+    from translator import experiments
+
+    measured = []
+
+    def measure(name):
+        def record(recipe, results, train, save):
+            assert train and recipe == {"setting": name}
+            measured.append(name)
+            return True
+        return record
+
+    monkeypatch.setattr(experiments, "EXPERIMENTS", [experiments.Experiment(name, "seed", "claim", measure(name))
+                                                     for name in ("a", "b")])
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    for name in ("a", "b"):
+        (recipes / f"{name}.yaml").write_text(f"setting: {name}\n")
+    out = tmp_path / "out"
+    child = _hold_lock(out / "results" / ".a.lock", 2)  # another worker measures "a" for 2 s
+    lines = []
+    experiments.measure_all(None, out, recipes, log=lines.append, wait_seconds=0.2)
+    child.wait()
+    assert measured == ["b", "a"]
+    assert any(line.startswith("a: waiting, experiment a is being measured by another process") for line in lines)
+
+
+def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp_path, monkeypatch):
+    import ast
+    import os
+    import sys
+
+    from translator import experiments
+
+    script = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(int(sys.argv[1]))"
+    codes = iter(["0", "3"])
+    monkeypatch.setattr(experiments, "worker_command", lambda only, output: [sys.executable, "-c", script,
+                                                                             next(codes)])
+    lines = []
+    with pytest.raises(ExperimentError, match=r"^worker 2(, CPU \d+)? \(exit status 3\) failed") as failure:
+        experiments.train_in_workers(2, None, tmp_path, log=lines.append)
+    assert "worker 1" not in str(failure.value)
+    assert len(lines) == 2  # each worker's one line, relayed with its name
+    found = dict(line[1:].split("] ") for line in lines)
+    assert {name.split(",")[0] for name in found} == {"worker 1", "worker 2"}
+    if len(os.sched_getaffinity(0)) >= 2:  # pinned: one CPU each, the one its name says, not the same
+        cpus = {name: ast.literal_eval(allowed) for name, allowed in found.items()}
+        assert all(allowed == [int(name.split("CPU ")[1])] for name, allowed in cpus.items())
+        assert len({tuple(allowed) for allowed in cpus.values()}) == 2

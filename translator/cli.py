@@ -481,7 +481,10 @@ def _add_results_parser(commands) -> None:
 def command_experiments(args) -> int:
     from translator.experiments import run
 
-    status = run(train=args.train, only=args.only, output_dir=args.output_dir, readme=args.readme or None)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: expected a number of worker processes, 1 or more")
+    status = run(train=args.train, only=args.only, output_dir=args.output_dir, readme=args.readme or None,
+                 jobs=args.jobs)
     missing = [name for name, state in status.items() if state.startswith("missing")]
     print(f"wrote {args.output_dir}/report.html" + (f" and the experiments section of {args.readme}" if args.readme
                                                    else ""))
@@ -498,6 +501,9 @@ def _add_experiments_parser(commands) -> None:
                     "an interrupted run resumes); without it, only render the report from what exists.")
     experiments.add_argument("--train", action="store_true", help="train and measure what is missing")
     experiments.add_argument("--only", default=None, metavar="NAME", help="one experiment (e.g. vanishing-gradients)")
+    experiments.add_argument("--jobs", type=int, default=1, metavar="N",
+                             help="with --train, N worker processes at once, each pinned to a CPU of its own when "
+                                  "there are N (make experiments uses 2); they share the work run by run")
     experiments.add_argument("--output-dir", default="experiments", help="where results and report.html go")
     experiments.add_argument("--readme", default="README.md", help="file whose experiments section is rewritten; "
                                                                    "'' for none")

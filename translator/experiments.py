@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from translator.files import atomic_write_text, read_yaml, replace_between
+from translator.runs import RunBusy, file_lock, run_lock
 
 README_START, README_END = "<!-- experiments:start -->", "<!-- experiments:end -->"
 RECIPES = Path(__file__).resolve().parent.parent / "configs" / "experiments"
@@ -321,7 +327,8 @@ def _trained_run(entry: dict, recipe: dict, train: bool):
             return path, config, None
         from translator.training import Trainer
 
-        Trainer(path, run).train()
+        with run_lock(run):  # RunBusy when another process trains it (another experiment may share it)
+            Trainer(path, run).train()
     return path, config, run
 
 
@@ -380,8 +387,11 @@ def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) 
     """The character language model of ``recipe["config"]`` (trained when missing and ``train``),
     read over the first ``characters`` of its validation text: for each feature of
     `translator.cell_activations.text_features`, the best-correlated cell, and the first
-    ``shown_characters`` coloured by it."""
-    if "cells" in results:
+    ``shown_characters`` coloured by it. Cached results of another run are measured again."""
+    _, config, run = _trained_run({"config": recipe["config"]}, recipe, train)
+    if run is None:
+        return False
+    if "cells" in results and results["run"] == str(run):
         return True
     from translator.cell_activations import (
         best_cells,
@@ -392,9 +402,6 @@ def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) 
     from translator.corpora import read_prepared_split
     from translator.language_models import LanguageModel
 
-    _, config, run = _trained_run({"config": recipe["config"]}, recipe, train)
-    if run is None:
-        return False
     model = LanguageModel.load(run)
     text = read_prepared_split(config["data"]["corpus"], "validation", config["data"]["work_dir"])["text"][0]
     text = text[:recipe["characters"]]
@@ -419,7 +426,7 @@ def summarize_interpretable_cells(results: dict, recipe: dict) -> tuple[str, str
     strongest = max(abs(found["correlation"]) for found in cells.values())
     verdict = "holds" if strongest >= CORRELATION_THAT_HOLDS else \
         "mixed" if strongest >= CORRELATION_THAT_HOLDS / 2 else "does not hold"
-    return f"{figure} (over {results['characters']:,} validation characters)", verdict
+    return f"{figure} (in {results['run']}, over {results['characters']:,} validation characters)", verdict
 
 
 def html_interpretable_cells(results: dict, recipe: dict) -> str:
@@ -465,29 +472,32 @@ def read_recipe(name: str, recipes: Path = RECIPES) -> dict:
 
 
 def run(train: bool = False, only: str | None = None, output_dir: str | Path = "experiments",
-        readme: str | Path | None = "README.md", log=print, recipes: Path = RECIPES) -> dict:
-    """Measure (with ``train``: train what is missing, only the experiment ``only`` if given) and
-    render the report and the README section; returns {name: status}."""
+        readme: str | Path | None = "README.md", log=print, recipes: Path = RECIPES, jobs: int = 1) -> dict:
+    """Measure (with ``train``: train what is missing, only the experiment ``only`` if given, in
+    ``jobs`` worker processes) and render the report and the README section; returns {name: status}."""
     names = [experiment.name for experiment in EXPERIMENTS]
     if only is not None and only not in names:
         raise ExperimentError(f"unknown experiment '{only}'; the experiments are: {', '.join(names)}")
     output = Path(output_dir)
+    if train and jobs > 1:
+        if Path(recipes) != RECIPES:
+            raise ExperimentError(f"jobs > 1 runs workers on the recipes of {RECIPES}; use jobs=1 for {recipes}")
+        train_in_workers(jobs, only, output, log)
+    elif train:
+        measure_all(only, output, recipes, log)
     rows, figures, status = [], {}, {}
     for experiment in EXPERIMENTS:
-        path = output / "results" / f"{experiment.name}.json"
-        results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        selected = only in (None, experiment.name)
         if experiment.measure is None:
             status[experiment.name] = "not implemented yet"
         else:
             recipe = read_recipe(experiment.name, recipes)
-
-            def save(results=results, path=path):
-                atomic_write_text(path, json.dumps(results, indent=2) + "\n")
-
-            if selected and train:
-                log(f"{experiment.name}: measuring (cached pieces are reused) ...")
-            complete = experiment.measure(recipe, results, train and selected, save)
+            try:
+                with _experiment_lock(output, experiment):
+                    results, save = _results(output, experiment)
+                    complete = experiment.measure(recipe, results, False, save)
+            except RunBusy as busy:  # being measured by another process: shown as missing until it is done
+                log(f"  {experiment.name}: {busy}")
+                complete = False
             status[experiment.name] = "measured" if complete else "missing: run with --train"
         row = {"name": experiment.name, "seed": experiment.seed, "claim": experiment.claim, "figure": "-",
                "verdict": f"not measured yet (`translator experiments --train --only {experiment.name}`)"
@@ -504,6 +514,94 @@ def run(train: bool = False, only: str | None = None, output_dir: str | Path = "
     if readme:
         write_readme(readme, rows)
     return status
+
+
+def _results(output: Path, experiment: Experiment) -> tuple[dict, object]:
+    """An experiment's cached results (``output/results/NAME.json``) and the function that saves them."""
+    path = output / "results" / f"{experiment.name}.json"
+    results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def save():
+        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+
+    return results, save
+
+
+def _experiment_lock(output: Path, experiment: Experiment):
+    return file_lock(output / "results" / f".{experiment.name}.lock",
+                     f"experiment {experiment.name} is being measured by another process")
+
+
+def measure_all(only: str | None, output: Path, recipes: Path = RECIPES, log=print, wait_seconds: float = 30) -> None:
+    """Train and measure every experiment (or ``only``), each while holding its lock
+    (``output/results/.NAME.lock``; a run has its own, `run_lock`). An experiment that is busy
+    elsewhere, or that needs a run another process is training (RunBusy), is left for later:
+    the others go on, and it is tried again every ``wait_seconds`` until done. So several of
+    these (`train_in_workers`) share the work, and one alone does it all in order."""
+    pending = [e for e in EXPERIMENTS if e.measure is not None and only in (None, e.name)]
+    announced = set()
+    while pending:
+        waiting = []
+        for experiment in pending:
+            try:
+                with _experiment_lock(output, experiment):
+                    log(f"{experiment.name}: measuring (cached pieces are reused) ...")
+                    results, save = _results(output, experiment)
+                    if not experiment.measure(read_recipe(experiment.name, recipes), results, True, save):
+                        raise ExperimentError(f"{experiment.name}: still incomplete after training; "
+                                              f"see the messages above")
+            except RunBusy as busy:
+                if experiment.name not in announced:
+                    log(f"{experiment.name}: waiting, {busy}")
+                    announced.add(experiment.name)
+                waiting.append(experiment)
+        pending = waiting
+        if pending:
+            time.sleep(wait_seconds)
+
+
+def worker_command(only: str | None, output: Path) -> list[str]:
+    """The command one worker of `train_in_workers` runs: `translator experiments --train`, which
+    renders its own report at its end but leaves the README to the parent."""
+    return [sys.executable, "-m", "translator", "experiments", "--train", "--output-dir", str(output),
+            "--readme", ""] + (["--only", only] if only else [])
+
+
+def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> None:
+    """`measure_all` in ``jobs`` worker processes at once, each pinned to a CPU of its own when
+    there are that many (as ``taskset -c N`` would; on 2 cores, two one-thread trainings finish
+    sooner than two-thread ones in turn). Their output is relayed line by line, prefixed with
+    the worker; a worker that fails raises ExperimentError once all have ended."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinned = len(cpus) >= jobs
+    workers, relays = [], []
+    for number in range(jobs):
+        name = f"worker {number + 1}" + (f", CPU {cpus[number]}" if pinned else "")
+        pin = (lambda cpu=cpus[number]: os.sched_setaffinity(0, {cpu})) if pinned else None
+        process = subprocess.Popen(worker_command(only, output), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1, preexec_fn=pin)
+
+        def relay(process=process, name=name):
+            for line in process.stdout:
+                log(f"[{name}] {line.rstrip()}")
+
+        relays.append(threading.Thread(target=relay, daemon=True))
+        relays[-1].start()
+        workers.append((name, process))
+    try:
+        codes = [(name, process.wait()) for name, process in workers]
+    except KeyboardInterrupt:
+        for _, process in workers:  # each stops at its next step and keeps its last checkpoint
+            process.send_signal(signal.SIGINT)
+        for _, process in workers:
+            process.wait()
+        raise
+    for relay in relays:
+        relay.join()
+    failed = [f"{name} (exit status {code})" for name, code in codes if code != 0]
+    if failed:
+        raise ExperimentError(f"{', '.join(failed)} failed; the reason is in its output above. Finished pieces "
+                              f"are kept: run the same command again to resume")
 
 
 def _write_report(path: Path, rows: list[dict], figures: dict) -> None:

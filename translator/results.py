@@ -71,27 +71,42 @@ def _train_command(row, seed, run) -> str:
 
 def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
     """The run's report.json on ``split``: reused when newer than the model with the recipe's
-    decoding settings, else made by `evaluate`; None when the run has no model (and not ``train``)."""
+    decoding settings, else made by `evaluate`; None when the run has no model (and not ``train``).
+    Training and scoring hold the run's lock (`run_lock`): RunBusy when another process has it."""
     from translator.evaluation import evaluate
+    from translator.runs import run_lock
 
     model = run / "model.keras"
-    if not model.is_file():
-        if not train:
-            return None
-        from translator.training import Trainer
-
-        print(f"training: {_train_command(row, seed, run)}", flush=True)
-        Trainer(row["path"], run, seed=seed).train()
     decoding = load_config(row["path"])["decoding"]
-    path = run / "report.json"
-    if path.is_file() and path.stat().st_mtime > model.stat().st_mtime:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        if (report["split"], report["beam_size"], report["length_penalty"]) == \
-                (split, decoding["beam_size"], decoding["length_penalty"]) and "parameters" in report:
+    settings = (split, decoding["beam_size"], decoding["length_penalty"])
+    if not model.is_file() and not train:
+        return None
+    report = _fresh_report(run, settings)
+    if report is not None:
+        return report
+    with run_lock(run):
+        if not model.is_file():
+            from translator.training import Trainer
+
+            print(f"training: {_train_command(row, seed, run)}", flush=True)
+            Trainer(row["path"], run, seed=seed).train()
+        report = _fresh_report(run, settings)  # another process may have scored it meanwhile
+        if report is not None:
             return report
-    print(f"evaluating: translator evaluate --run {run} --split {split} --beam-size {decoding['beam_size']} "
-          f"--length-penalty {decoding['length_penalty']}", flush=True)
-    return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"])
+        print(f"evaluating: translator evaluate --run {run} --split {split} --beam-size {decoding['beam_size']} "
+              f"--length-penalty {decoding['length_penalty']}", flush=True)
+        return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"])
+
+
+def _fresh_report(run: Path, settings: tuple) -> dict | None:
+    """report.json when it is newer than model.keras and made with ``settings`` (split, beam
+    size, length penalty), else None."""
+    model, path = run / "model.keras", run / "report.json"
+    if not (model.is_file() and path.is_file() and path.stat().st_mtime > model.stat().st_mtime):
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    found = (report["split"], report["beam_size"], report["length_penalty"])
+    return report if found == settings and "parameters" in report else None
 
 
 def _training(run: Path) -> tuple[str, str]:

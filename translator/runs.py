@@ -9,7 +9,9 @@ from deep inside Keras.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -31,6 +33,57 @@ EXPORT_FILE = "export.json"
 
 class RunError(ValueError):
     """A run directory or its model file cannot be used as asked (the message says why and what to do)."""
+
+
+class RunBusy(RunError):
+    """Another process holds a lock (`file_lock`): it is training or scoring that run, say."""
+
+
+_HELD: dict[str, int] = {}  # the lock files this process holds, and how many times
+
+
+def run_lock(run: str | Path):
+    """Hold the lock of the run directory ``run`` (its file ``.lock``) while training or scoring
+    it, so that two processes (the workers of `translator experiments --jobs 2`, or two commands
+    typed by hand) never write one run at once: see `file_lock`."""
+    return file_lock(Path(run) / ".lock", f"{run} is being trained or scored by another process")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, busy: str):
+    """Hold an exclusive lock on the file ``path`` (created, with its directory, if missing).
+    Raises RunBusy (``busy``, the holder's pid, how to go on) at once when another process holds
+    it; re-entrant within a process. The operating system releases it when its process ends,
+    however it ends, so a killed job leaves nothing to clean up."""
+    import fcntl
+
+    path = Path(path)
+    key = str(path.absolute())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            raise RunBusy(f"{busy} (pid {holder}, lock {path}); wait for it to end, or stop it") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def read_run_config(run: str | Path) -> dict:
