@@ -311,3 +311,27 @@ def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp
         cpus = {name: ast.literal_eval(allowed) for name, allowed in found.items()}
         assert all(allowed == [int(name.split("CPU ")[1])] for name, allowed in cpus.items())
         assert len({tuple(allowed) for allowed in cpus.values()}) == 2
+
+
+def test_a_run_that_starts_from_another_waits_for_it_and_shared_runs_are_named_alike(tmp_path):
+    from translator.experiments import PlannedRun, paired_runs, read_recipe
+    from translator.runs import RunBusy
+
+    swap = paired_runs({**read_recipe("decoder-swap"), "runs_dir": str(tmp_path)})
+    encoder = tmp_path / "multi30k-de-en-gru-cho-seed1234"
+    assert swap[0].run == encoder and swap[0].needs == ()
+    assert {planned.run.name for planned in swap[1:]} == {f"decoder-swap-{kind}-seed{seed}" for kind in
+                                                          ("scratch", "frozen") for seed in (1234, 2)}
+    assert all(planned.needs == (encoder,) for planned in swap[1:])
+    with pytest.raises(RunBusy, match="decoder-swap-scratch-seed1234 starts from .*gru-cho-seed1234, which is "
+                                      "not trained yet"):
+        swap[1].train()
+    assert not swap[1].run.exists()  # nothing was started
+    # the run context-every-step trains is the one decoder-swap starts from, and lstm-vs-gru's
+    # no-attention LSTM is reversal's baseline: each is planned under one name, so trained once
+    context = paired_runs({**read_recipe("context-every-step"), "runs_dir": str(tmp_path)})
+    assert encoder in {planned.run for planned in context}
+    lstm = {planned.run for planned in paired_runs({**read_recipe("lstm-vs-gru"), "runs_dir": str(tmp_path)})}
+    assert {planned.run for planned in paired_runs({**read_recipe("reversal"), "runs_dir": str(tmp_path)})
+            if "forward" in planned.run.name} <= lstm
+    assert isinstance(swap[0], PlannedRun) and swap[0].seed == 1234

@@ -48,8 +48,9 @@ class Experiment:
     ``results`` dict (saving it with ``save()`` after each piece, so that a run resumes) and
     returns True when every piece is there; ``summary(results, recipe)`` gives our figure and
     the verdict (holds / does not hold / mixed); ``plot(results, recipe)`` a matplotlib figure.
-    ``html(results, recipe)``, if given, adds HTML of its own to the report. An experiment
-    without ``measure`` is listed as not implemented yet."""
+    ``html(results, recipe)``, if given, adds HTML of its own to the report; ``runs(recipe)``
+    lists the training runs it needs, as `PlannedRun`s, so that workers can train them before
+    anything is measured. An experiment without ``measure`` is listed as not implemented yet."""
 
     name: str
     seed: str
@@ -58,6 +59,42 @@ class Experiment:
     summary: object = None
     plot: object = None
     html: object = None
+    runs: object = None
+
+
+@dataclass
+class PlannedRun:
+    """A training run an experiment needs: its config, its directory, the seed (None: the
+    config's), and the runs that must be trained before it starts (one it initialises from)."""
+
+    config: Path
+    run: Path
+    seed: int | None = None
+    needs: tuple = ()
+
+    def train(self) -> None:
+        """Train the run (resuming it) unless it has its model; RunBusy when another process
+        trains it, or when a run it needs is not trained yet."""
+        from translator.training import Trainer
+
+        for needed in self.needs:
+            if not (needed / "model.keras").is_file():
+                raise RunBusy(f"{self.run} starts from {needed}, which is not trained yet")
+        with run_lock(self.run):
+            if not (self.run / "model.keras").is_file():
+                print(f"training: translator train {self.config}"
+                      + ("" if self.seed is None else f" --seed {self.seed}") + f" --run {self.run}", flush=True)
+                Trainer(self.config, self.run, seed=self.seed).train()
+
+
+def planned_run(entry: dict, recipe: dict, seed: int | None = None, needs: tuple = ()) -> PlannedRun:
+    """The run of a recipe entry ({config, ...}): ``RUNS_DIR/NAME`` (``runs_dir`` of the recipe,
+    default runs/), or ``RUNS_DIR/NAME-seedN`` for one seed of several."""
+    from translator.config import load_config
+
+    path = recipe_path(entry["config"])
+    name = load_config(path)["name"] + ("" if seed is None else f"-seed{seed}")
+    return PlannedRun(path, Path(recipe.get("runs_dir", "runs")) / name, seed, needs)
 
 
 # ----------------------------------------------------------------------------- 1, 2, 7: pairs of recipes
@@ -68,23 +105,31 @@ def recipe_path(path: str) -> Path:
     return path if path.is_absolute() else RECIPES.parent.parent / path
 
 
+def paired_runs(recipe: dict) -> list[PlannedRun]:
+    """The runs of ``requires``, then of each pair, seed and side; the pairs' runs need those of ``requires``."""
+    required = [planned_run(entry, recipe, entry["seed"]) for entry in recipe.get("requires", [])]
+    needs = tuple(planned.run for planned in required)
+    return required + [planned_run(pair[side], recipe, seed, needs) for pair in recipe["pairs"]
+                       for seed in recipe["seeds"] for side in ("baseline", "variant")]
+
+
 def measure_paired_runs(recipe: dict, results: dict, train: bool, save) -> bool:
     """Every pair of recipe ``pairs`` ({baseline: {config, label}, variant: {config, label}}),
     one run per seed each (``RUNS_DIR/NAME-seedN``, trained when missing and ``train``, resumable
     as any run), scored on the test split with the recipe's decoding settings and compared seed
     by seed with paired bootstrap resampling (`translator compare`). Runs listed under
     ``requires`` ({config, seed}: one a variant starts from, say) are trained first."""
-    from translator.config import load_config
     from translator.evaluation import compare
     from translator.reports import read_log
     from translator.results import scored_report
 
-    runs_dir = Path(recipe.get("runs_dir", "runs"))
+    def report(planned):
+        return scored_report(planned.run, "test", train, {"config": str(planned.config), "path": planned.config},
+                             planned.seed)
+
     complete = True
     for required in recipe.get("requires", []):
-        path = recipe_path(required["config"])
-        run = runs_dir / f"{load_config(path)['name']}-seed{required['seed']}"
-        if scored_report(run, "test", train, {"config": str(path), "path": path}, required["seed"]) is None:
+        if report(planned_run(required, recipe, required["seed"])) is None:
             return False
     for number, pair in enumerate(recipe["pairs"]):
         for seed in recipe["seeds"]:
@@ -93,14 +138,14 @@ def measure_paired_runs(recipe: dict, results: dict, train: bool, save) -> bool:
                 continue
             scored = {}
             for side in ("baseline", "variant"):
-                path = recipe_path(pair[side]["config"])
-                run = runs_dir / f"{load_config(path)['name']}-seed{seed}"
-                report = scored_report(run, "test", train, {"config": str(path), "path": path}, seed)
-                if report is None:
+                planned = planned_run(pair[side], recipe, seed)
+                found = report(planned)
+                if found is None:
                     break
-                scored[side] = (run, {**{name: report["scores"][name]["score"]
-                                         for name in ("BLEU", "BLEU (lowercased)", "chrF")},
-                                      "train_minutes": round(float(read_log(run)[-1]["train_seconds"]) / 60, 1)})
+                scored[side] = (planned.run, {**{name: found["scores"][name]["score"]
+                                                 for name in ("BLEU", "BLEU (lowercased)", "chrF")},
+                                              "train_minutes": round(float(read_log(planned.run)[-1]["train_seconds"])
+                                                                     / 60, 1)})
             if len(scored) < 2:
                 complete = False
                 continue
@@ -282,6 +327,10 @@ def measure_language_models(recipe: dict, results: dict, train: bool, save) -> b
     return complete
 
 
+def language_model_runs(recipe: dict) -> list[PlannedRun]:
+    return [planned_run(entry, recipe) for entry in recipe["models"]]
+
+
 def summarize_language_models(results: dict, recipe: dict) -> tuple[str, str]:
     models = results["models"]
     figure = "; ".join(f"{label}: {found['validation_loss']:.4f} nats/char ({found['parameters'] / 1e6:.2f}M "
@@ -319,17 +368,16 @@ def _trained_run(entry: dict, recipe: dict, train: bool):
     has no model yet and ``train``; run is None when it is missing."""
     from translator.config import load_config
 
-    path = recipe_path(entry["config"])
-    config = load_config(path)
-    run = Path(recipe.get("runs_dir", "runs")) / config["name"]
-    if not (run / "model.keras").is_file():
+    planned = planned_run(entry, recipe)
+    if not (planned.run / "model.keras").is_file():
         if not train:
-            return path, config, None
-        from translator.training import Trainer
+            return planned.config, load_config(planned.config), None
+        planned.train()  # RunBusy when another process trains it (another experiment may share it)
+    return planned.config, load_config(planned.config), planned.run
 
-        with run_lock(run):  # RunBusy when another process trains it (another experiment may share it)
-            Trainer(path, run).train()
-    return path, config, run
+
+def continuation_runs(recipe: dict) -> list[PlannedRun]:
+    return [planned_run(recipe[side], recipe) for side in ("encoder_decoder", "language_model")]
 
 
 def measure_continuation(recipe: dict, results: dict, train: bool, save) -> bool:
@@ -419,6 +467,10 @@ def measure_interpretable_cells(recipe: dict, results: dict, train: bool, save) 
     return True
 
 
+def interpretable_cells_runs(recipe: dict) -> list[PlannedRun]:
+    return [planned_run({"config": recipe["config"]}, recipe)]
+
+
 def summarize_interpretable_cells(results: dict, recipe: dict) -> tuple[str, str]:
     cells = results["cells"]
     figure = "; ".join(f"{name.replace('_', ' ')}: cell {found['cell']}, r = {found['correlation']:+.2f}"
@@ -439,25 +491,26 @@ def html_interpretable_cells(results: dict, recipe: dict) -> str:
 
 EXPERIMENTS = [
     Experiment("reversal", SEEDS["why"], "reading the source backwards helps a lot (Sutskever et al. 2014)",
-               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs, runs=paired_runs),
     Experiment("lstm-vs-gru", SEEDS["why"], "you can modify the LSTM's internals quite a bit and get similar results",
-               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs, runs=paired_runs),
     Experiment("vanishing-gradients", SEEDS["primer"],
                "a simple RNN's gradient vanishes with distance, so it cannot learn long-term dependencies; "
                "LSTM and GRU gates fix it",
                measure_vanishing_gradients, summarize_vanishing_gradients, plot_vanishing_gradients),
     Experiment("sliding-window", SEEDS["why"], "an MLP over the last N tokens is what an RNN replaced, and does worse",
-               measure_language_models, summarize_language_models, plot_language_models),
+               measure_language_models, summarize_language_models, plot_language_models, runs=language_model_runs),
     Experiment("translation-as-continuation", SEEDS["why"],
                "translation can be done by one language model continuing 'source <sep>'",
-               measure_continuation, summarize_continuation),
+               measure_continuation, summarize_continuation, runs=continuation_runs),
     Experiment("decoder-swap", SEEDS["why"], "you can swap out the decoder while reusing the encoder",
-               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs, runs=paired_runs),
     Experiment("context-every-step", SEEDS["stenzel"], "feeding the context vector at every decoder step helps",
-               measure_paired_runs, summarize_paired_runs, plot_paired_runs),
+               measure_paired_runs, summarize_paired_runs, plot_paired_runs, runs=paired_runs),
     Experiment("interpretable-cells", SEEDS["karpathy"],
                "some cells of a character model track things a reader can name",
-               measure_interpretable_cells, summarize_interpretable_cells, None, html_interpretable_cells),
+               measure_interpretable_cells, summarize_interpretable_cells, None, html_interpretable_cells,
+               runs=interpretable_cells_runs),
 ]
 
 
@@ -533,38 +586,54 @@ def _experiment_lock(output: Path, experiment: Experiment):
 
 
 def measure_all(only: str | None, output: Path, recipes: Path = RECIPES, log=print, wait_seconds: float = 30) -> None:
-    """Train and measure every experiment (or ``only``), each while holding its lock
-    (``output/results/.NAME.lock``; a run has its own, `run_lock`). An experiment that is busy
-    elsewhere, or that needs a run another process is training (RunBusy), is left for later:
-    the others go on, and it is tried again every ``wait_seconds`` until done. So several of
-    these (`train_in_workers`) share the work, and one alone does it all in order."""
-    pending = [e for e in EXPERIMENTS if e.measure is not None and only in (None, e.name)]
+    """Train, then measure, every experiment (or ``only``). First the runs they need (each
+    once, in the order the experiments list them: the long ones first), each while holding
+    its lock (`run_lock`); then each experiment while holding its own
+    (``output/results/.NAME.lock``). A run or experiment that another process holds (RunBusy)
+    is left for later: the others go on, and it is tried again every ``wait_seconds`` until
+    done. So several of these (`train_in_workers`) share the work run by run, and one alone
+    does it all in order."""
+    selected = [e for e in EXPERIMENTS if e.measure is not None and only in (None, e.name)]
+    planned = {}
+    for experiment in selected:
+        for run in experiment.runs(read_recipe(experiment.name, recipes)) if experiment.runs else []:
+            planned.setdefault(run.run, run)
+    _take_turns(list(planned.values()), PlannedRun.train, lambda planned: str(planned.run), log, wait_seconds)
+
+    def measure(experiment):
+        with _experiment_lock(output, experiment):
+            log(f"{experiment.name}: measuring (cached pieces are reused) ...")
+            results, save = _results(output, experiment)
+            if not experiment.measure(read_recipe(experiment.name, recipes), results, True, save):
+                raise ExperimentError(f"{experiment.name}: still incomplete after training; see the messages above")
+
+    _take_turns(selected, measure, lambda experiment: experiment.name, log, wait_seconds)
+
+
+def _take_turns(items: list, attempt, name, log, wait_seconds: float) -> None:
+    """``attempt(item)`` for each item; one that raises RunBusy (another process holds it) is
+    tried again after the others, every ``wait_seconds``, until none is left."""
     announced = set()
-    while pending:
+    while items:
         waiting = []
-        for experiment in pending:
+        for item in items:
             try:
-                with _experiment_lock(output, experiment):
-                    log(f"{experiment.name}: measuring (cached pieces are reused) ...")
-                    results, save = _results(output, experiment)
-                    if not experiment.measure(read_recipe(experiment.name, recipes), results, True, save):
-                        raise ExperimentError(f"{experiment.name}: still incomplete after training; "
-                                              f"see the messages above")
+                attempt(item)
             except RunBusy as busy:
-                if experiment.name not in announced:
-                    log(f"{experiment.name}: waiting, {busy}")
-                    announced.add(experiment.name)
-                waiting.append(experiment)
-        pending = waiting
-        if pending:
+                if name(item) not in announced:
+                    log(f"{name(item)}: waiting, {busy}")
+                    announced.add(name(item))
+                waiting.append(item)
+        items = waiting
+        if items:
             time.sleep(wait_seconds)
 
 
 def worker_command(only: str | None, output: Path) -> list[str]:
-    """The command one worker of `train_in_workers` runs: `translator experiments --train`, which
-    renders its own report at its end but leaves the README to the parent."""
-    return [sys.executable, "-m", "translator", "experiments", "--train", "--output-dir", str(output),
-            "--readme", ""] + (["--only", only] if only else [])
+    """The command one worker of `train_in_workers` runs: `measure_all` in a Python process of its
+    own (the parent renders the report and the README once they have all ended)."""
+    return [sys.executable, "-c", "import sys; from pathlib import Path; from translator.experiments import "
+            "measure_all; measure_all(sys.argv[2] or None, Path(sys.argv[1]))", str(output), only or ""]
 
 
 def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> None:
