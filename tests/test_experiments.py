@@ -49,6 +49,8 @@ def test_without_train_it_renders_and_names_what_is_missing(place):
     text = readme.read_text()
     assert "old table" not in text and text.endswith("<!-- experiments:end -->\n\nrest\n")
     assert "| vanishing-gradients | the RNN/LSTM/GRU primer |" in text
+    assert "Training behind these figures: 0 of 24 runs and the vanishing-gradients models, 0.0 hours" in text
+    assert "Still to train: 24 runs." in text
     assert (directory / "out" / "report.html").is_file()
     assert not (directory / "out" / "results" / "vanishing-gradients.json").exists()
 
@@ -127,6 +129,11 @@ def test_a_paired_experiment_trains_scores_and_compares_both_sides(place):
     assert 0 <= compared["p_value"] <= 1
     row = next(line for line in readme.read_text().splitlines() if line.startswith("| reversal"))
     assert "backward vs forward:" in row and "BLEU (p = " in row
+    minutes = sum(float(line.split(",")[header.split(",").index("train_seconds")])
+                  for run in ("forward-seed5", "backward-seed5")
+                  for header, *_, line in [(tmp_path / "runs" / run / "log.csv").read_text().split()]) / 60
+    assert f"Training behind these figures: 2 of 24 runs and the vanishing-gradients models, {minutes / 60:.1f} " \
+           f"hours in all" in readme.read_text()
 
 
 def test_interpretable_cells_trains_a_character_model_and_finds_a_cell_per_feature(place):

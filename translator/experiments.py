@@ -563,9 +563,10 @@ def run(train: bool = False, only: str | None = None, output_dir: str | Path = "
                 row["html"] = experiment.html(results, recipe)
         rows.append(row)
         log(f"  {experiment.name}: {row['verdict']}")
-    _write_report(output / "report.html", rows, figures)
+    note = training_summary(output, recipes)
+    _write_report(output / "report.html", rows, figures, note)
     if readme:
-        write_readme(readme, rows)
+        write_readme(readme, rows, note)
     return status
 
 
@@ -673,7 +674,29 @@ def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> No
                               f"are kept: run the same command again to resume")
 
 
-def _write_report(path: Path, rows: list[dict], figures: dict) -> None:
+def training_summary(output: Path, recipes: Path = RECIPES) -> str:
+    """One sentence: how much training the experiments' figures took, from each finished run's
+    log.csv (a run two experiments share counts once) and the vanishing-gradients models'
+    recorded times, and how many runs are still to train."""
+    from translator.reports import read_log
+
+    planned = {}
+    for experiment in EXPERIMENTS:
+        if experiment.runs is not None:
+            for run in experiment.runs(read_recipe(experiment.name, recipes)):
+                planned.setdefault(run.run, run)
+    finished = [run for run in planned if (run / "model.keras").is_file() and (run / "log.csv").is_file()]
+    seconds = sum(float(read_log(run)[-1]["train_seconds"]) for run in finished)
+    vanishing = output / "results" / "vanishing-gradients.json"
+    if vanishing.is_file():
+        seconds += sum(json.loads(vanishing.read_text(encoding="utf-8")).get("train_seconds", {}).values())
+    missing = len(planned) - len(finished)
+    return (f"Training behind these figures: {len(finished)} of {len(planned)} runs and the vanishing-gradients "
+            f"models, {seconds / 3600:.1f} hours in all, one core each (each run's log.csv; a run two experiments "
+            f"share counts once)." + (f" Still to train: {missing} runs." if missing else ""))
+
+
+def _write_report(path: Path, rows: list[dict], figures: dict, note: str = "") -> None:
     from translator.reports import png
 
     sections = []
@@ -686,17 +709,17 @@ def _write_report(path: Path, rows: list[dict], figures: dict) -> None:
     atomic_write_text(path, "<!doctype html><html><head><meta charset=\"utf-8\"><title>What the seeds claim, "
                             "measured</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
                             "img{max-width:100%}</style></head><body><h1>What the seeds claim, measured</h1>"
-                            f"<p>{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `translator experiments`.</p>"
-                            + "".join(sections) + "</body></html>\n")
+                            f"<p>{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `translator experiments`. "
+                            f"{html.escape(note)}</p>" + "".join(sections) + "</body></html>\n")
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], note: str = "") -> str:
     lines = ["| experiment | seed | claim | our figure | verdict |", "|---|---|---|---|---|"]
     for row in rows:
         cells = [row["name"], row["seed"], row["claim"], row["figure"], row["verdict"]]
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
-def write_readme(readme: str | Path, rows: list[dict]) -> None:
-    replace_between(readme, README_START, README_END, markdown_table(rows), ExperimentError)
+def write_readme(readme: str | Path, rows: list[dict], note: str = "") -> None:
+    replace_between(readme, README_START, README_END, markdown_table(rows, note), ExperimentError)
