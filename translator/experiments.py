@@ -87,6 +87,12 @@ class PlannedRun:
                 Trainer(self.config, self.run, seed=self.seed).train()
 
 
+def recipe_path(path: str) -> Path:
+    """A training config named in an experiment recipe: absolute, or relative to the repository."""
+    path = Path(path)
+    return path if path.is_absolute() else RECIPES.parent.parent / path
+
+
 def planned_run(entry: dict, recipe: dict, seed: int | None = None, needs: tuple = ()) -> PlannedRun:
     """The run of a recipe entry ({config, ...}): ``RUNS_DIR/NAME`` (``runs_dir`` of the recipe,
     default runs/), or ``RUNS_DIR/NAME-seedN`` for one seed of several."""
@@ -98,12 +104,6 @@ def planned_run(entry: dict, recipe: dict, seed: int | None = None, needs: tuple
 
 
 # ----------------------------------------------------------------------------- 1, 2, 7: pairs of recipes
-
-def recipe_path(path: str) -> Path:
-    """A training config named in an experiment recipe: absolute, or relative to the repository."""
-    path = Path(path)
-    return path if path.is_absolute() else RECIPES.parent.parent / path
-
 
 def paired_runs(recipe: dict) -> list[PlannedRun]:
     """The runs of ``requires``, then of each pair, seed and side; the pairs' runs need those of ``requires``."""
