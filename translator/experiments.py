@@ -633,8 +633,18 @@ def _take_turns(items: list, attempt, name, log, wait_seconds: float) -> None:
 def worker_command(only: str | None, output: Path) -> list[str]:
     """The command one worker of `train_in_workers` runs: `measure_all` in a Python process of its
     own (the parent renders the report and the README once they have all ended)."""
-    return [sys.executable, "-c", "import sys; from pathlib import Path; from translator.experiments import "
-            "measure_all; measure_all(sys.argv[2] or None, Path(sys.argv[1]))", str(output), only or ""]
+    return [sys.executable, "-c", "import sys; from translator.experiments import work; sys.exit(work(*sys.argv[1:]))",
+            str(output), only or ""]
+
+
+def work(output: str, only: str = "") -> int:
+    """A worker's `measure_all`; on Ctrl-C (the run saved, and said how to resume) exit status
+    130 without a traceback."""
+    try:
+        measure_all(only or None, Path(output))
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> None:
