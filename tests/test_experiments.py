@@ -304,9 +304,13 @@ def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp
     from translator import experiments
 
     script = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(int(sys.argv[1]))"
-    codes = iter(["0", "3"])
+    codes = None
     monkeypatch.setattr(experiments, "worker_command", lambda only, output: [sys.executable, "-c", script,
                                                                              next(codes)])
+    codes = iter(["0", "130"])  # a worker stopped with Ctrl-C: interrupted, not failed
+    with pytest.raises(KeyboardInterrupt):
+        experiments.train_in_workers(2, None, tmp_path, log=lambda line: None)
+    codes = iter(["0", "3"])
     lines = []
     with pytest.raises(ExperimentError, match=r"^worker 2(, CPU \d+)? \(exit status 3\) failed") as failure:
         experiments.train_in_workers(2, None, tmp_path, log=lines.append)

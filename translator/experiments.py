@@ -658,8 +658,10 @@ def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> No
     for number in range(jobs):
         name = f"worker {number + 1}" + (f", CPU {cpus[number]}" if pinned else "")
         pin = (lambda cpu=cpus[number]: os.sched_setaffinity(0, {cpu})) if pinned else None
+        # a process group of its own: Ctrl-C in a terminal reaches the parent alone, which passes
+        # it on once (a second one would stop a worker at once, without saving)
         process = subprocess.Popen(worker_command(only, output), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, preexec_fn=pin)
+                                   text=True, bufsize=1, preexec_fn=pin, process_group=0)
 
         def relay(process=process, name=name):
             for line in process.stdout:
@@ -668,16 +670,25 @@ def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> No
         relays.append(threading.Thread(target=relay, daemon=True))
         relays[-1].start()
         workers.append((name, process))
+    def interrupt(number, frame):  # SIGINT (even when started in the background, where it is ignored) and SIGTERM
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         codes = [(name, process.wait()) for name, process in workers]
     except KeyboardInterrupt:
-        for _, process in workers:  # each stops at its next step and keeps its last checkpoint
+        for _, process in workers:  # each stops after its current step and saves its state
             process.send_signal(signal.SIGINT)
         for _, process in workers:
             process.wait()
         raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     for relay in relays:
         relay.join()
+    if any(code == 130 for _, code in codes):  # stopped from outside: resumable, not failed
+        raise KeyboardInterrupt
     failed = [f"{name} (exit status {code})" for name, code in codes if code != 0]
     if failed:
         raise ExperimentError(f"{', '.join(failed)} failed; the reason is in its output above. Finished pieces "
