@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from translator.files import atomic_write_text, read_yaml, replace_between
-from translator.runs import RunBusy, file_lock, run_lock
+from translator.runs import RunBusy, file_lock
 
 README_START, README_END = "<!-- experiments:start -->", "<!-- experiments:end -->"
 RECIPES = Path(__file__).resolve().parent.parent / "configs" / "experiments"
@@ -75,16 +75,12 @@ class PlannedRun:
     def train(self) -> None:
         """Train the run (resuming it) unless it has its model; RunBusy when another process
         trains it, or when a run it needs is not trained yet."""
-        from translator.training import Trainer
+        from translator.training import train_if_missing
 
         for needed in self.needs:
             if not (needed / "model.keras").is_file():
                 raise RunBusy(f"{self.run} starts from {needed}, which is not trained yet")
-        with run_lock(self.run):
-            if not (self.run / "model.keras").is_file():
-                print(f"training: translator train {self.config}"
-                      + ("" if self.seed is None else f" --seed {self.seed}") + f" --run {self.run}", flush=True)
-                Trainer(self.config, self.run, seed=self.seed).train()
+        train_if_missing(self.config, self.run, self.seed)
 
 
 def recipe_path(path: str) -> Path:

@@ -86,10 +86,9 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
         return report
     with run_lock(run):
         if not model.is_file():
-            from translator.training import Trainer
+            from translator.training import train_if_missing
 
-            print(f"training: {_train_command(row, seed, run)}", flush=True)
-            Trainer(row["path"], run, seed=seed).train()
+            train_if_missing(row["path"], run, seed)
         report = _fresh_report(run, settings)  # another process may have scored it meanwhile
         if report is not None:
             return report

@@ -687,3 +687,17 @@ class _StopRequest:
 def train(config_path, run=None) -> Path:
     """Train (or resume) the config into ``run`` (default ``runs/<config name>``); return model.keras."""
     return Trainer(config_path, run).train()
+
+
+def train_if_missing(config_path, run: Path, seed: int | None = None) -> None:
+    """Train (or resume) the config into ``run`` unless it has its model.keras, holding the run's
+    lock (`run_lock`: RunBusy at once when another process trains or scores it) and printing
+    the command that does the same by hand. Used by `make results` and `make experiments`."""
+    from translator.runs import run_lock
+
+    run = Path(run)
+    with run_lock(run):
+        if not (run / "model.keras").is_file():
+            print(f"training: translator train {config_path}" + ("" if seed is None else f" --seed {seed}")
+                  + f" --run {run}", flush=True)
+            Trainer(config_path, run, seed=seed).train()
