@@ -136,6 +136,34 @@ def test_a_paired_experiment_trains_scores_and_compares_both_sides(place):
            f"hours in all" in readme.read_text()
 
 
+def test_paired_verdicts_are_one_of_three_and_pairs_that_disagree_make_the_claim_mixed():
+    from translator.experiments import summarize_paired_runs
+
+    def side(bleu):
+        return {"BLEU": bleu, "BLEU (lowercased)": bleu, "train_minutes": 10.0}
+
+    def comparison(difference, p_value):
+        return {"baseline": side(30.0), "variant": side(30.0 + difference), "bleu_difference": difference,
+                "p_value": p_value}
+
+    pair = {"baseline": {"label": "lstm"}, "variant": {"label": "gru"}}
+    recipe = {"pairs": [pair, pair], "seeds": [1, 2], "expect": "similar"}
+    similar = {"0/1": comparison(0.3, 0.2), "0/2": comparison(-0.1, 0.3)}
+    figure, verdict = summarize_paired_runs({"comparisons": {**similar, "1/1": comparison(-0.5, 0.4),
+                                                             "1/2": comparison(0.1, 0.6)}}, recipe)
+    assert verdict == "holds" and figure.startswith("gru vs lstm: +0.10 BLEU (p = 0.200, 0.300;")
+    figure, verdict = summarize_paired_runs({"comparisons": {**similar, "1/1": comparison(-0.7, 0.026),
+                                                             "1/2": comparison(-0.6, 0.154)}}, recipe)
+    assert verdict == "mixed"
+    assert [part.rsplit(": ", 1)[1] for part in figure.split("; ") if part.endswith(("holds", "mixed"))] \
+        == ["holds", "mixed"]
+    recipe["expect"] = "better"
+    _, verdict = summarize_paired_runs({"comparisons": {"0/1": comparison(0.9, 0.01), "0/2": comparison(0.8, 0.02),
+                                                        "1/1": comparison(0.9, 0.01), "1/2": comparison(0.7, 0.03)}},
+                                       recipe)
+    assert verdict == "holds"
+
+
 def test_interpretable_cells_trains_a_character_model_and_finds_a_cell_per_feature(place):
     import yaml
     from conftest import prepare, write_text_corpus

@@ -159,7 +159,8 @@ def summarize_paired_runs(results: dict, recipe: dict) -> tuple[str, str]:
     """Per pair: the mean BLEU difference (variant - baseline) and each seed's p-value. The
     verdict follows the recipe's ``expect``: ``better`` (the variant wins, significantly) or
     ``similar`` (no significant difference); a baseline below ``minimum_baseline_bleu_lowercased``
-    makes the comparison one of unconverged models, and says so."""
+    makes the comparison one of unconverged models, and says so. Pairs whose verdicts differ
+    make the claim's verdict "mixed", each pair's own written after its figure."""
     figures, verdicts = [], []
     for number, pair in enumerate(recipe["pairs"]):
         compared = [results["comparisons"][f"{number}/{seed}"] for seed in recipe["seeds"]]
@@ -180,7 +181,11 @@ def summarize_paired_runs(results: dict, recipe: dict) -> tuple[str, str]:
                             "does not hold" if difference <= 0 or not any(significant) else "mixed")
         else:
             verdicts.append("holds" if not any(significant) else "does not hold" if all(significant) else "mixed")
-    return "; ".join(figures), "; ".join(verdicts)
+    if len(set(verdicts)) == 1:
+        return "; ".join(figures), verdicts[0]
+    # pairs that disagree: each pair's verdict goes with its figure, and the claim's is "mixed"
+    figures = [f"{figure}: {verdict}" for figure, verdict in zip(figures, verdicts)]
+    return "; ".join(figures), "mixed"
 
 
 def plot_paired_runs(results: dict, recipe: dict):
