@@ -332,7 +332,6 @@ def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp
     from translator import experiments
 
     script = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(int(sys.argv[1]))"
-    codes = None
     monkeypatch.setattr(experiments, "worker_command", lambda only, output: [sys.executable, "-c", script,
                                                                              next(codes)])
     codes = iter(["0", "130"])  # a worker stopped with Ctrl-C: interrupted, not failed

@@ -671,6 +671,7 @@ def train_in_workers(jobs: int, only: str | None, output: Path, log=print) -> No
         relays.append(threading.Thread(target=relay, daemon=True))
         relays[-1].start()
         workers.append((name, process))
+
     def interrupt(number, frame):  # SIGINT (even when started in the background, where it is ignored) and SIGTERM
         raise KeyboardInterrupt
 

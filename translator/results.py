@@ -65,16 +65,13 @@ def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
     return out, differences
 
 
-def _train_command(row, seed, run) -> str:
-    return f"translator train {row['config']}" + (f" --seed {seed}" if seed is not None else "") + f" --run {run}"
-
-
 def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict | None:
     """The run's report.json on ``split``: reused when newer than the model with the recipe's
     decoding settings, else made by `evaluate`; None when the run has no model (and not ``train``).
     Training and scoring hold the run's lock (`run_lock`): RunBusy when another process has it."""
     from translator.evaluation import evaluate
     from translator.runs import run_lock
+    from translator.training import train_if_missing
 
     model = run / "model.keras"
     decoding = load_config(row["path"])["decoding"]
@@ -85,9 +82,7 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
     if report is not None:
         return report
     with run_lock(run):
-        if not model.is_file():
-            from translator.training import train_if_missing
-
+        if train:
             train_if_missing(row["path"], run, seed)
         report = _fresh_report(run, settings)  # another process may have scored it meanwhile
         if report is not None:
@@ -126,6 +121,8 @@ def _training(run: Path) -> tuple[str, str]:
 
 def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "test", train: bool = False) -> str:
     """The results table (Markdown) of every row of ``manifest``."""
+    from translator.training import train_command
+
     rows, differences = read_rows(manifest)
     lines = ["| recipe | run | BLEU | BLEU (lowercased) | chrF | parameters | decoding | training | hardware |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
@@ -135,7 +132,7 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
             run = Path(runs_dir) / name
             report = scored_report(run, split, train, row, seed)
             if report is None:
-                lines.append(f"| {row['label']} | {name} | not trained: `{_train_command(row, seed, run)}` "
+                lines.append(f"| {row['label']} | {name} | not trained: `{train_command(row['config'], run, seed)}` "
                              f"| | | | | | |")
                 continue
             scores = report["scores"]

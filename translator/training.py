@@ -698,6 +698,10 @@ def train_if_missing(config_path, run: Path, seed: int | None = None) -> None:
     run = Path(run)
     with run_lock(run):
         if not (run / "model.keras").is_file():
-            print(f"training: translator train {config_path}" + ("" if seed is None else f" --seed {seed}")
-                  + f" --run {run}", flush=True)
+            print(f"training: {train_command(config_path, run, seed)}", flush=True)
             Trainer(config_path, run, seed=seed).train()
+
+
+def train_command(config_path, run: Path, seed: int | None = None) -> str:
+    """The `translator train` command line that trains the config into ``run``."""
+    return f"translator train {config_path}" + ("" if seed is None else f" --seed {seed}") + f" --run {run}"
