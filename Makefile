@@ -58,9 +58,13 @@ serve: setup
 	$(CLI) serve --run $(RUN)
 
 # The server's throughput and p50/p99 latency with 1, 8 and 32 concurrent clients on the run's
-# test split (test2016 for runs/demo), beside offline Translator.translate in the same run;
-# writes bench/results/serve.{json,md}. `make serve-bench RUN=runs/NAME` for another run.
+# test split (test2016 for runs/demo), beside offline Translator.translate in the same run: greedy
+# search asking for translations only (as offline) and with scores, and the run's beam search;
+# writes bench/results/serve-beam1-texts, serve-beam1 and serve .{json,md}.
+# `make serve-bench RUN=runs/NAME` for another run.
 serve-bench: setup
+	$(CLI) serve-bench --run $(RUN) --beam-size 1 --no-scores
+	$(CLI) serve-bench --run $(RUN) --beam-size 1
 	$(CLI) serve-bench --run $(RUN)
 
 # Corpora that do not fit in memory: generates translation corpora of 500,000 and 5,000,000 pairs

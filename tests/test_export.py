@@ -101,6 +101,8 @@ def test_n_best_lists_and_scores_equal_translate_detailed(translation):
         if detail.text:
             assert texts[:len(detail.n_best)] == [text for text, _ in detail.n_best]
             assert scores[:len(detail.n_best)] == pytest.approx([score for _, score in detail.n_best], abs=1e-6)
+        elif not sentences[row].strip():  # one empty translation, as translate_detailed lists it
+            assert [(text, score) for text, score in zip(texts, scores) if score > -1e8] == detail.n_best == [("", 0.0)]
         assert best["translations"][row].numpy().decode() == detail.text
         assert float(best["scores"][row]) == pytest.approx(detail.score, abs=1e-6)
 

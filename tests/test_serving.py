@@ -11,7 +11,7 @@ import warnings
 import pytest
 from test_export import exported_reversal_run
 
-LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 20_000}
+LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 100_000}
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,14 @@ BAD_REQUESTS = [  # body, status, words the error must contain
     ({"sentences": ["a " * 301]}, 400, "more than the limit of 600"),
     ({"sentences": ["a"], "beam_size": 3}, 400, "must be one of [1, 5]"),
     ({"sentences": ["a"], "beam_size": True}, 400, "must be one of [1, 5]"),
-    ({"sentences": ["a " * 299] * 40}, 413, "body size"),
+    ({"sentences": ["a " * 299] * 1700}, 413, "body size"),  # 1 MB
+    ({"sentences": ["a"] * 10_000}, 400, "'sentences' has 10000 sentences, more than the limit of 40"),
+    ({"sentences": ["a"], "n_best": 6}, 400, "'n_best' must be an integer from 1 to the beam size (5)"),
+    ({"sentences": ["a"], "n_best": "2"}, 400, "'n_best' must be an integer"),
+    ({"sentences": ["a"], "beam_size": 1, "n_best": 2}, 400, "'n_best' must be an integer from 1 to the beam size (1)"),
+    ({"sentences": ["a"], "details": "yes"}, 400, "'details' must be true or false"),
+    ({"sentences": ["a"], "attention": 1}, 400, "'attention' must be true or false"),
+    ({"sentences": ["a"] * 33, "attention": True}, 400, "'attention' is given for at most 32 sentences"),
 ]
 
 
@@ -160,7 +167,7 @@ def test_a_backend_built_from_the_run_translates_as_the_export(server):
     url, run, sentences, _ = server
     backend = Backend.from_run(run)
     assert backend.name == "weak" and sorted(backend.functions) == [1, 5]
-    texts, _ = backend.translate(sentences[:20], 5)
+    texts = [hypotheses[0][0] for hypotheses in backend.translate(sentences[:20], 5)]
 
     async def request(session):
         return await _post(session, f"{url}/v1/translate", {"sentences": sentences[:20]})
@@ -186,9 +193,218 @@ def test_serve_bench_reports_every_client_count_and_no_difference_from_offline(s
 
     _, trained_run, _, _ = server
     results = run(trained_run, "test", clients=(1, 4), sentences_per_request=5, output_dir=tmp_path,
-                  log=lambda *a: None)
+                  log=lambda *a: None, passes=2)
     assert [row["clients"] for row in results["server"]] == [1, 4]
-    assert all(row["different_from_offline"] == 0 and row["requests"] == 30 for row in results["server"])
+    assert all(row["different_from_offline"] == 0 and row["requests"] == 60 for row in results["server"])
     assert results["beam_size"] == 5 and len(results["offline"]["before_and_after"]) == 2
+    assert results.pop("files") == [str(tmp_path / "serve.json"), str(tmp_path / "serve.md")]
     assert json.loads((tmp_path / "serve.json").read_text()) == results
     assert "| 4 |" in (tmp_path / "serve.md").read_text()
+
+
+def test_n_best_lists_details_and_attention_are_those_of_translate_detailed(server):
+    import numpy as np
+
+    from translator import Translator
+
+    url, run, sentences, _ = server
+    some = sentences[:8] + ["", "a b c zz qq"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        details = Translator.load(run).translate_detailed(some, n_best=3, attention=True)
+
+    async def request(session):
+        return await _post(session, f"{url}/v1/translate",
+                           {"sentences": some, "n_best": 3, "details": True, "attention": True})
+
+    status, body = _run(request)
+    assert status == 200, body
+    assert body["translations"] == [detail.text for detail in details]
+    assert body["scores"] == pytest.approx([detail.score for detail in details], abs=1e-5)
+    assert [[(entry["translation"], entry["score"]) for entry in listed] for listed in body["n_best"]] == \
+        [[(text, pytest.approx(score, abs=1e-5)) for text, score in detail.n_best] for detail in details]
+    assert body["unknown_shares"] == pytest.approx([detail.unknown_share for detail in details], abs=1e-4)
+    assert body["unknown_shares"][-1] > 0 and body["truncated"] == [detail.truncated for detail in details]
+    for detail, attention in zip(details, body["attention"]):
+        if not detail.text:
+            assert attention["weights"] == [] or detail.attention is None
+            continue
+        assert attention["source_pieces"] == detail.source_pieces
+        assert attention["target_pieces"] == detail.pieces + ["</s>"]
+        # Teacher-forced on the translation's pieces: the weights the search computed.
+        np.testing.assert_allclose(np.array(attention["weights"]), detail.attention, atol=1e-3)
+
+
+def _memory_of(process) -> int:
+    """Resident memory of a process in bytes (Linux /proc)."""
+    for line in open(f"/proc/{process.pid}/status", encoding="utf-8"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(server):
+    """A second server of the same export whose queue holds 4 requests, one batch of at most
+    8 sentences at a time (so that a burst overflows it)."""
+    from translator.serving import launch
+
+    _, run, sentences, _ = server
+    exported = run.parent / "reverser"
+    process, url = launch(["--export", str(exported), "--port", "0", "--max-queue", "4", "--batches-in-flight", "1",
+                           "--max-batch-sentences", "8", "--name", "reverser"])
+    try:
+        yield url, run, sentences, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def test_a_burst_of_four_queues_worth_gets_only_200s_and_503s_and_no_wrong_answer(small_queue_server):
+    from translator import Translator
+
+    url, run, sentences, process = small_queue_server
+    generator = random.Random(7)
+    requests = [generator.sample(sentences[:150], 8) for _ in range(16)]  # 4 x the queue, all at once
+    offline = dict(zip(sentences[:150], Translator.load(run).translate(sentences[:150])))
+
+    async def one(session, request):
+        async with session.post(f"{url}/v1/translate", json={"sentences": request}) as response:
+            return response.status, response.headers.get("Retry-After"), await response.json()
+
+    async def burst(session):
+        return await asyncio.gather(*(one(session, request) for request in requests))
+
+    memory_before = _memory_of(process)
+    rounds = [_run(burst) for _ in range(5)]
+    memory_growth = _memory_of(process) - memory_before
+    statuses = [status for answers in rounds for status, _, _ in answers]
+    assert set(statuses) <= {200, 503} and statuses.count(503) > 0 and statuses.count(200) >= 5 * 4
+    for answers in rounds:
+        for request, (status, retry_after, body) in zip(requests, answers):
+            if status == 200:
+                assert body["translations"] == [offline[sentence] for sentence in request]
+            else:
+                assert retry_after == "1" and "--max-queue" in body["error"]
+    assert memory_growth < 200 * 1024 * 1024, memory_growth
+
+    async def metrics(session):
+        async with session.get(f"{url}/metrics") as response:
+            return response.status, response.headers["Content-Type"], await response.text()
+
+    status, content_type, text = _run(metrics)
+    assert status == 200 and content_type.startswith("text/plain")
+    assert f'translator_requests_total{{endpoint="/v1/translate",status="503"}} {statuses.count(503)}.0' in text
+    assert f'translator_requests_total{{endpoint="/v1/translate",status="200"}} {statuses.count(200)}.0' in text
+    assert "translator_queue_requests 0.0" in text and "process_resident_memory_bytes" in text
+    # Every batch held at most --max-batch-sentences sentences.
+    assert 'translator_batch_sentences_bucket{le="8.0"}' in text
+    batches = [line for line in text.splitlines() if line.startswith("translator_batch_sentences_")]
+    count = float(next(line for line in batches if line.startswith("translator_batch_sentences_count")).split()[1])
+    assert f'translator_batch_sentences_bucket{{le="8.0"}} {count}' in text
+
+
+def test_slow_and_vanishing_clients_hold_no_batch(small_queue_server):
+    import socket
+
+    url, run, sentences, process = small_queue_server
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"sentences": sentences[:4]}).encode()
+    head = (f"POST /v1/translate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    slow = socket.create_connection((host, int(port)), timeout=30)
+    slow.sendall(head + body[:10])  # ... and the rest never comes while we wait
+    for _ in range(3):  # clients that send a whole request and go away at once
+        vanishing = socket.create_connection((host, int(port)), timeout=30)
+        vanishing.sendall(head + body)
+        vanishing.close()
+
+    async def request(session):
+        return await _post(session, f"{url}/v1/translate", {"sentences": sentences[4:12]})
+
+    status, answer = _run(request)
+    assert status == 200 and len(answer["translations"]) == 8
+    slow.sendall(body[10:])  # the slow client finishes: it is answered too
+    reply = slow.recv(65536).decode()
+    slow.close()
+    assert reply.startswith("HTTP/1.1 200")
+    assert process.poll() is None
+
+
+def _read_line(process, timeout=120):
+    import queue
+    import threading
+
+    lines = queue.Queue()
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    return lines.get(timeout=timeout)
+
+
+def test_health_and_ready_differ_while_loading_and_sigterm_answers_every_request_taken(server):
+    import re
+    import time
+
+    import aiohttp
+
+    from translator import Translator
+
+    _, run, sentences, _ = server
+    exported = run.parent / "reverser"
+    # Batches wait 3 s for more sentences than will come: the requests are still queued at SIGTERM.
+    process = subprocess.Popen([sys.executable, "-m", "translator", "serve", "--export", str(exported), "--port", "0",
+                                "--max-wait-ms", "3000", "--max-batch-sentences", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = _read_line(process)
+        url = re.search(r"\((http://[\d.]+:\d+)/health answers now", first).group(1)
+
+        async def loading(session):
+            answers = []
+            for path in ("/health", "/ready"):
+                async with session.get(url + path) as response:
+                    answers.append((response.status, await response.json()))
+            async with session.post(f"{url}/v1/translate", json={"sentences": ["a b"]}) as response:
+                answers.append((response.status, response.headers.get("Retry-After"), await response.json()))
+            return answers
+
+        health, ready, early = _run(loading)
+        assert health == (200, {"status": "loading", "model": "reverser"})
+        assert ready == (503, {"status": "loading"})
+        assert early[:2] == (503, "5") and "still loading" in early[2]["error"]
+        assert _read_line(process).startswith("serving reverser on ")
+
+        requests = [sentences[index:index + 5] for index in range(0, 60, 5)]
+        offline = Translator.load(run).translate(sentences[:60])
+
+        async def load_then_sigterm(session):
+            async def one(request):
+                async with session.post(f"{url}/v1/translate", json={"sentences": request}) as response:
+                    return response.status, await response.json()
+
+            tasks = [asyncio.ensure_future(one(request)) for request in requests]
+            for _ in range(200):  # until the server holds every request
+                async with aiohttp.ClientSession() as probe, probe.get(f"{url}/metrics") as response:
+                    text = await response.text()
+                if f"translator_requests_in_progress {len(requests)}.0" in text:
+                    break
+                await asyncio.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            answers = await asyncio.gather(*tasks)
+            refused = None
+            try:
+                async with aiohttp.ClientSession() as late, late.get(f"{url}/health") as response:
+                    refused = response.status
+            except aiohttp.ClientConnectionError as error:
+                refused = type(error).__name__
+            return answers, refused, time.monotonic() - started
+
+        answers, refused, _ = _run(load_then_sigterm)
+        assert [status for status, _ in answers] == [200] * len(requests)
+        assert [text for _, body in answers for text in body["translations"]] == offline
+        assert process.wait(timeout=60) == 0
+        assert refused != 200  # no new connection once it stopped accepting
+        assert process.stdout.read().strip().endswith("translator serve: stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()

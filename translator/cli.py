@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from translator import native_logs
 from translator.checks import (
     NON_NEGATIVE_INT,
     NON_NEGATIVE_NUMBER,
@@ -371,10 +372,11 @@ def _add_serve_parser(commands) -> None:
 def command_serve_bench(args) -> int:
     from translator.serve_bench import markdown, run
 
-    results = run(args.run, args.split, args.clients, args.sentences_per_request, args.beam_size, args.output_dir)
+    results = run(args.run, args.split, args.clients, args.sentences_per_request, args.beam_size, args.output_dir,
+                  passes=args.passes, scores=not args.no_scores)
     print()
     print(markdown(results), end="")
-    print(f"wrote {args.output_dir}/serve.json and {args.output_dir}/serve.md")
+    print(f"wrote {' and '.join(results['files'])}")
     return 0
 
 
@@ -387,6 +389,10 @@ def _add_serve_bench_parser(commands) -> None:
     serve_bench.add_argument("--split", default="test", help="split whose sentences are sent (default: test)")
     serve_bench.add_argument("--clients", type=POSITIVE_INT, nargs="+", default=[1, 8, 32], help="concurrent clients")
     serve_bench.add_argument("--sentences-per-request", type=POSITIVE_INT, default=8, help="(default 8)")
+    serve_bench.add_argument("--passes", type=POSITIVE_INT, default=3,
+                             help="times the split is sent through the server at each client count (default 3)")
+    serve_bench.add_argument("--no-scores", action="store_true",
+                             help='requests ask for translations only ("scores": false), as offline translation gives')
     serve_bench.add_argument("--beam-size", type=BEAM_SIZE, default=None, help="(default: the run's decoding config)")
     serve_bench.add_argument("--output-dir", default="bench/results", help="where serve.json and serve.md go")
     serve_bench.set_defaults(handler=command_serve_bench)
@@ -546,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also: TRANSLATOR_DEBUG=1)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own C++ log lines on stderr, which the command leaves out "
+                             "(also: TRANSLATOR_VERBOSE=1); real errors show either way")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Each subcommand's options sit beside its handler above, in `_add_NAME_parser`.
     for add in (_add_data_parser, _add_tokenizers_parser, _add_train_parser, _add_translate_parser,
@@ -595,12 +604,18 @@ def console() -> None:
     exit with its status. A command that sets ``args.exit_at_once`` (translate, when it has
     written everything) ends with os._exit after flushing stdout and stderr: the interpreter's
     teardown of TensorFlow and a loaded model takes about 1 s, a fifth of a one-line
-    translation from the shell."""
+    translation from the shell.
+
+    First of all, before anything imports TensorFlow, TensorFlow's C++ log lines are filtered
+    out of stderr unless ``--verbose`` or TRANSLATOR_VERBOSE=1 (see native_logs.py); at exit
+    the filter writes out what it holds."""
+    native_logs.quiet()
     args = build_parser().parse_args()
     status = main(args=args)
     if getattr(args, "exit_at_once", False):
         sys.stdout.flush()
         sys.stderr.flush()
+        native_logs.restore()  # os._exit skips atexit, where it would run otherwise
         os._exit(status)
     raise SystemExit(status)
 

@@ -13,7 +13,13 @@ bytes), the search and the detokenization all run inside the graph. A translatio
   ``scores`` float32 [batch, beam] (best first; a hypothesis that never finished has score
   -1e9 and an empty text) and ``truncated`` bool [batch];
 - ``translate_beam_K`` for every other beam size asked for (``--beam-sizes``; greedy search,
-  ``translate_beam_1``, by default).
+  ``translate_beam_1``, by default);
+- ``attention`` (models with attention): ``sentences`` and their ``translations`` tf.string
+  [batch] -> the model's attention while it produces each translation's pieces (teacher-forced,
+  so for a translation of the search the weights the search computed): ``weights`` float32
+  [batch, target pieces + 1, source pieces] (the last row is the end of the sentence),
+  ``source_pieces`` and ``target_pieces`` tf.string (padded with ""), ``source_lengths`` and
+  ``target_lengths`` int32 [batch].
 
 The translations are those of `Translator.translate` with the same settings, to the byte: the
 same model object (a ``mixed_bfloat16`` run decodes in bfloat16, as `Translator.load` makes
@@ -38,7 +44,7 @@ import tempfile
 from pathlib import Path
 
 from translator.runs import EXPORT_FILE
-from translator.special_ids import EOS_ID, PAD_ID
+from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
 
 # The characters Python's str.isspace() takes for whitespace, as an RE2 class: a sentence made of
 # them only is empty for `Translator` (``not sentence.strip()``).
@@ -99,7 +105,7 @@ class TranslationExport:
 
     def __init__(self, translator, beam_sizes=(1,)):
         tf = _tensorflow()
-        self.model = translator.model
+        self.model, self.source_tokenizer = translator.model, translator.source_tokenizer
         self.module = _module_of(self.model, source_tokenizer=translator.source_tokenizer,
                                  target_tokenizer=translator.target_tokenizer)
         self.max_source_length = translator.max_source_length
@@ -114,10 +120,12 @@ class TranslationExport:
                 "beam_sizes": sorted({self.beam_size, *self.beam_sizes}),
                 "max_source_length": self.max_source_length}
 
-    def _n_best(self, sentences, beam_size):
-        """Texts [batch, beam], scores [batch, beam] and truncated [batch] of `sentences`."""
+    def _n_best(self, sentences, beam_size, scores: bool = True):
+        """Texts [batch, beam], scores [batch, beam] and truncated [batch] of `sentences`.
+        Greedy search with ``scores=False`` leaves the scores 0 and skips their softmax
+        normalizer over the vocabulary at every step (about 30% of its time on the demo model)."""
         tf = _tensorflow()
-        from translator.search import n_best_search
+        from translator.search import greedy_search, n_best_search
 
         pieces = self.module.source_tokenizer.tokenize(sentences)
         truncated = pieces.row_lengths() > self.max_source_length
@@ -129,20 +137,64 @@ class TranslationExport:
 
         def search():
             source_ids = tf.gather(pieces, todo).to_tensor(PAD_ID)
-            sequences, scores = n_best_search(self.model, source_ids, beam_size, self.length_penalty)
+            if beam_size == 1 and not scores:
+                sequences = greedy_search(self.model, source_ids)[:, None, :]
+                found = tf.zeros([count, 1], tf.float32)
+            else:
+                sequences, found = n_best_search(self.model, source_ids, beam_size, self.length_penalty)
             rows = tf.reshape(sequences, [count * beam_size, -1])
             texts = self.module.target_tokenizer.detokenize(_strip_special(tf, rows))
-            return tf.reshape(texts, [count, beam_size]), tf.cast(scores, tf.float32)
+            return tf.reshape(texts, [count, beam_size]), tf.cast(found, tf.float32)
 
         def nothing():
             return tf.zeros([0, beam_size], tf.string), tf.zeros([0, beam_size], tf.float32)
 
         texts, scores = tf.cond(count > 0, search, nothing)
-        # Searched sentences take their row; blank ones the extra last row ("", 0).
+        # Searched sentences take their row; blank ones the extra last row: one translation ("",
+        # 0), as `Translator.translate_detailed` gives, the other hypotheses never finished.
         rows = tf.where(blank, count, tf.cumsum(tf.cast(tf.logical_not(blank), tf.int32)) - 1)
         texts = tf.gather(tf.concat([texts, tf.fill([1, beam_size], "")], 0), rows)
-        scores = tf.gather(tf.concat([scores, tf.zeros([1, beam_size], tf.float32)], 0), rows)
+        blank_scores = tf.concat([[0.0], tf.fill([beam_size - 1], UNFINISHED_SCORE)], 0)[None]
+        scores = tf.gather(tf.concat([scores, blank_scores], 0), rows)
         return texts, scores, truncated
+
+    def n_best_function(self, beam_size, scores: bool = True):
+        """The concrete function of ``translate_n_best`` for `beam_size` (what `translator serve
+        --run` calls for every beam size, without saving; ``scores=False``: see `_n_best`)."""
+        tf = _tensorflow()
+
+        def translate_n_best(sentences):
+            texts, found, truncated = self._n_best(sentences, beam_size, scores)
+            finished = found > UNFINISHED_SCORE / 10  # as `Translator.translate_detailed` lists them
+            return {"translations": tf.where(finished, texts, ""), "scores": found, "truncated": truncated}
+
+        return tf.function(translate_n_best, input_signature=[self.sentences]).get_concrete_function()
+
+    def attention_function(self):
+        """The concrete function of the ``attention`` signature, or None for a model without
+        attention: the decoder run over ``[<sos>] + pieces of the translation`` (teacher
+        forcing), whose weights at every step are those the search computed for the same prefix."""
+        tf = _tensorflow()
+        if self.model.decoder.attention is None:
+            return None
+
+        def attention(sentences, translations):
+            source = self.module.source_tokenizer.tokenize(sentences)[:, :self.max_source_length]
+            target = self.module.target_tokenizer.tokenize(translations)
+            source_ids = source.to_tensor(PAD_ID)
+            # An empty sentence is one padding token (its weights are cut to nothing below).
+            source_ids = tf.pad(source_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(source_ids)[1], 0)]])
+            target_input = tf.pad(target.to_tensor(PAD_ID), [[0, 0], [1, 0]], constant_values=SOS_ID)
+            _, weights = self.model((source_ids, target_input), training=False, return_attention=True)
+            return {"weights": tf.cast(weights, tf.float32),
+                    "source_pieces": self.module.source_tokenizer.id_to_string(source).to_tensor(""),
+                    "target_pieces": self.module.target_tokenizer.id_to_string(target).to_tensor(""),
+                    "source_lengths": tf.cast(source.row_lengths(), tf.int32),
+                    "target_lengths": tf.cast(target.row_lengths(), tf.int32)}
+
+        text = tf.TensorSpec([None], tf.string, name="sentences")
+        return tf.function(attention, input_signature=[text, tf.TensorSpec([None], tf.string, name="translations")]
+                           ).get_concrete_function()
 
     def _best(self, beam_size):
         def translate(sentences):
@@ -157,19 +209,14 @@ class TranslationExport:
         return {size: self._best(size).get_concrete_function() for size in (self.beam_size, *self.beam_sizes)}
 
     def signatures(self) -> dict:
-        tf = _tensorflow()
-
-        def translate_n_best(sentences):
-            texts, scores, truncated = self._n_best(sentences, self.beam_size)
-            finished = scores > UNFINISHED_SCORE / 10  # as `Translator.translate_detailed` lists them
-            return {"translations": tf.where(finished, texts, ""), "scores": scores, "truncated": truncated}
-
         functions = self.translate_functions()
         signatures = {"serving_default": functions[self.beam_size], "translate": functions[self.beam_size],
-                      "translate_n_best": tf.function(translate_n_best, input_signature=[self.sentences])
-                      .get_concrete_function()}
+                      "translate_n_best": self.n_best_function(self.beam_size)}
         for size in self.beam_sizes:
             signatures[f"translate_beam_{size}"] = functions[size]
+        attention = self.attention_function()
+        if attention is not None:
+            signatures["attention"] = attention
         return signatures
 
     def readme(self) -> str:
@@ -182,7 +229,12 @@ class TranslationExport:
                 f"translation; a sentence longer than {self.max_source_length} pieces is truncated).\n"
                 f"- `translate_n_best`: `sentences` -> `translations` tf.string [batch, {self.beam_size}], "
                 f"`scores` float32 [batch, {self.beam_size}] (best first; {UNFINISHED_SCORE:g} and an empty "
-                f"text for a hypothesis that never finished), `truncated` bool [batch].\n{others}")
+                f"text for a hypothesis that never finished), `truncated` bool [batch].\n{others}"
+                + ("" if self.model.decoder.attention is None else
+                   "- `attention`: `sentences` and their `translations` tf.string [batch] -> `weights` float32 "
+                   "[batch, target pieces + 1, source pieces] (the model's attention while producing each "
+                   "translation; the last row is the end of the sentence), `source_pieces`, `target_pieces` "
+                   "tf.string (padded with \"\"), `source_lengths`, `target_lengths` int32 [batch].\n"))
 
 
 class _TextModelExport:

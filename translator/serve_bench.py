@@ -1,16 +1,21 @@
 """`translator serve-bench` (`make serve-bench`): the server's throughput and latency beside offline translation.
 
     translator serve-bench --run runs/demo      # writes bench/results/serve.json and serve.md
+    translator serve-bench --run runs/demo --beam-size 1    # bench/results/serve-beam1.{json,md}
+    translator serve-bench --run runs/demo --beam-size 1 --no-scores    # serve-beam1-texts.{json,md}
 
 The sentences of the run's test split (test2016 for Multi30k) are translated
 1. offline, by `Translator.translate` (sorted by length, batches of 64, two in flight), then
 2. through `translator serve --run RUN` started in its own process, by 1, 8 and 32 concurrent
    clients (asyncio, aiohttp) that take requests of ``--sentences-per-request`` consecutive
-   sentences from one queue until all are sent, then
+   sentences from one queue until all are sent, ``--passes`` times over the split (3: one pass
+   of greedy search takes well under a second, and the ramp up and down of the clients would
+   weigh more than the steady load a server is for), then
 3. offline again (on cores shared with other work the speed drifts; the server's throughput is
    compared with the mean of the two offline figures).
 Both with the run's decoding settings (or ``--beam-size``), on the same machine, one after the
-other. Reported: sentences per second (and the ratio to offline), the median and 99th
+other. With ``--no-scores`` the requests ask for the translations only (``"scores": false``),
+as `Translator.translate` gives them: the same work on both sides. Reported: sentences per second (and the ratio to offline), the median and 99th
 percentile request latency, and how many responses differ from the offline translations
 (there should be none).
 """
@@ -48,7 +53,7 @@ def _offline(run: Path, sentences: list[str], beam_size: int | None) -> tuple[li
     return translations, time.perf_counter() - started, beam_size or translator.beam_size
 
 
-async def _load(url: str, requests: list[list[str]], clients: int, beam_size: int | None):
+async def _load(url: str, requests: list[list[str]], clients: int, beam_size: int | None, scores: bool = True):
     """Send `requests` from `clients` concurrent clients; returns (seconds, latencies, responses)."""
     import aiohttp
 
@@ -61,6 +66,8 @@ async def _load(url: str, requests: list[list[str]], clients: int, beam_size: in
         while not pending.empty():
             index, sentences = pending.get_nowait()
             body = {"sentences": sentences} if beam_size is None else {"sentences": sentences, "beam_size": beam_size}
+            if not scores:
+                body["scores"] = False
             started = time.perf_counter()
             async with session.post(f"{url}/v1/translate", json=body) as response:
                 answer = await response.json()
@@ -76,7 +83,8 @@ async def _load(url: str, requests: list[list[str]], clients: int, beam_size: in
 
 
 def run(run_dir, split: str = "test", clients=(1, 8, 32), sentences_per_request: int = 8,
-        beam_size: int | None = None, output_dir="bench/results", log=print) -> dict:
+        beam_size: int | None = None, output_dir="bench/results", log=print, passes: int = 3,
+        scores: bool = True) -> dict:
     from translator.files import atomic_write_text
     from translator.serving import launch
 
@@ -86,20 +94,20 @@ def run(run_dir, split: str = "test", clients=(1, 8, 32), sentences_per_request:
     expected, first_seconds, searched_with = _offline(run_dir, sentences, beam_size)
     log(f"  {len(sentences) / first_seconds:.1f} sentences/s")
     requests = [sentences[start:start + sentences_per_request]
-                for start in range(0, len(sentences), sentences_per_request)]
+                for start in range(0, len(sentences), sentences_per_request)] * passes
     process, url = launch(["--run", str(run_dir), "--port", "0"]
                           + ([] if beam_size is None else ["--beam-sizes", str(beam_size)]))
     rows = []
     try:
         for count in clients:
-            seconds, latencies, responses = asyncio.run(_load(url, requests, count, beam_size))
+            seconds, latencies, responses = asyncio.run(_load(url, requests, count, beam_size, scores))
             translations = [text for response in responses for text in (response or [])]
-            rows.append({"clients": count, "sentences_per_second": round(len(sentences) / seconds, 2),
+            rows.append({"clients": count, "sentences_per_second": round(passes * len(sentences) / seconds, 2),
                          "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
                          "latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
                          "requests": len(requests),
-                         "different_from_offline": sum(a != b for a, b in zip(translations, expected))
-                         + abs(len(translations) - len(expected))})
+                         "different_from_offline": sum(a != b for a, b in zip(translations, expected * passes))
+                         + abs(len(translations) - passes * len(expected))})
             log(f"  {count:>2} clients: {rows[-1]['sentences_per_second']:.1f} sentences/s, latency p50 "
                 f"{rows[-1]['latency_p50_ms']:.0f} ms, p99 {rows[-1]['latency_p99_ms']:.0f} ms")
     finally:
@@ -112,20 +120,25 @@ def run(run_dir, split: str = "test", clients=(1, 8, 32), sentences_per_request:
     for row in rows:
         row["of_offline"] = round(row["sentences_per_second"] / offline_rate, 3)
     results = {"run": str(run_dir), "split": split, "sentences": len(sentences),
-               "sentences_per_request": sentences_per_request, "beam_size": searched_with,
+               "sentences_per_request": sentences_per_request, "passes": passes, "beam_size": searched_with,
+               "scores": scores,
                "offline": {"sentences_per_second": round(offline_rate, 2),
                            "before_and_after": [round(len(sentences) / first_seconds, 2),
                                                 round(len(sentences) / last_seconds, 2)]},
                "server": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    stem = ("serve" if beam_size is None else f"serve-beam{beam_size}") + ("" if scores else "-texts")
     output_dir = Path(output_dir)
-    atomic_write_text(output_dir / "serve.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(output_dir / "serve.md", markdown(results))
+    atomic_write_text(output_dir / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(output_dir / f"{stem}.md", markdown(results))
+    results["files"] = [str(output_dir / f"{stem}.{suffix}") for suffix in ("json", "md")]
     return results
 
 
 def markdown(results: dict) -> str:
     lines = [f"# translator serve: {results['run']}, {results['sentences']:,} sentences of the {results['split']} "
-             f"split, beam size {results['beam_size']}, {results['sentences_per_request']} sentences a request", "",
+             f"split, beam size {results['beam_size']}, {results['sentences_per_request']} sentences a request, "
+             f"{results.get('passes', 1)} passes through the server"
+             + ("" if results.get("scores", True) else ", translations only (no scores)"), "",
              f"Offline (`Translator.translate`): {results['offline']['sentences_per_second']:.1f} sentences/s, the mean "
              f"of {' and '.join(f'{rate:.1f}' for rate in results['offline']['before_and_after'])} measured before "
              f"and after the server.", "",
