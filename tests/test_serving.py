@@ -408,3 +408,13 @@ def test_health_and_ready_differ_while_loading_and_sigterm_answers_every_request
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_an_n_best_list_of_one_is_the_translation_and_its_score(server):
+    url, _, _, _ = server
+
+    async def request(session):
+        return await _post(session, f"{url}/v1/translate", {"sentences": ["a b"], "beam_size": 1, "n_best": 1})
+
+    status, body = _run(request)
+    assert status == 200 and body["n_best"] == [[{"translation": body["translations"][0], "score": body["scores"][0]}]]

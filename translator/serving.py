@@ -301,9 +301,9 @@ def translate_request(body, backend: Backend, settings: dict) -> dict:
             raise RequestError(f"'n_best' must be an integer from 1 to the beam size ({beam_size}); "
                                f"got {json.dumps(n_best)[:50]}")
         if n_best > 1 and beam_size not in backend.n_best_functions:
-            raise RequestError(f"'n_best' over 1 needs beam size {backend.n_best_functions and min(backend.n_best_functions)} "
-                               f"with this export (its translate_n_best signature); serve the run "
-                               f"(`translator serve --run RUN`) for n-best lists of every beam size")
+            raise RequestError(f"'n_best' over 1 needs a beam size in {sorted(backend.n_best_functions)} with this "
+                               f"export (its translate_n_best signature); serve the run (`translator serve --run "
+                               f"RUN`) for n-best lists of every beam size")
     if request["attention"]:
         if backend.attention_function is None:
             raise RequestError("'attention': this model has no attention (or its export was made before "
