@@ -12,7 +12,8 @@ sentences are.
 The slot is taken before the batch is gathered, so requests that arrive while every slot is
 busy wait in the queue and make the next batch larger; a batch gathered first and then held
 until a slot frees would stay as small as it was (on the demo model, greedy search: a batch of
-32 mixed sentences translates at 750 sentences/s, one of 128 at 1,300).
+32 mixed sentences translates at 750 sentences/s, one of 128 at 1,300: one export call after
+another, 2026-12-07, 2-core Intel Xeon).
 
 A request whose client went away or whose time ran out has its future cancelled: it is dropped
 from the queue, and a part that holds it answers the others.
@@ -21,10 +22,9 @@ from the queue, and a part that holds it answers the others.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Overloaded(Exception):
@@ -38,7 +38,6 @@ class Request:
     n_best: bool
     scores: bool
     future: asyncio.Future
-    arrived: float = field(default_factory=time.perf_counter)
 
     @property
     def search(self) -> tuple[int, bool, bool]:

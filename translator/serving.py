@@ -196,10 +196,13 @@ class Backend:
         results = []
         for row, (source_length, target_length) in enumerate(zip(outputs["source_lengths"].numpy(),
                                                                  outputs["target_lengths"].numpy())):
+            if source_length == 0:  # an empty sentence: nothing was attended to
+                results.append({"source_pieces": [], "target_pieces": [], "weights": []})
+                continue
             pieces = [[piece.decode("utf-8", errors="replace") for piece in outputs[key].numpy()[row, :length]]
                       for key, length in (("source_pieces", source_length), ("target_pieces", target_length))]
-            rows = weights[row, :target_length + 1, :source_length] if source_length else weights[row, :0, :0]
-            results.append({"source_pieces": pieces[0], "target_pieces": pieces[1] + ["</s>"] if source_length else [],
+            rows = weights[row, :target_length + 1, :source_length]
+            results.append({"source_pieces": pieces[0], "target_pieces": pieces[1] + ["</s>"],
                             "weights": [[round(float(value), 4) for value in line] for line in rows]})
         return results
 
@@ -387,14 +390,12 @@ PLAYGROUND = Path(__file__).with_name("playground")
 TRANSLATION_ENDPOINTS = ("/v1/translate", "/v1/models/{name}:predict")
 
 
-def make_application(settings: dict, backend: Backend | None = None, name: str | None = None):
-    """The aiohttp application; `Service.ready` (done here when `backend` is given) makes it
-    translate. ``application["service"]`` is the `Service`."""
+def make_application(settings: dict, name: str):
+    """The aiohttp application; ``application["service"]`` is its `Service`, whose `ready`
+    makes it translate."""
     from aiohttp import web
 
-    service = Service(settings, name or (backend.name if backend else "model"))
-    if backend is not None:
-        service.ready(backend)
+    service = Service(settings, name)
 
     @web.middleware
     async def json_errors(request, handler):
@@ -546,7 +547,7 @@ def _in_a_thread(function) -> asyncio.Future:
 async def _listen(settings: dict, name: str, source: str, load) -> None:
     from aiohttp import web
 
-    application = make_application(settings, name=name)
+    application = make_application(settings, name)
     service = application["service"]
     # handler_cancellation: a client that goes away cancels its handler, so its request leaves
     # the queue; shutdown_timeout: how long cleanup waits for the requests in flight.
