@@ -418,3 +418,23 @@ def test_an_n_best_list_of_one_is_the_translation_and_its_score(server):
 
     status, body = _run(request)
     assert status == 200 and body["n_best"] == [[{"translation": body["translations"][0], "score": body["scores"][0]}]]
+
+
+def test_the_playground_translates_a_typed_sentence_as_translator_and_shows_the_heat_map(server, tmp_path):
+    """GET / in headless Chromium, as a person would use it: type, translate, open the heat map."""
+    from browser import chromium_or_skip, drive_playground
+
+    from translator import Translator
+
+    url, run, sentences, _ = server
+    chromium = chromium_or_skip()
+    sentence = sentences[0]
+    seen = asyncio.run(drive_playground(chromium, url + "/", sentence, tmp_path / "playground.png",
+                                        tmp_path / "profile"))
+    detail = Translator.load(run).translate_detailed(sentence, attention=True)
+    assert seen["translation"] == detail.text
+    assert seen["warning"] is False  # every piece of the sentence is known
+    assert seen["rows"] == len(detail.pieces) + 1 and seen["cells"] == detail.attention.size
+    assert seen["errors"] == []
+    png = (tmp_path / "playground.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

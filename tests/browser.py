@@ -1,4 +1,4 @@
-"""The playground page of `translator serve` (GET /), driven in headless Chromium as a person would use it.
+"""Headless Chromium for the test of the playground page of `translator serve` (tests/test_serving.py).
 
 Chromium is Debian's `chromium` package: installed by `chromium_or_skip` when missing (root with
 apt-get, as CI runs); the test is skipped, with the reason printed, only when it cannot be had.
@@ -76,7 +76,7 @@ class DevTools:
         raise TimeoutError(f"{expression} not true within {timeout} s; the page says: {text}")
 
 
-async def _drive(chromium: str, url: str, sentence: str, screenshot, profile) -> dict:
+async def drive_playground(chromium: str, url: str, sentence: str, screenshot, profile) -> dict:
     import aiohttp
 
     browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -118,27 +118,3 @@ async def _drive(chromium: str, url: str, sentence: str, screenshot, profile) ->
             browser.wait(timeout=10)
         except subprocess.TimeoutExpired:
             browser.kill()
-
-
-def test_the_playground_translates_a_typed_sentence_as_translator_and_shows_the_heat_map(tmp_path):
-    from test_export import exported_reversal_run
-
-    from translator import Translator
-    from translator.serving import launch
-
-    chromium = chromium_or_skip()
-    run, exported, sentences = exported_reversal_run(tmp_path, 31, "playground")
-    sentence = sentences[0]
-    process, url = launch(["--export", str(exported), "--port", "0"])
-    try:
-        seen = asyncio.run(_drive(chromium, url + "/", sentence, tmp_path / "playground.png", tmp_path / "profile"))
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-    detail = Translator.load(run).translate_detailed(sentence, attention=True)
-    assert seen["translation"] == detail.text
-    assert seen["warning"] is False  # every piece of the sentence is known
-    assert seen["rows"] == len(detail.pieces) + 1 and seen["cells"] == detail.attention.size
-    assert seen["errors"] == []
-    png = (tmp_path / "playground.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
