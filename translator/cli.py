@@ -179,18 +179,19 @@ def command_translate(args) -> int:
     from translator.runs import check_run_kind, read_run_config
     from translator.translator import MOSTLY_UNKNOWN, ExportedTranslator, Translator
 
-    check_run_kind(args.run, read_run_config(args.run), "seq2seq")
+    for run in args.run:
+        check_run_kind(run, read_run_config(run), "seq2seq")
     # The run's export (translator export --run RUN), when it holds this search: no Keras model
     # to build and no search to trace, so a first sentence takes seconds.
     with warnings.catch_warnings(record=True) as stale:  # an export older than the model: said below
         warnings.simplefilter("always")
-        exported = None if args.n_best > 1 else ExportedTranslator.of_run(args.run, args.beam_size,
-                                                                          args.length_penalty)
+        exported = None if args.n_best > 1 or len(args.run) > 1 else \
+            ExportedTranslator.of_run(args.run[0], args.beam_size, args.length_penalty)
     for warning in stale:
         print(f"translator translate: note: {warning.message}", file=sys.stderr)
     if exported is not None:
         print(f"translator translate: using the export in {exported.directory}", file=sys.stderr)
-    translator = exported or Translator.load(args.run)
+    translator = exported or Translator.load(args.run if len(args.run) > 1 else args.run[0])
     started, done, mostly_unknown = time.time(), 0, 0
 
     def flush(lines):
@@ -240,7 +241,9 @@ def _add_translate_parser(commands) -> None:
         "translate", help="translate lines from stdin to stdout with a trained run",
         description="Translate stdin to stdout, one line per line: an empty line gives an empty line; a line "
                     "longer than the model's source limit is truncated to it, with a warning on stderr.")
-    translate.add_argument("--run", required=True, help="run directory (with model.keras and tokenizers/)")
+    translate.add_argument("--run", required=True, action="append",
+                           help="run directory (with model.keras and tokenizers/); give it twice or more for an "
+                                "ensemble, whose models' log-probabilities are averaged at every step")
     translate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
                            help="beam size; 1 is greedy search (default: the run's decoding config, else 5)")
     translate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
@@ -327,8 +330,9 @@ def _add_bench_parser(commands) -> None:
 def command_export(args) -> int:
     from translator.export import export
 
-    result = export(args.run, args.out, precision=args.precision, beam_sizes=args.beam_sizes)
-    print(f"wrote the SavedModel of {args.run} into {result['directory']}: signatures "
+    runs = args.run if len(args.run) > 1 else args.run[0]
+    result = export(runs, args.out, precision=args.precision, beam_sizes=args.beam_sizes)
+    print(f"wrote the SavedModel of {' + '.join(args.run)} into {result['directory']}: signatures "
           f"{', '.join(result['signatures'])} (see {result['directory']}/README.md)")
     return 0
 
@@ -340,7 +344,9 @@ def _add_export_parser(commands) -> None:
                     "search run inside the graph. Translation runs get `translate` (sentences -> translations, "
                     "scores), `translate_n_best` and `translate_beam_K`; classifiers `classify`; language "
                     "models `sample`. The directory also holds the run's config.yaml and a README.md.")
-    export.add_argument("--run", required=True, help="run directory (with model.keras, tokenizers/, config.yaml)")
+    export.add_argument("--run", required=True, action="append",
+                        help="run directory (with model.keras, tokenizers/, config.yaml); give it twice or more "
+                             "to export the ensemble of those runs as one SavedModel (then --out is needed)")
     export.add_argument("--out", default=None,
                         help="directory to write (default RUN/export, where `translator translate --run RUN` "
                              "finds it and starts in seconds; an earlier export there is replaced)")
@@ -430,19 +436,20 @@ def _add_scale_bench_parser(commands) -> None:
 def command_evaluate(args) -> int:
     from translator.evaluation import evaluate
 
-    report = evaluate(args.run, args.split, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                      batch_size=args.batch_size)
+    report = evaluate(args.run if len(args.run) > 1 else args.run[0], args.split, beam_size=args.beam_size,
+                      length_penalty=args.length_penalty, batch_size=args.batch_size, out=args.out)
+    directory = Path(report["directory"])
     if "accuracy" in report:  # a classifier
         print(f"{report['run']} on {report['corpus']} {report['split']} ({report['examples']:,} examples): "
               f"accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.4f}")
-        print(f"{Path(args.run).resolve() / 'report.html'}")
+        print(f"{directory.resolve() / 'report.html'}")
         return 0
     print(f"{report['run']} on {report['corpus']} {report['split']} ({report['sentences']:,} sentences, "
           f"{report['search']}, {report['sentences_per_second']:.1f} sentences/s):")
     for name, value in report["scores"].items():
         print(f"  {name:<18} {value['score']:6.2f}   {value['signature']}")
-    print(f"report: {args.run}/report.json, {args.run}/report.md")
-    print(f"{Path(args.run).resolve() / 'report.html'}")
+    print(f"report: {directory}/report.json, {directory}/report.md")
+    print(f"{directory.resolve() / 'report.html'}")
     return 0
 
 
@@ -451,7 +458,11 @@ def _add_evaluate_parser(commands) -> None:
                                    description="Translate a split of the run's corpus and score it with sacrebleu "
                                                "(BLEU, chrF, TER, lowercased BLEU), writing report.json, report.md "
                                                "and report.html into the run directory.")
-    evaluate.add_argument("--run", required=True, help="run directory")
+    evaluate.add_argument("--run", required=True, action="append",
+                          help="run directory; give it twice or more to evaluate the ensemble of those runs")
+    evaluate.add_argument("--out", default=None,
+                          help="directory for the report (default: the run; for an ensemble "
+                               "runs/ensemble-A+B beside the first run)")
     evaluate.add_argument("--split", default="test", help="split to translate (default: test)")
     evaluate.add_argument("--beam-size", type=BEAM_SIZE, default=None,
                           help="beam size; 1 is greedy (default: the run's decoding config, else 5)")
@@ -545,6 +556,27 @@ def _add_compare_parser(commands) -> None:
     compare.add_argument("--samples", type=POSITIVE_INT, default=1000, help="bootstrap samples (default 1000)")
     compare.set_defaults(handler=command_compare)
 
+def command_average(args) -> int:
+    from translator.averaging import average
+
+    average(args.run, last=args.last, best=args.best, out=args.out)
+    return 0
+
+
+def _add_average_parser(commands) -> None:
+    average = commands.add_parser(
+        "average", help="average the weights of a run's last or best epochs into a new run",
+        description="Checkpoint averaging: the mean of the weights training kept in RUN/epochs/ "
+                    "(training.keep_checkpoints) becomes the model of a new run directory, which evaluate, "
+                    "translate, export and serve take like any other.")
+    average.add_argument("--run", required=True, help="a trained translation run with kept epochs")
+    which = average.add_mutually_exclusive_group(required=True)
+    which.add_argument("--last", type=POSITIVE_INT, help="average the last N kept epochs")
+    which.add_argument("--best", type=POSITIVE_INT, help="average the N kept epochs of lowest validation loss")
+    average.add_argument("--out", default=None, help="the new run directory (default RUN-average-lastN or -bestN)")
+    average.set_defaults(handler=command_average)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translator", description="Recurrent sequence-to-sequence models on Keras 3: "
@@ -558,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Each subcommand's options sit beside its handler above, in `_add_NAME_parser`.
     for add in (_add_data_parser, _add_tokenizers_parser, _add_train_parser, _add_translate_parser,
-                _add_evaluate_parser, _add_compare_parser, _add_sample_parser, _add_classify_parser,
+                _add_evaluate_parser, _add_average_parser, _add_compare_parser, _add_sample_parser, _add_classify_parser,
                 _add_results_parser, _add_experiments_parser, _add_bench_parser, _add_export_parser,
                 _add_serve_parser, _add_serve_bench_parser, _add_scale_bench_parser):
         add(commands)

@@ -50,6 +50,25 @@ def _auto_or_bool(value):
     return value == "auto" or isinstance(value, bool)
 
 
+def _sampling(value):
+    """null, or {alpha: a number in [0, 1), nbest: -1}: BPE-dropout of the training pairs with
+    merge-skipping probability alpha (`Tokenizer.sample`); nbest -1 (from every segmentation,
+    the only choice) is accepted as SentencePiece's sampling options spell it."""
+    if value is None:
+        return True
+    if not isinstance(value, dict) or set(value) - {"alpha", "nbest"} or "alpha" not in value:
+        return False
+    alpha = value["alpha"]
+    return (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < 1
+            and value.get("nbest", -1) == -1)
+
+
+def _optional_fraction(value):
+    return value is None or isinstance(value, float) and 0 < value < 1
+
+
+_sampling.describe = "null or {alpha: a number in [0, 1)} (BPE-dropout's probability, e.g. 0.1)"
+_optional_fraction.describe = "null or a number between 0 and 1 (exclusive), e.g. 0.9999"
 _optional_positive_number.describe = "null or a number > 0"
 _auto_or_bool.describe = "auto, true or false"
 _positive_int.describe = "a positive integer"
@@ -67,6 +86,7 @@ SCHEMA = {
         "stream": ("auto", _auto_or_bool),        # translation: training pairs read from the files a
                                                   # window at a time; auto: from 1,000,000 pairs on
         "stream_window": (50_000, _positive_int),  # pairs per window when streaming (the shuffle window)
+        "sampling": (None, _sampling),            # translation: subword regularization of training batches
     },
     "model": {
         "type": ("seq2seq", MODEL_TYPES),           # seq2seq | language_model | classifier
@@ -108,6 +128,8 @@ SCHEMA = {
         "bleu_every": (1, _non_negative_int),     # epochs between validation BLEU; 0 = never
         "bleu_sentences": (500, _positive_int),   # validation sentences decoded for BLEU
         "checkpoint_every": (200, _positive_int),  # steps between checkpoints of the last state
+        "keep_checkpoints": (0, _non_negative_int),  # epoch-end weights kept for `translator average`
+        "ema_decay": (None, _optional_fraction),  # exponential moving average of the weights
         "seed": (1234, _non_negative_int),
         "deterministic": (False, bool),
         "strategy": ("default", STRATEGIES),
@@ -199,6 +221,14 @@ def validate(raw: dict, source: str = "config") -> dict:
     if training["freeze_encoder"] and not training["initialize_encoder_from"]:
         raise ConfigError(f"{source}: 'training.freeze_encoder' is true but 'training.initialize_encoder_from' is "
                           f"null: a frozen encoder would stay random; name the run whose encoder to keep")
+    if config["data"]["sampling"] is not None:
+        if config["model"]["type"] != "seq2seq":
+            raise ConfigError(f"{source}: 'data.sampling' samples the subwords of translation pairs; a "
+                              f"{config['model']['type']} does not use it: remove it")
+        if config["data"]["stream"] is True:
+            raise ConfigError(f"{source}: 'data.sampling' re-tokenizes the training pairs every epoch, which it "
+                              f"does for pairs held in memory; set 'data.stream' to false or remove 'data.sampling'")
+        config["data"]["sampling"] = {"alpha": float(config["data"]["sampling"]["alpha"]), "nbest": -1}
     config["name"] = raw.get("name") or Path(source).stem
     return config
 

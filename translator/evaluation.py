@@ -181,15 +181,27 @@ code {{ font-size: 85%; }}
 
 
 def evaluate(run, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
-             batch_size: int = 64, translator=None) -> dict:
-    """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``.
+             batch_size: int = 64, translator=None, out=None) -> dict:
+    """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``
+    (or ``out``). ``run`` may be a list of translation runs: their ensemble is evaluated, on the
+    first run's corpus, and the report goes to ``out`` (default ``runs/ensemble-A+B``).
 
     ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config."""
+    from translator.ensembles import ensemble_directory
     from translator.models import count_parameters
     from translator.translator import MOSTLY_UNKNOWN, Translator
 
-    run = Path(run)
-    config = read_run_config(run)
+    members = None
+    if isinstance(run, (list, tuple)):
+        members = [Path(each) for each in run]
+        translator = translator or Translator.load(members)
+        run = Path(out) if out else ensemble_directory(members)
+        config = read_run_config(members[0])
+    else:
+        run = Path(run)
+        config = read_run_config(run)
+    if out is not None:
+        run = Path(out)
     kind = config["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import evaluate_classifier
@@ -220,7 +232,10 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         "mostly_unknown_sentences": sum(share > MOSTLY_UNKNOWN for share in translator.unknown_shares(sources)),
         "best": best, "worst": worst, "translations": f"translations/{split}.txt",
         "model": config["model"], "parameters": count_parameters(translator.model),
+        "directory": str(run),
     }
+    if members:
+        report["ensemble"] = [str(member) for member in members]
     examples = []
     if config["model"].get("attention"):
         shortest = sorted(range(len(sources)), key=lambda i: len(sources[i]))[len(sources) // 3:][:3]

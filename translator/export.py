@@ -319,6 +319,10 @@ def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
     """The export of a run directory, by the kind of its model."""
     from translator.runs import read_run_config
 
+    if isinstance(run, (list, tuple)):  # an ensemble of translation runs
+        from translator.translator import Translator
+
+        return TranslationExport(Translator.load(list(run), precision=precision), beam_sizes)
     run = Path(run)
     kind = read_run_config(run)["model"].get("type", "seq2seq")
     if kind == "classifier":
@@ -339,9 +343,17 @@ def export(run, out=None, precision: str | None = None, beam_sizes=(1,)) -> dict
     translate --run RUN` finds it; built in a temporary directory beside it, then renamed into
     place, replacing an earlier export); return its signatures' names."""
     tf = _tensorflow()
-    run = Path(run)
+    members = None
+    if isinstance(run, (list, tuple)):  # an ensemble: one SavedModel, the first run's config and tokenizers
+        if out is None:
+            raise ValueError(f"an ensemble of {len(run)} runs has no run directory of its own to export into; "
+                             f"name one with --out DIR")
+        members, exporter = [str(each) for each in run], exporter_of(run, precision, beam_sizes)
+        run = Path(run[0])
+    else:
+        run = Path(run)
+        exporter = exporter_of(run, precision, beam_sizes)
     out = run / "export" if out is None else Path(out)
-    exporter = exporter_of(run, precision, beam_sizes)
     signatures = exporter.signatures()
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -352,6 +364,8 @@ def export(run, out=None, precision: str | None = None, beam_sizes=(1,)) -> dict
         model_file = (run / "model.keras").stat()  # which model.keras this is the export of
         description = {**exporter.description(), "run": str(run), "signatures": sorted(signatures),
                        "model_file": {"bytes": model_file.st_size, "mtime_ns": model_file.st_mtime_ns}}
+        if members:
+            description["ensemble"] = members
         (building / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         (building / "README.md").write_text(_readme(run, exporter.readme()), encoding="utf-8")
         old = None

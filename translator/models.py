@@ -22,7 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from translator.batching import StreamingBatches, TranslationBatches
+from translator.batching import SampledBatches, StreamingBatches, TranslationBatches
+from translator.config import ConfigError
 from translator.corpora import (
     CorpusError,
     count_lines,
@@ -262,11 +263,10 @@ def count_parameters(model: keras.Model) -> int:
 STREAM_PAIRS = 1_000_000  # data.stream: auto streams the training pairs from this many on
 
 
-def _within_limits(sources, targets, data: dict):
+def _within_limits(sources, targets, data: dict) -> list[int]:
     """The pairs whose sides have 1 to max_*_length pieces (longer ones are skipped, never cut)."""
-    keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
+    return [i for i in range(len(sources)) if 0 < len(sources[i]) <= data["max_source_length"]
             and 0 < len(targets[i]) <= data["max_target_length"]]
-    return [sources[i] for i in keep], [targets[i] for i in keep]
 
 
 def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
@@ -276,7 +276,9 @@ def read_pairs(config: dict, split: str, tokenizers: dict, limit_length: bool):
     sources = tokenizers["source"].encode(columns["source"])
     targets = tokenizers["target"].encode(columns["target"])
     if limit_length:  # long training pairs are skipped, never truncated
-        sources, targets = _within_limits(sources, targets, data)
+        keep = _within_limits(sources, targets, data)
+        sources, targets = [sources[i] for i in keep], [targets[i] for i in keep]
+        columns = {name: [column[i] for i in keep] for name, column in columns.items()}
     return sources, targets, columns
 
 
@@ -330,7 +332,8 @@ class TrainingWindows:
             sides.append(lines)
         sources = self.tokenizers["source"].encode(sides[0])
         targets = self.tokenizers["target"].encode(sides[1])
-        return _within_limits(sources, targets, self.data)
+        keep = _within_limits(sources, targets, self.data)
+        return [sources[i] for i in keep], [targets[i] for i in keep]
 
 
 class TranslationTask(Task):
@@ -345,6 +348,10 @@ class TranslationTask(Task):
         self.signature = [tf.TensorSpec([None, None], tf.int32)] * 3
         settings = config["training"]
         self.streaming = streams(config)
+        if self.streaming and config["data"]["sampling"]:
+            raise ConfigError(f"data.sampling re-tokenizes the training pairs every epoch, which it does for "
+                                f"pairs held in memory, but {config['data']['corpus']} is streamed (data.stream: "
+                                f"auto, 1,000,000 pairs or more); set data.stream: false if the pairs fit in memory")
         if self.streaming:  # a window of pairs at a time
             started = time.time()
             windows = TrainingWindows(config, tokenizers, config["data"]["stream_window"])
@@ -352,6 +359,13 @@ class TranslationTask(Task):
                                                   settings["max_batch_size"], settings["seed"])
             log(f"streaming: the batches of {len(windows):,} windows of training pairs counted in "
                 f"{time.time() - started:.0f} s (a first pass that tokenizes every pair)")
+        elif config["data"]["sampling"]:  # subword regularization: ids drawn anew every epoch
+            sources, targets, texts = read_pairs(config, "train", tokenizers, limit_length=True)
+            data = config["data"]
+            self.train_batches = SampledBatches(sources, targets, texts, tokenizers, data["sampling"],
+                                                (data["max_source_length"], data["max_target_length"]),
+                                                settings["batch_tokens"], settings["max_batch_size"],
+                                                settings["seed"])
         else:
             sources, targets, _ = read_pairs(config, "train", tokenizers, limit_length=True)
             self.train_batches = TranslationBatches(sources, targets, settings["batch_tokens"],

@@ -69,6 +69,7 @@ class Tokenizer:
                 f"tokenizer model {self.model_file} not found; train it with `translator tokenizers CORPUS`"
             )
         self._processor = sentencepiece.SentencePieceProcessor(model_file=str(self.model_file))
+        self._merge_ranks = None  # piece -> merge rank, for `sample`
         ids = (self._processor.pad_id(), self._processor.unk_id(), self._processor.bos_id(), self._processor.eos_id())
         if ids != (PAD_ID, UNK_ID, SOS_ID, EOS_ID):
             raise TokenizerError(
@@ -84,6 +85,44 @@ class Tokenizer:
         """Text -> ids. A string gives a list of ids; a list of strings gives a list of lists."""
         check_texts("texts", texts)
         return self._processor.encode(texts, out_type=int, add_bos=add_sos, add_eos=add_eos)
+
+    def sample(self, texts: list[str], alpha: float, seed: int = 0) -> list[list[int]]:
+        """Text -> ids, each text's segmentation drawn at random with BPE-dropout (Provilkov et
+        al. 2020): the BPE merges are applied as in `encode`, best first, but at every step each
+        possible merge is skipped with probability ``alpha``; when all are skipped the word
+        stays as it is. ``alpha`` 0 gives `encode`'s ids. The same ``seed`` gives the same ids
+        in any process (Python's Mersenne Twister: SentencePiece's own sampling is not
+        reproducible across processes, its seed notwithstanding). BPE models only."""
+        import random
+
+        check_texts("texts", texts)
+        if self._merge_ranks is None:
+            if self._processor.get_piece_size() and not self._is_bpe():
+                raise TokenizerError(f"{self.model_file} is not a BPE model: subword sampling here is BPE-dropout; "
+                                     f"train the tokenizer with model_type: bpe, or remove data.sampling")
+            processor = self._processor
+            self._merge_ranks = {processor.id_to_piece(i): -processor.get_score(i)
+                                 for i in range(processor.get_piece_size())
+                                 if not (processor.is_control(i) or processor.is_unknown(i))}
+        ranks, generator, piece_id = self._merge_ranks, random.Random(seed), self._processor.piece_to_id
+        sampled = []
+        for pieces in self._processor.encode(texts, out_type=str):
+            ids, word = [], []
+            for piece in pieces + ["\u2581"]:  # a last word boundary flushes the last word
+                if piece.startswith("\u2581") and word:
+                    ids.extend(UNK_ID if symbol is None else piece_id(symbol)
+                               for symbol in _bpe_dropout(word, ranks, alpha, generator))
+                    word = []
+                word.extend(list(piece) if piece in ranks else [(piece,)])
+            sampled.append(ids)
+        return sampled
+
+    def _is_bpe(self) -> bool:
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(self.model_file.read_bytes())
+        return proto.trainer_spec.model_type == proto.trainer_spec.BPE
 
     def encode_as_pieces(self, texts):
         return self._processor.encode(texts, out_type=str)
@@ -115,6 +154,23 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.model_file)!r}, vocabulary_size={self.vocabulary_size})"
+
+
+def _bpe_dropout(symbols: list, ranks: dict, alpha: float, generator) -> list:
+    """One word's BPE-dropout: ``symbols`` are its characters (a tuple stands for an unknown
+    piece, kept whole and never merged); the merged pieces (None for an unknown one)."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        candidates = sorted((ranks[pair], index) for index in range(len(symbols) - 1)
+                            if isinstance(symbols[index], str) and isinstance(symbols[index + 1], str)
+                            and (pair := symbols[index] + symbols[index + 1]) in ranks)
+        for _, index in candidates:
+            if generator.random() >= alpha:
+                symbols[index:index + 2] = [symbols[index] + symbols[index + 1]]
+                break
+        else:  # no merge left, or every one skipped
+            break
+    return [None if isinstance(symbol, tuple) else symbol for symbol in symbols]
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -24,6 +24,7 @@ worker resumes from the chief's checkpoints (``translator.distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -82,6 +83,10 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
         raise FileNotFoundError(f"{source}/card.json not found: run `translator tokenizers {data['corpus']}"
                                 f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
     saved_config = run / "config.yaml"
+    if (run / "averaged.json").is_file():
+        raise TrainingError(f"{run} is an averaged run (`translator average`, see its averaged.json): it has no "
+                            f"training state to resume, and training would replace its model; train into "
+                            f"another --run")
     if saved_config.is_file():
         previous = read_yaml(saved_config, TrainingError)
         previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
@@ -350,8 +355,16 @@ class Trainer:
         with strategy.scope():
             # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls with AMX)
             model = task.build_model(settings["precision"])
-            optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"])
+            # training.ema_decay: Keras keeps an exponential moving average of the weights in the
+            # optimizer (so a checkpoint holds it); validation and the saved models use it.
+            optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"],
+                                              use_ema=settings["ema_decay"] is not None,
+                                              ema_momentum=settings["ema_decay"] or 0.99)
             optimizer.build(model.trainable_variables)
+            if optimizer.use_ema:  # Keras starts the averages at zero; they start at the weights (a
+                # resumed run's checkpoint then restores them)
+                for variable, average in zip(model.trainable_variables, optimizer._model_variables_moving_average):
+                    average.assign(variable)
         # The training state (counters, early stopping, history) as JSON, and this process's stop
         # request: variables of this process alone, made outside the strategy's scope (a variable
         # made inside is broadcast from the chief to every worker, and collectives carry no strings).
@@ -492,8 +505,9 @@ class Trainer:
         config, settings, state = self.config, self.config["training"], session.state
         epoch = state["epoch"]
         row = {"epoch": epoch + 1, "step": state["step"], "train_seconds": round(state["train_seconds"], 1)}
-        row.update(distributed.agree(session.strategy, session.task.validate(session.model, session.evaluate_step,
-                                                                             epoch)))
+        with moving_average_weights(session.model, session.optimizer):
+            row.update(distributed.agree(session.strategy, session.task.validate(session.model, session.evaluate_step,
+                                                                                 epoch)))
         row["learning_rate"] = float(learning_rate(config, max(state["step"], 1), session.total_steps,
                                                    state["learning_rate_factor"]))
         if sums["token_sum"]:  # figures of this process's part of the epoch (all of it unless resumed)
@@ -504,7 +518,10 @@ class Trainer:
             for key, value in row.items():
                 if key.startswith("validation_") and value is not None:
                     tf.summary.scalar(f"validation/{key[len('validation_'):]}", value)
-        stop = self._early_stop(state, row, session.model)
+        with moving_average_weights(session.model, session.optimizer):
+            stop = self._early_stop(state, row, session.model)
+            if settings["keep_checkpoints"] and session.worker.chief:
+                self._keep_epoch_weights(session.model, state["history"] + [row])
         state["epoch"] += 1
         state["batches_done"] = 0
         state["history"].append(row)
@@ -530,7 +547,8 @@ class Trainer:
         best = self.run / "best.keras"
         if session.worker.chief:
             if not best.is_file():
-                self._save_model(session.model, best)
+                with moving_average_weights(session.model, session.optimizer):
+                    self._save_model(session.model, best)
             shutil.copyfile(best, self.run / ".model.keras.tmp")
             os.replace(self.run / ".model.keras.tmp", self.run / "model.keras")
         state["finished"] = True
@@ -624,6 +642,23 @@ class Trainer:
         patience = settings["early_stopping_patience"]
         return bool(patience) and state["epochs_without_improvement"] >= patience
 
+    def _keep_epoch_weights(self, model, history: list) -> None:
+        """RUN/epochs/epoch-NNN.weights.h5 for this epoch (the last row of ``history``); of the
+        files there, those of the last ``keep_checkpoints`` epochs and of the best as many by
+        validation loss stay (`translator average --last N` / ``--best N`` read them)."""
+        count = self.config["training"]["keep_checkpoints"]
+        directory = self.run / "epochs"
+        directory.mkdir(exist_ok=True)
+        epoch = history[-1]["epoch"]
+        temporary = directory / f".epoch-{epoch:03d}.tmp.weights.h5"
+        model.save_weights(temporary)
+        os.replace(temporary, epoch_weights_path(self.run, epoch))
+        losses = {row["epoch"]: row.get("validation_loss", math.inf) for row in history}
+        kept = set(sorted(losses)[-count:]) | set(sorted(losses, key=lambda e: (losses[e], e))[:count])
+        for path in directory.glob("epoch-*.weights.h5"):
+            if int(path.name[len("epoch-"):-len(".weights.h5")]) not in kept:
+                path.unlink()
+
     @staticmethod
     def _save_model(model, path: Path):
         temporary = path.with_name(f".{path.stem}.tmp.keras")
@@ -634,6 +669,31 @@ class Trainer:
         keys = list(dict.fromkeys(k for row in history for k in row))
         lines = [",".join(keys)] + [",".join("" if row.get(k) is None else str(row[k]) for k in keys) for row in history]
         atomic_write_text(self.run / "log.csv", "\n".join(lines) + "\n")
+
+
+def epoch_weights_path(run: Path, epoch: int) -> Path:
+    """Where training keeps the weights of ``epoch`` (1-based) with ``training.keep_checkpoints``."""
+    return Path(run) / "epochs" / f"epoch-{epoch:03d}.weights.h5"
+
+
+@contextlib.contextmanager
+def moving_average_weights(model, optimizer):
+    """With ``training.ema_decay``: the model holds the weights' moving average inside the
+    block (for validation and the saved models) and its trained weights again after it.
+    Without, nothing changes."""
+    if not optimizer.use_ema:
+        yield
+        return
+    variables = model.trainable_variables
+    trained = [variable.numpy() for variable in variables]
+    # Keras keeps the averages, in the order of the variables the optimizer was built with.
+    for variable, average in zip(variables, optimizer._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, trained):
+            variable.assign(value)
 
 
 class _ProgressLines:

@@ -79,25 +79,39 @@ class Translator:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, run: str | Path, model_file: str = "model.keras", precision: str | None = None) -> Translator:
+    def load(cls, run, model_file: str = "model.keras", precision: str | None = None) -> Translator:
         """Load ``run/model.keras`` (Keras safe mode: no arbitrary code) and ``run/tokenizers``.
+
+        ``run`` may be a list of runs: an ensemble (`translator.ensembles`), whose models'
+        log-probabilities are averaged at every search step; their tokenizers must have the
+        same pieces, and the first run's decoding settings are the defaults.
 
         ``precision`` is the dtype decoding computes in, "float32" or "bfloat16"; None (the
         default) takes the training's: bfloat16 for a ``mixed_bfloat16`` run.
         """
+        from translator.ensembles import Ensemble, EnsembleError, check_same_tokenizers
         from translator.models import computing_in  # also registers Seq2Seq's classes with Keras
         from translator.runs import load_run
         from translator.tokenizers import load_tokenizers
 
-        check_path("run", run)
-        run = Path(run)
-        config, model = load_run(run, "seq2seq", model_file)
-        if precision is None:
-            precision = "bfloat16" if "bfloat16" in model.dtype_policy.name else "float32"
-        model = computing_in(model, precision)
-        tokenizers = load_tokenizers(run / "tokenizers")
-        decoding = config.get("decoding", {})  # runs trained before the section existed have none
-        return cls(model, tokenizers["source"], tokenizers["target"], config["data"]["max_source_length"],
+        runs = list(run) if isinstance(run, (list, tuple)) else [run]
+        if not runs:
+            raise EnsembleError("Translator.load: no run given; pass a run directory or a list of them")
+        for each in runs:
+            check_path("run", each)
+        runs = [Path(each) for each in runs]
+        models, tokenizers, configs = [], [], []
+        for each in runs:
+            config, model = load_run(each, "seq2seq", model_file)
+            computing = precision or ("bfloat16" if "bfloat16" in model.dtype_policy.name else "float32")
+            models.append(computing_in(model, computing))
+            tokenizers.append(load_tokenizers(each / "tokenizers"))
+            configs.append(config)
+        check_same_tokenizers(runs, tokenizers)
+        decoding = configs[0].get("decoding", {})  # runs trained before the section existed have none
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        return cls(model, tokenizers[0]["source"], tokenizers[0]["target"],
+                   min(config["data"]["max_source_length"] for config in configs),
                    decoding.get("beam_size", 5), decoding.get("length_penalty", 0.6))
 
     # ------------------------------------------------------------------ compiled search
