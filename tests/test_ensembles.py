@@ -1,6 +1,7 @@
 """Checkpoint averaging, the weights' moving average, ensemble decoding and subword sampling
 (issue 31), on a generated reversal task: two runs of one config from two seeds."""
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import pytest
 from conftest import make_task, reversal_pairs, write_config
 
 from translator.corpora import read_prepared_split
+from translator.reports import read_log
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +64,12 @@ def test_averaging_the_last_epochs_gives_their_mean_and_a_run_that_translates(ru
     with pytest.raises(TrainingError, match="is an averaged run"):  # training would replace its model
         Trainer(directory / "toy.yaml", out).train()
 
-    with pytest.raises(AveragingError, match=r"kept the weights of 3 epoch\(s\).*keep_checkpoints: 5"):
+    with pytest.raises(AveragingError, match=r"not all of the last 5 \(\[4, 5, 6, 7, 8\]\).*"
+                                             r"keep_checkpoints: 5"):
         average(run, last=5, out=tmp_path / "too-many")
     best = average(run, best=1, out=tmp_path / "best", log=lambda *a: None)
-    assert best.joinpath("averaged.json").read_text().count('"epochs": [') == 1
+    losses = {int(row["epoch"]): float(row["validation_loss"]) for row in read_log(run)}
+    assert json.loads((best / "averaged.json").read_text())["epochs"] == [min(losses, key=losses.get)]
 
 
 def read_weights(path):
@@ -79,7 +83,7 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
     resumed, ends with the weights of an uninterrupted run (op determinism on)."""
     from translator.training import Trainer
 
-    data = make_task(tmp_path, "reverse", {"train": reversal_pairs(1500, 31), "validation": reversal_pairs(80, 32),
+    data = make_task(tmp_path, "reverse", {"train": reversal_pairs(800, 31), "validation": reversal_pairs(80, 32),
                                            "test": reversal_pairs(20, 33)})
     bpe = tmp_path / "bpe.yaml"
     bpe.write_text("model_type: bpe\nvocabulary: joint\nvocab_size: 29\n")
@@ -89,7 +93,8 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
     data["tokenizer"] = str(bpe)
     data["sampling"] = {"alpha": 0.3}
     config = write_config(tmp_path, data, training={"epochs": 2, "batch_tokens": 512, "checkpoint_every": 5,
-                                                    "bleu_every": 0, "ema_decay": 0.9, "deterministic": True})
+                                                    "bleu_every": 0, "ema_decay": 0.9, "deterministic": True,
+                                                    "keep_checkpoints": 1})
     Trainer(config, tmp_path / "uninterrupted", log=lambda *a: None).train()
     steps = int((tmp_path / "uninterrupted" / "log.csv").read_text().splitlines()[-1].split(",")[1])
 
@@ -98,9 +103,12 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run / "log.csv").is_file():  # into the second epoch
+    while time.time() < deadline and not (run / "log.csv").is_file():  # the first epoch done
         time.sleep(0.05)
-    time.sleep(0.5)
+    checkpoint = run / "checkpoints" / "checkpoint"
+    saved = checkpoint.read_bytes()
+    while time.time() < deadline and checkpoint.read_bytes() == saved:  # a checkpoint in the second epoch
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "model.keras").exists(), "the run finished before it could be interrupted"
@@ -111,12 +119,15 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
 
     for got, expected in zip(read_weights(run / "model.keras"), read_weights(tmp_path / "uninterrupted" / "model.keras")):
         np.testing.assert_array_equal(got, expected)
-    # The saved model is the moving average, not the last weights.
+    # The epoch's saved weights are the moving average, not the last weights.
     trained = Trainer(config, tmp_path / "uninterrupted", log=lambda *a: None)
     session, _ = trained._set_up()
     trained._restore(session)
     last = [np.asarray(v) for v in session.model.trainable_weights]
     averaged = [np.asarray(v) for v in session.optimizer._model_variables_moving_average]
+    session.model.load_weights(tmp_path / "uninterrupted" / "epochs" / "epoch-002.weights.h5")
+    for saved_weight, average_weight in zip(session.model.trainable_weights, averaged):
+        np.testing.assert_array_equal(np.asarray(saved_weight), average_weight)
     assert not np.allclose(last[0], averaged[0])
 
 
@@ -140,7 +151,8 @@ def test_sampled_batches_are_drawn_anew_each_epoch_the_same_for_a_seed(tmp_path)
     assert tokenizers["source"].sample(texts["source"], 0.0, seed=3) == sources
     first, again = batches(), batches()
     assert first.sampled_ids(2) == again.sampled_ids(2)  # deterministic per seed and epoch
-    assert first.sampled_ids(2) != first.sampled_ids(3) != (sources, targets)
+    assert first.sampled_ids(2) != first.sampled_ids(3) != [sources, targets]
+    assert first.sampled_ids(2) != [sources, targets]
     assert batches(seed=8).sampled_ids(2) != first.sampled_ids(2)
     assert all(tokenizers["source"].decode(ids) == text for ids, text in zip(first.sampled_ids(2)[0], texts["source"]))
     # A resumed epoch (skip) gives the rest of the same batches.
@@ -169,6 +181,12 @@ def test_an_ensemble_of_one_run_is_that_run(runs):
         expected = single.translate_detailed(sources, beam_size=beam_size, n_best=beam_size)
         got = one.translate_detailed(sources, beam_size=beam_size, n_best=beam_size)
         assert [(g.text, g.score, g.n_best) for g in got] == [(e.text, e.score, e.n_best) for e in expected]
+    # Two copies of one model: the averaging path, the same distribution, so the same search.
+    twice = Translator(Ensemble([single.model, single.model]), single.source_tokenizer, single.target_tokenizer)
+    expected = single.translate_detailed(sources, beam_size=4)
+    got = twice.translate_detailed(sources, beam_size=4)
+    assert [g.text for g in got] == [e.text for e in expected]
+    assert [g.score for g in got] == pytest.approx([e.score for e in expected], abs=1e-4)
 
 
 def test_an_ensemble_of_two_runs_differs_scores_at_least_the_better_and_ignores_batch_size(runs):
@@ -216,6 +234,9 @@ def test_evaluate_and_export_take_an_ensemble(runs, tmp_path, capsys):
     report_directory = members[0].parent / "ensemble-seed1+seed2"
     assert (report_directory / "report.json").is_file()
     assert "ensemble-seed1+seed2/report.json" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(members[0]), "--out", str(tmp_path / "report"), "--beam-size", "1"]) == 0
+    assert (tmp_path / "report" / "report.json").is_file() and not (members[0] / "report.json").exists()
+    capsys.readouterr()
     assert main(["export", *arguments]) == 2
     assert "--out" in capsys.readouterr().err
     assert main(["export", *arguments, "--out", str(tmp_path / "export")]) == 0

@@ -46,19 +46,21 @@ def choose_epochs(run: Path, last: int | None = None, best: int | None = None) -
         raise AveragingError("give one of --last N or --best N")
     count = last if last is not None else best
     kept = kept_epochs(run)
-    if len(kept) < count:
-        raise AveragingError(
-            f"{run} kept the weights of {len(kept)} epoch(s) ({run / 'epochs'}: {list(kept) or 'none'}), fewer than "
-            f"the {count} asked for; train with training.keep_checkpoints: {count} or more (e.g. `translator train "
-            f"CONFIG --set training.keep_checkpoints={count}`), or ask for fewer")
+    log = read_log(run)
     if last is not None:
-        return list(kept)[-count:]
-    losses = {int(row["epoch"]): float(row["validation_loss"]) for row in read_log(run)
-              if row.get("validation_loss") and int(row["epoch"]) in kept}
-    if len(losses) < count:
-        raise AveragingError(f"{run / 'log.csv'} gives the validation loss of {len(losses)} kept epoch(s), fewer "
-                             f"than the {count} asked for with --best; use --last")
-    return sorted(sorted(losses, key=lambda epoch: (losses[epoch], epoch))[:count])
+        chosen = [int(row["epoch"]) for row in log][-count:]
+    else:
+        losses = {int(row["epoch"]): float(row["validation_loss"]) for row in log if row.get("validation_loss")}
+        chosen = sorted(sorted(losses, key=lambda epoch: (losses[epoch], epoch))[:count])
+    missing = [epoch for epoch in chosen if epoch not in kept]
+    if len(chosen) < count or missing:
+        which = f"the last {count}" if last is not None else f"the best {count} by validation loss"
+        raise AveragingError(
+            f"{run} kept the weights of epochs {list(kept) or 'none'} ({run / 'epochs'}), not all of {which} "
+            f"({chosen}{'' if len(chosen) == count else f', of {len(log)} trained'}); train with "
+            f"training.keep_checkpoints: {count} or more (e.g. `translator train CONFIG --set "
+            f"training.keep_checkpoints={count}`), or ask for fewer")
+    return chosen
 
 
 def average_weights(model, files: list[Path]) -> list:

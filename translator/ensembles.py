@@ -5,8 +5,10 @@
     Translator.load(["runs/A", "runs/B"])
 
 At every step of greedy and beam search each model reads the same prefix and the ensemble's
-next-token scores are the mean of the models' log-probabilities (a renormalized geometric
-mean, as OpenNMT-py's ensemble decoding), so the search code is the one a single model uses:
+next-token scores are the mean of the models' log-probabilities, which the search (as for one
+model's logits) normalizes over the vocabulary: the ensemble's distribution is the normalized
+geometric mean of the models', and its scores are log-probabilities under it. The search code
+is the one a single model uses:
 `Ensemble` has a single model's decoding interface (``encode``, ``decoder.step``, and a call
 that teacher-forces, for the export's ``attention``), with every model's cache held under its
 own prefix. Its attention weights are the mean of the models'. An ensemble of one model is that

@@ -192,27 +192,26 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     from translator.translator import MOSTLY_UNKNOWN, Translator
 
     members = None
-    if isinstance(run, (list, tuple)):
+    if isinstance(run, (list, tuple)):  # an ensemble: its report goes to `out`
         members = [Path(each) for each in run]
         translator = translator or Translator.load(members)
-        run = Path(out) if out else ensemble_directory(members)
         config = read_run_config(members[0])
+        source, run = None, Path(out) if out else ensemble_directory(members)
     else:
-        run = Path(run)
-        config = read_run_config(run)
-    if out is not None:
-        run = Path(out)
+        source = Path(run)  # the run read from; `run` is where the report goes
+        config = read_run_config(source)
+        run = Path(out) if out else source
     kind = config["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import evaluate_classifier
-        return evaluate_classifier(run, split)
+        return evaluate_classifier(source or run, split)
     if kind == "language_model":
         raise ValueError(f"{run} is a language model: its validation loss (nats per token) is in "
                          f"{run / 'log.csv'}; generate text with `translator sample --run {run}`")
     data = config["data"]
     columns = read_prepared_split(data["corpus"], split, data["work_dir"])
     sources, references = columns["source"], columns["target"]
-    translator = translator or Translator.load(run)
+    translator = translator or Translator.load(source)
     beam_size = translator.beam_size if beam_size is None else beam_size
     length_penalty = translator.length_penalty if length_penalty is None else length_penalty
     started = time.time()
@@ -241,7 +240,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         shortest = sorted(range(len(sources)), key=lambda i: len(sources[i]))[len(sources) // 3:][:3]
         examples = translator.translate_detailed([sources[i] for i in shortest], beam_size=beam_size,
                                                  length_penalty=length_penalty, attention=True)
-    plots = _plots(report, read_log(run), examples)
+    plots = _plots(report, read_log(source) if source else [], examples)
     atomic_write_text(run / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(run / "report.md", _markdown(report))
     atomic_write_text(run / "report.html", _html(report, plots))

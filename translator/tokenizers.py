@@ -97,32 +97,31 @@ class Tokenizer:
 
         check_texts("texts", texts)
         if self._merge_ranks is None:
-            if self._processor.get_piece_size() and not self._is_bpe():
-                raise TokenizerError(f"{self.model_file} is not a BPE model: subword sampling here is BPE-dropout; "
-                                     f"train the tokenizer with model_type: bpe, or remove data.sampling")
-            processor = self._processor
-            self._merge_ranks = {processor.id_to_piece(i): -processor.get_score(i)
-                                 for i in range(processor.get_piece_size())
-                                 if not (processor.is_control(i) or processor.is_unknown(i))}
+            self._merge_ranks = self._bpe_merge_ranks()
         ranks, generator, piece_id = self._merge_ranks, random.Random(seed), self._processor.piece_to_id
         sampled = []
         for pieces in self._processor.encode(texts, out_type=str):
             ids, word = [], []
             for piece in pieces + ["\u2581"]:  # a last word boundary flushes the last word
                 if piece.startswith("\u2581") and word:
-                    ids.extend(UNK_ID if symbol is None else piece_id(symbol)
-                               for symbol in _bpe_dropout(word, ranks, alpha, generator))
+                    ids.extend(piece_id(symbol) for symbol in _bpe_dropout(word, ranks, alpha, generator))
                     word = []
+                # A piece no merge made (unknown, byte, user-defined) is one unit, never split or merged.
                 word.extend(list(piece) if piece in ranks else [(piece,)])
             sampled.append(ids)
         return sampled
 
-    def _is_bpe(self) -> bool:
+    def _bpe_merge_ranks(self) -> dict:
+        """Piece -> rank of the merge that makes it (lower first) for the pieces BPE merges build;
+        a TokenizerError for a model that is not BPE."""
         from sentencepiece import sentencepiece_model_pb2
 
         proto = sentencepiece_model_pb2.ModelProto()
         proto.ParseFromString(self.model_file.read_bytes())
-        return proto.trainer_spec.model_type == proto.trainer_spec.BPE
+        if proto.trainer_spec.model_type != proto.trainer_spec.BPE:
+            raise TokenizerError(f"{self.model_file} is not a BPE model: subword sampling here is BPE-dropout; "
+                                 f"train the tokenizer with model_type: bpe, or remove data.sampling")
+        return {piece.piece: -piece.score for piece in proto.pieces if piece.type == piece.NORMAL}
 
     def encode_as_pieces(self, texts):
         return self._processor.encode(texts, out_type=str)
@@ -157,8 +156,8 @@ class Tokenizer:
 
 
 def _bpe_dropout(symbols: list, ranks: dict, alpha: float, generator) -> list:
-    """One word's BPE-dropout: ``symbols`` are its characters (a tuple stands for an unknown
-    piece, kept whole and never merged); the merged pieces (None for an unknown one)."""
+    """One word's BPE-dropout: ``symbols`` are its characters (a 1-tuple stands for a piece kept
+    whole and never merged: unknown, byte or user-defined); the merged pieces."""
     symbols = list(symbols)
     while len(symbols) > 1:
         candidates = sorted((ranks[pair], index) for index in range(len(symbols) - 1)
@@ -170,7 +169,7 @@ def _bpe_dropout(symbols: list, ranks: dict, alpha: float, generator) -> list:
                 break
         else:  # no merge left, or every one skipped
             break
-    return [None if isinstance(symbol, tuple) else symbol for symbol in symbols]
+    return [symbol[0] if isinstance(symbol, tuple) else symbol for symbol in symbols]
 
 
 # ----------------------------------------------------------------------------- recipes

@@ -287,6 +287,8 @@ class ExportedTranslator:
         if not path.is_file() or not (run / "model.keras").is_file():
             return None
         description = json.loads(path.read_text(encoding="utf-8"))
+        if description.get("ensemble"):  # an ensemble's export, not the run's own
+            return None
         model_file = (run / "model.keras").stat()
         recorded = description.get("model_file") or {}
         if description.get("kind") != "translation" or \
