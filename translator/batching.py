@@ -96,9 +96,14 @@ class TranslationBatches(_Batches):
         """Batches in one epoch (the same in every epoch)."""
         return len(self.batches(0))
 
-    def arrays(self, indices):
-        sources = [self.source_ids[i] for i in indices]
-        targets = [self.target_ids[i] for i in indices]
+    def sampled_ids(self, epoch: int) -> tuple[list, list]:
+        """The (source, target) ids of every pair in ``epoch``: the same in every epoch here."""
+        return self.source_ids, self.target_ids
+
+    def arrays(self, indices, epoch: int = 0):
+        all_sources, all_targets = self.sampled_ids(epoch)
+        sources = [all_sources[i] for i in indices]
+        targets = [all_targets[i] for i in indices]
         return (pad(sources), pad([[SOS_ID, *t] for t in targets]), pad([[*t, EOS_ID] for t in targets]))
 
     def epoch(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
@@ -107,7 +112,7 @@ class TranslationBatches(_Batches):
         a distributed step), and the shards ``shard_ids`` of each batch are yielded in turn."""
         for indices in self.batches(epoch)[skip:]:
             for rows in shard_rows(indices, shards, shard_ids):
-                yield self.arrays(rows)
+                yield self.arrays(rows, epoch)
 
     def padding_counts(self, epoch: int = 0) -> tuple[int, int]:
         """(real, padded) target positions in this epoch's batches."""
@@ -150,13 +155,6 @@ class SampledBatches(TranslationBatches):
                         side[index] = fixed[index]
             self._sampled_epoch, self._sampled = epoch, sides
         return self._sampled
-
-    def epoch(self, epoch: int, skip: int = 0, shards: int = 1, shard_ids=(0,)):
-        sources, targets = self.sampled_ids(epoch)
-        for indices in self.batches(epoch)[skip:]:
-            for rows in shard_rows(indices, shards, shard_ids):
-                yield (pad([sources[i] for i in rows]), pad([[SOS_ID, *targets[i]] for i in rows]),
-                       pad([[*targets[i], EOS_ID] for i in rows]))
 
 
 class StreamingBatches(_Batches):
