@@ -161,3 +161,30 @@ def make_continuation_task(directory: Path, pairs_by_split: dict) -> tuple[dict,
         prepare_corpus("revtext", directory / "work", directory / "mirror")
         train_tokenizers("revtext", directory / "work", recipe=str(tokenizer))
     return data, {"corpus": "revtext", "tokenizer": str(tokenizer), "work_dir": str(directory / "work")}
+
+
+def kill_in_the_second_epoch_and_resume(command: list, run: Path, cwd=None) -> str:
+    """Run ``command`` (a `translator train` of ``run``), kill -9 it after a checkpoint saved in
+    its second epoch, run it again to the end; returns the second run's stdout."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=cwd)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "log.csv").is_file():  # the first epoch done
+        time.sleep(0.05)
+    checkpoint = run / "checkpoints" / "checkpoint"
+    saved = checkpoint.read_bytes()
+    while time.time() < deadline and checkpoint.read_bytes() == saved:  # a checkpoint in the second epoch
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model.keras").exists(), "the run finished before it could be interrupted"
+    resumed = subprocess.run(command, env=environment, capture_output=True, text=True, cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    return resumed.stdout

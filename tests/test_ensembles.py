@@ -2,16 +2,12 @@
 (issue 31), on a generated reversal task: two runs of one config from two seeds."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from conftest import make_task, reversal_pairs, write_config
+from conftest import kill_in_the_second_epoch_and_resume, make_task, reversal_pairs, write_config
 
 from translator.corpora import read_prepared_split
 from translator.reports import read_log
@@ -99,22 +95,8 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
     steps = int((tmp_path / "uninterrupted" / "log.csv").read_text().splitlines()[-1].split(",")[1])
 
     run = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "translator", "train", str(config), "--run", str(run)]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "log.csv").is_file():  # the first epoch done
-        time.sleep(0.05)
-    checkpoint = run / "checkpoints" / "checkpoint"
-    saved = checkpoint.read_bytes()
-    while time.time() < deadline and checkpoint.read_bytes() == saved:  # a checkpoint in the second epoch
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (run / "model.keras").exists(), "the run finished before it could be interrupted"
-    resumed = subprocess.run(command, env=environment, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stdout
+    kill_in_the_second_epoch_and_resume([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
+                                        run)
     assert int(run.joinpath("log.csv").read_text().splitlines()[-1].split(",")[1]) == steps
 
     for got, expected in zip(read_weights(run / "model.keras"), read_weights(tmp_path / "uninterrupted" / "model.keras")):

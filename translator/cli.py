@@ -56,6 +56,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def command_data(args) -> int:
     from translator.corpora import Cleaning, prepare_corpus, resolve_corpus
 
+    if _recipe_from_own_data(args):
+        print(f"wrote {args.corpus} (corpus recipe) and tokenizers/{Path(args.corpus).stem}.yaml (unless it "
+              f"existed); preparing it")
+        args.corpus = Path(args.corpus).stem
     cleaning = Cleaning.from_recipe(resolve_corpus(args.corpus).recipe, args.max_length, args.max_ratio,
                                     True if args.deduplicate else None)
     manifest = prepare_corpus(args.corpus, args.work_dir, args.data_dir, cleaning)
@@ -87,10 +91,56 @@ def command_data(args) -> int:
     return 0
 
 
+def _recipe_from_own_data(args) -> bool:
+    """`translator data --from-files/--from-tsv/--from-dataset ... --name NAME`: writes the recipe
+    corpora/NAME.yaml (its path into ``args.corpus``); False for a corpus named as usual."""
+    from translator import own_data
+
+    forms = [form for form in ("from_files", "from_tsv", "from_dataset") if getattr(args, form)]
+    if len(forms) > 1 or bool(forms) == bool(args.corpus):
+        raise SystemExit("translator data: name a corpus (translator data multi30k-de-en) or give one of "
+                         "--from-files SRC TGT, --from-tsv FILE, --from-dataset DIR_OR_ID, with --name NAME")
+    if not forms:
+        return False
+    if not args.name:
+        raise SystemExit(f"translator data --{forms[0].replace('_', '-')}: give --name NAME (the corpus's name: "
+                         f"corpora/NAME.yaml, work/NAME/)")
+    if forms[0] != "from_files" and not args.columns:
+        raise SystemExit(f"translator data --{forms[0].replace('_', '-')}: give --columns SRC,TGT (the language "
+                         f"of each column, e.g. en,de)")
+    if args.from_files:
+        path = own_data.recipe_from_files(args.name, args.from_files, args.valid, args.test, args.languages)
+    elif args.from_tsv:
+        for split in ("valid", "test"):
+            if getattr(args, split) and len(getattr(args, split)) != 1:
+                raise SystemExit(f"translator data --from-tsv: --{split} takes one tab-separated file")
+        path = own_data.recipe_from_tsv(args.name, args.from_tsv, args.columns, (args.valid or [None])[0],
+                                        (args.test or [None])[0])
+    else:
+        path = own_data.recipe_from_dataset(args.name, args.from_dataset, args.columns)
+    args.corpus = str(path)
+    return True
+
+
 def _add_data_parser(commands) -> None:
     data = commands.add_parser("data", help="prepare a corpus: read, verify, clean, split; write work/CORPUS/",
-                               description="Prepare a corpus from its recipe in corpora/.")
-    data.add_argument("corpus", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or recipe path")
+                               description="Prepare a corpus from its recipe in corpora/, or write the recipe "
+                                           "of your own files first (--from-files, --from-tsv, --from-dataset).")
+    data.add_argument("corpus", nargs="?", help="corpus name (e.g. multi30k-de-en, tinyshakespeare, names) or "
+                                                "recipe path")
+    data.add_argument("--from-files", nargs=2, metavar=("SRC", "TGT"),
+                      help="your own line-aligned training files (e.g. train.de train.en)")
+    data.add_argument("--from-tsv", metavar="FILE", help="your own tab-separated training pairs (with --columns)")
+    data.add_argument("--from-dataset", metavar="DIR_OR_ID",
+                      help="a Hugging Face dataset: saved with save_to_disk, a parquet/json/csv file or folder, "
+                           "or a hub id (with --columns)")
+    data.add_argument("--name", help="with --from-*: the corpus's name (corpora/NAME.yaml, work/NAME/)")
+    data.add_argument("--valid", nargs="+", metavar="FILE",
+                      help="with --from-*: the validation files (SRC TGT; one file for --from-tsv); without "
+                           "them 2%% of the training pairs are validation and 2%% test")
+    data.add_argument("--test", nargs="+", metavar="FILE", help="with --from-*: the test files, as --valid")
+    data.add_argument("--languages", help="with --from-files: SRC,TGT (default: the files' suffixes)")
+    data.add_argument("--columns", help="with --from-tsv/--from-dataset: the columns' languages, SRC,TGT (e.g. en,de)")
     _add_data_options(data)
     data.add_argument("--max-length", type=POSITIVE_INT, default=None, help="drop training pairs longer than N words")
     data.add_argument("--max-ratio", type=RATIO, default=None,
@@ -126,13 +176,14 @@ def _add_tokenizers_parser(commands) -> None:
     tokenizers.set_defaults(handler=command_tokenizers)
 
 def command_train(args) -> int:
+    overrides = (args.set or []) + ([f"training.init_from={args.init_from}"] if args.init_from else [])
     if args.workers is not None:  # N local processes, each running this command as one worker
         from translator.distributed import launch_training
 
-        return launch_training(args.config, args.run, args.seed, args.workers, args.set or ())
+        return launch_training(args.config, args.run, args.seed, args.workers, overrides)
     from translator.training import Trainer
 
-    Trainer(args.config, args.run, seed=args.seed, overrides=args.set or ()).train()
+    Trainer(args.config, args.run, seed=args.seed, overrides=overrides).train()
     return 0
 
 
@@ -146,6 +197,8 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="override one key of the config (repeatable), e.g. --set training.epochs=3; the run's "
                             "config.yaml records the result")
+    train.add_argument("--init-from", default=None, metavar="RUN",
+                       help="fine-tune: start from RUN's weights and tokenizers (training.init_from), as a new run")
     train.add_argument("--workers", type=POSITIVE_INT, default=None, metavar="N",
                        help="run N local worker processes (training.strategy: multi_worker) on 127.0.0.1, "
                             "with a TF_CONFIG each; for real machines set TF_CONFIG yourself (see README)")
@@ -185,7 +238,7 @@ def command_translate(args) -> int:
     # to build and no search to trace, so a first sentence takes seconds.
     with warnings.catch_warnings(record=True) as stale:  # an export older than the model: said below
         warnings.simplefilter("always")
-        exported = None if args.n_best > 1 or len(args.run) > 1 else \
+        exported = None if args.n_best > 1 or len(args.run) > 1 or args.target_language else \
             ExportedTranslator.of_run(args.run[0], args.beam_size, args.length_penalty)
     for warning in stale:
         print(f"translator translate: note: {warning.message}", file=sys.stderr)
@@ -199,7 +252,8 @@ def command_translate(args) -> int:
         with warnings.catch_warnings():  # reported below, with the line number in the input
             warnings.simplefilter("ignore")
             results = translator.translate_detailed(lines, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                                                    batch_size=args.batch_size, n_best=args.n_best)
+                                                    batch_size=args.batch_size, n_best=args.n_best,
+                                                    target_language=args.target_language)
         for result in results:
             if result.truncated:
                 print(f"\ntranslator translate: warning: line {done + 1} is longer than the model's limit of "
@@ -253,6 +307,8 @@ def _add_translate_parser(commands) -> None:
                            help="print the N best translations as 'LINE<TAB>SCORE<TAB>TEXT' (default 1: text only)")
     translate.add_argument("--chunk-size", type=POSITIVE_INT, default=1000,
                            help="lines read before translating and writing them (default 1000)")
+    translate.add_argument("--target-language", default=None,
+                           help="the language a multilingual model writes (its tag goes before every line)")
     translate.set_defaults(handler=command_translate)
 
 def command_sample(args) -> int:
@@ -437,7 +493,8 @@ def command_evaluate(args) -> int:
     from translator.evaluation import evaluate
 
     report = evaluate(args.run if len(args.run) > 1 else args.run[0], args.split, beam_size=args.beam_size,
-                      length_penalty=args.length_penalty, batch_size=args.batch_size, out=args.out)
+                      length_penalty=args.length_penalty, batch_size=args.batch_size, out=args.out,
+                      corpus=args.corpus, target_language=args.target_language)
     directory = Path(report["directory"])
     if "accuracy" in report:  # a classifier
         print(f"{report['run']} on {report['corpus']} {report['split']} ({report['examples']:,} examples): "
@@ -469,6 +526,11 @@ def _add_evaluate_parser(commands) -> None:
     evaluate.add_argument("--length-penalty", type=LENGTH_PENALTY, default=None,
                           help="GNMT length penalty (default: the run's decoding config, else 0.6)")
     evaluate.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="sentences per batch (default 64)")
+    evaluate.add_argument("--corpus", default=None,
+                          help="a prepared corpus other than the run's, e.g. one direction of a multilingual "
+                               "model's (the report then goes to RUN/CORPUS unless --out)")
+    evaluate.add_argument("--target-language", default=None,
+                          help="the language a multilingual model writes (its tag goes before every sentence)")
     evaluate.set_defaults(handler=command_evaluate)
 
 def command_results(args) -> int:

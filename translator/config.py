@@ -135,6 +135,7 @@ SCHEMA = {
         "strategy": ("default", STRATEGIES),
         "jit_compile": (False, bool),
         "precision": ("float32", PRECISIONS),
+        "init_from": (None, (type(None), str)),  # fine-tuning: a trained run whose weights and tokenizers start this one
         "initialize_encoder_from": (None, (type(None), str)),  # seq2seq: a run whose encoder starts this one
         "freeze_encoder": (False, bool),          # keep that encoder fixed; only the decoder trains
     },
@@ -218,6 +219,9 @@ def validate(raw: dict, source: str = "config") -> dict:
     if (training["initialize_encoder_from"] or training["freeze_encoder"]) and config["model"]["type"] != "seq2seq":
         raise ConfigError(f"{source}: 'training.initialize_encoder_from' and 'training.freeze_encoder' are for "
                           f"seq2seq models; remove them")
+    if training["init_from"] and (config["model"]["type"] != "seq2seq" or training["initialize_encoder_from"]):
+        raise ConfigError(f"{source}: 'training.init_from' fine-tunes a translation (seq2seq) run, and starts every "
+                          f"weight from it (so 'training.initialize_encoder_from' goes): remove one of them")
     if training["freeze_encoder"] and not training["initialize_encoder_from"]:
         raise ConfigError(f"{source}: 'training.freeze_encoder' is true but 'training.initialize_encoder_from' is "
                           f"null: a frozen encoder would stay random; name the run whose encoder to keep")

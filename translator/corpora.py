@@ -43,7 +43,7 @@ from translator.files import atomic_write_text, read_yaml, search_path
 
 TASKS = ("translation", "language_modeling", "classification")
 FORMATS = {
-    "translation": ("parallel", "tsv"),
+    "translation": ("parallel", "tsv", "multilingual"),
     "language_modeling": ("text", "parallel_text"),
     "classification": ("label_first", "file_per_label"),
 }
@@ -51,7 +51,9 @@ RECIPE_KEYS = {
     "name", "description", "license", "citation", "task", "format", "languages",
     "default_pair", "columns", "splits", "files", "make_splits", "cleaning", "deduplicate",
     "label_names", "label_separator", "encoding_errors", "parallel_from", "separator", "end",
+    "directions",
 }
+MULTILINGUAL_LANGUAGES = ["src", "tgt"]  # a multilingual corpus's two sides (train.src, train.tgt)
 FILE_KEYS = {"path", "url", "sha256", "download_sha256", "archive_member", "archive_member_sha256"}
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -71,8 +73,8 @@ class FileSpec:
     """One file of a recipe: where it sits in the mirror and where it comes from."""
 
     path: str
-    url: str
     sha256: str
+    url: str = ""  # none: a local file (the user's own), its path absolute or relative to the recipe
     download_sha256: str | None = None  # when the download is an archive holding the file
     archive_member: str | None = None
     archive_member_sha256: str | None = None
@@ -98,12 +100,15 @@ class Recipe:
     label_names: dict | None = None
     label_separator: str | None = None
     encoding_errors: str = "strict"
-    parallel_from: str | None = None  # format parallel_text: the translation recipe whose pairs make the text
+    parallel_from: str | None = None  # formats parallel_text, multilingual: the translation recipe read
+    directions: list = field(default_factory=list)  # format multilingual: ["de-en", "en-fr", ...]
     separator: str = ""  # format parallel_text: "SOURCE SEPARATOR TARGET END" per line
     end: str = ""
 
     def file_specs(self):
-        """Every FileSpec of the recipe."""
+        """Every FileSpec of the recipe (of the recipe it joins, for a multilingual one)."""
+        if self.format == "multilingual":
+            yield from read_recipe(known_recipes()[self.parallel_from]).file_specs()
         for entry in list(self.splits.values()) + [self.files]:
             if isinstance(entry, FileSpec):
                 yield entry
@@ -136,13 +141,15 @@ def known_recipes() -> dict[str, Path]:
 
 def _file_spec(raw, where: str) -> FileSpec:
     if not isinstance(raw, dict):
-        raise CorpusError(f"{where}: expected a mapping with path, url and sha256; got {raw!r}")
+        raise CorpusError(f"{where}: expected a mapping with path, sha256 and (for a public file) url; got {raw!r}")
     unknown = set(raw) - FILE_KEYS
-    missing = {"path", "url", "sha256"} - set(raw)
+    missing = {"path", "sha256"} - set(raw)
     if unknown:
         raise CorpusError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(FILE_KEYS)}")
     if missing:
-        raise CorpusError(f"{where}: missing key(s) {sorted(missing)} (every file needs path, url, sha256)")
+        raise CorpusError(f"{where}: missing key(s) {sorted(missing)} (every file needs path and sha256; a "
+                          "public one also its url, and a file without url is read from its path, absolute "
+                          "or relative to the recipe)")
     return FileSpec(**{key: str(value) for key, value in raw.items()})
 
 
@@ -165,6 +172,8 @@ def read_recipe(path: str | Path) -> Recipe:
         raise CorpusError(f"{path}: format: '{fmt}' is not allowed for task {task}; use one of {list(FORMATS[task])}")
     if fmt == "parallel_text":
         return _parallel_text_recipe(raw, path)
+    if fmt == "multilingual":
+        return _multilingual_recipe(raw, path)
     if bool(raw.get("splits")) == bool(raw.get("files")):
         raise CorpusError(f"{path}: give either 'splits' (published splits) or 'files' + 'make_splits'")
     splits = {}
@@ -178,6 +187,13 @@ def read_recipe(path: str | Path) -> Recipe:
     files = {key: _file_spec(spec, f"{path}: files.{key}") for key, spec in (raw.get("files") or {}).items()}
     if files and not raw.get("make_splits"):
         raise CorpusError(f"{path}: 'files' without published splits needs 'make_splits' (seed and fractions)")
+    if files and fmt == "parallel" and not set(raw.get("default_pair") or []) <= set(files):
+        raise CorpusError(f"{path}: files: a parallel corpus split here needs one file per language "
+                          f"(files.{{language}}: path, sha256); found {sorted(files)}")
+    if files and fmt == "tsv" and len(files) != 1:
+        raise CorpusError(f"{path}: files: a tsv corpus is one file (files.pairs: path, sha256); found {sorted(files)}")
+    if fmt == "tsv" and not raw.get("columns"):
+        raise CorpusError(f"{path}: format tsv needs 'columns' (the language of each column, e.g. [en, de])")
     recipe = Recipe(
         name=str(raw["name"]), task=task, format=fmt, source=path,
         description=str(raw.get("description", "")), license=str(raw.get("license", "")),
@@ -198,6 +214,15 @@ def read_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
+def _recipe_read_from(raw: dict, path: Path) -> Recipe:
+    """The recipe that ``parallel_from`` names (formats parallel_text and multilingual)."""
+    recipes = known_recipes()
+    if raw["parallel_from"] not in recipes:
+        raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a known corpus recipe "
+                          f"({', '.join(sorted(recipes))})")
+    return read_recipe(recipes[raw["parallel_from"]])
+
+
 def _parallel_text_recipe(raw: dict, path: Path) -> Recipe:
     """A language-modelling recipe (format ``parallel_text``) whose text is the pairs of a
     translation recipe, one ``SOURCE SEPARATOR TARGET END`` line each: translation as
@@ -206,11 +231,7 @@ def _parallel_text_recipe(raw: dict, path: Path) -> Recipe:
         if not raw.get(key):
             raise CorpusError(f"{path}: format parallel_text needs '{key}' (parallel_from: a translation recipe; "
                               f"default_pair: [source, target]; separator and end: the symbols between and after)")
-    recipes = known_recipes()
-    if raw["parallel_from"] not in recipes:
-        raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a known corpus recipe "
-                          f"({', '.join(sorted(recipes))})")
-    pairs = read_recipe(recipes[raw["parallel_from"]])
+    pairs = _recipe_read_from(raw, path)
     if pairs.task != "translation" or pairs.format != "parallel":
         raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a translation recipe of "
                           f"line-aligned files (format: parallel)")
@@ -220,6 +241,35 @@ def _parallel_text_recipe(raw: dict, path: Path) -> Recipe:
                   description=str(raw.get("description", "")), license=pairs.license, citation=pairs.citation,
                   languages=pairs.languages, default_pair=list(raw["default_pair"]), splits=pairs.splits,
                   parallel_from=raw["parallel_from"], separator=str(raw["separator"]), end=str(raw["end"]))
+
+
+def _multilingual_recipe(raw: dict, path: Path) -> Recipe:
+    """A translation recipe (format ``multilingual``) joining several directions of another
+    translation recipe into one corpus, as Johnson et al. (2017): every source sentence starts
+    with the tag of its target language (``<2fr> ...``, see ``target_tag``). Its sides are
+    ``src`` and ``tgt`` (files ``train.src``, ``train.tgt``)."""
+    for key in ("parallel_from", "directions"):
+        if not raw.get(key):
+            raise CorpusError(f"{path}: format multilingual needs '{key}' (parallel_from: a translation recipe; "
+                              f"directions: a list of SRC-TGT pairs of its languages, e.g. [de-en, en-de])")
+    pairs = _recipe_read_from(raw, path)
+    if pairs.task != "translation" or pairs.format == "multilingual":
+        raise CorpusError(f"{path}: parallel_from: '{raw['parallel_from']}' is not a one-pair translation recipe")
+    directions = [str(direction) for direction in raw["directions"]]
+    for direction in directions:
+        languages = direction.split("-")
+        if len(languages) != 2 or not set(languages) <= set(pairs.languages) or languages[0] == languages[1]:
+            raise CorpusError(f"{path}: directions: '{direction}' is not SRC-TGT with two of {pairs.languages}")
+    return Recipe(name=str(raw["name"]), task="translation", format="multilingual", source=path,
+                  description=str(raw.get("description", "")), license=pairs.license, citation=pairs.citation,
+                  languages=list(MULTILINGUAL_LANGUAGES), default_pair=list(MULTILINGUAL_LANGUAGES),
+                  parallel_from=raw["parallel_from"], directions=directions,
+                  cleaning=dict(raw.get("cleaning") or {}))
+
+
+def target_tag(language: str) -> str:
+    """The piece a multilingual corpus puts before each source sentence: the target language."""
+    return f"<2{language}>"
 
 
 def resolve_corpus(corpus: str | Path) -> CorpusSpec:
@@ -294,17 +344,30 @@ def _sha256_once(path: Path, data: bytes | None = None) -> str:
     return _hashed[key]
 
 
-def _verify(path: Path, expected: str, what: str) -> None:
+def _verify(path: Path, expected: str, what: str, fix: str = "") -> None:
     actual = _sha256_once(path)
     if actual != expected:
         raise ChecksumError(
-            f"{path}: sha256 is {actual} but {what} expects {expected}. The file differs from the "
-            f"public one (corrupted or edited copy): replace it with the original, or fix the recipe."
+            f"{path}: sha256 is {actual} but {what} expects {expected}. " + (fix or
+            "The file differs from the public one (corrupted or edited copy): replace it with the "
+            "original, or fix the recipe.")
         )
 
 
 def locate(spec: FileSpec, recipe: Recipe, data_dir: Path | None) -> Path:
-    """Return a verified local path for a recipe file: from the mirror, or downloaded to the cache."""
+    """Return a verified local path for a recipe file: a local file (no url) from its path, a
+    public one from the mirror, or downloaded to the cache."""
+    if not spec.url:
+        path = Path(spec.path) if Path(spec.path).is_absolute() else recipe.source.parent / spec.path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} (corpus recipe {recipe.source}) is missing. The recipe was written from this file "
+                f"(translator data --from-...); put it back, or write the recipe again from where it is now."
+            )
+        _verify(path, spec.sha256, f"recipe {recipe.source}",
+                "The file changed since the recipe was written from it: write the recipe again "
+                "(translator data --from-... with the same arguments) to use the file as it is now.")
+        return path
     if data_dir is not None:
         path = data_dir / spec.path
         if not path.is_file():
@@ -539,55 +602,94 @@ def _split_indices(n: int, settings: dict, groups=None, labels=None) -> dict[str
     return {name: np.flatnonzero(assigned == code) for code, name in enumerate(names)}
 
 
-def _pairs_of_files(source_path: Path, target_path: Path, encoding_errors: str):
-    """A function giving the (source, target) line pairs of two line-aligned files afresh."""
-    return lambda: zip(iter_lines(source_path, encoding_errors), iter_lines(target_path, encoding_errors))
-
-
-def _read_translation(spec: CorpusSpec, data_dir, cleaning: Cleaning, sink, report: dict) -> None:
-    recipe, src, tgt = spec.recipe, spec.source_language, spec.target_language
-    readers = {}  # split -> a function giving its (source, target) pairs afresh
+def _rows_of_files(recipe: Recipe, files: dict, encoding_errors: str):
+    """The columns and a function giving the rows (lists of fields) of one split's files afresh:
+    line-aligned files, one per language (format ``parallel``, ``files`` maps language -> path),
+    or one tab-separated file (format ``tsv``, columns in ``recipe.columns``)."""
     if recipe.format == "parallel":
-        for split, by_language in recipe.splits.items():
-            source_path, target_path = (locate(by_language[language], recipe, data_dir) for language in (src, tgt))
-            source_count, target_count = count_lines(source_path), count_lines(target_path)
-            if source_count != target_count:
+        languages, paths = list(files), list(files.values())
+        counts = [count_lines(path) for path in paths]
+        if len(set(counts)) > 1:
+            raise CorpusError(
+                f"parallel files differ in length: {paths[0]} has {counts[0]} lines and {paths[1]} has "
+                f"{counts[1]}; they must be line-aligned (one sentence per line, same count). Fix or "
+                f"re-download the shorter file."
+            )
+        return languages, lambda: zip(*(iter_lines(path, encoding_errors) for path in paths))
+    (path,) = files.values()
+
+    def rows():
+        for number, line in enumerate(iter_lines(path, encoding_errors), start=1):
+            fields = line.split("\t")
+            if len(fields) < len(recipe.columns):
                 raise CorpusError(
-                    f"parallel files differ in length: {source_path} has {source_count} lines and "
-                    f"{target_path} has {target_count}; they must be line-aligned (one sentence per "
-                    f"line, same count). Fix or re-download the shorter file."
+                    f"{path}, line {number}: expected {len(recipe.columns)} tab-separated columns "
+                    f"({', '.join(recipe.columns)}), found {len(fields)}"
                 )
-            readers[split] = _pairs_of_files(source_path, target_path, recipe.encoding_errors)
-    else:  # tsv, with our own split
-        (file_spec,) = recipe.files.values()
-        path = locate(file_spec, recipe, data_dir)
-        index = {language: recipe.columns.index(language) for language in (src, tgt)}
+            yield fields
 
-        def rows():
-            for number, line in enumerate(iter_lines(path, recipe.encoding_errors), start=1):
-                fields = line.split("\t")
-                if len(fields) < len(recipe.columns):
-                    raise CorpusError(
-                        f"{path}, line {number}: expected {len(recipe.columns)} tab-separated columns "
-                        f"({', '.join(recipe.columns)}), found {len(fields)}"
-                    )
-                yield fields
+    return recipe.columns, rows
 
+
+def _located(entry, recipe: Recipe, data_dir) -> dict:
+    """A split's (or the unsplit corpus's) files as {key: verified local path}."""
+    entry = {"file": entry} if isinstance(entry, FileSpec) else entry
+    return {key: locate(spec, recipe, data_dir) for key, spec in entry.items()}
+
+
+def _translation_readers(spec: CorpusSpec, data_dir) -> dict:
+    """split -> a function giving its (source, target) pairs afresh, unstripped."""
+    recipe, src, tgt = spec.recipe, spec.source_language, spec.target_language
+    readers = {}
+
+    def pairs_of(columns, rows, assigned=None, code=None):  # assigned: each row's split code
+        source, target = columns.index(src), columns.index(tgt)
+        if assigned is None:
+            return lambda: ((fields[source], fields[target]) for fields in rows())
+        return lambda: ((fields[source], fields[target]) for fields, split in zip(rows(), assigned) if split == code)
+
+    if recipe.splits:  # published splits
+        for split, entry in recipe.splits.items():
+            readers[split] = pairs_of(*_rows_of_files(recipe, _located(entry, recipe, data_dir), recipe.encoding_errors))
+    else:  # one set of files, split here from the recipe's seed
+        columns, rows = _rows_of_files(recipe, _located(recipe.files, recipe, data_dir), recipe.encoding_errors)
         group_column = recipe.make_splits.get("group_by")
         if group_column:  # one fingerprint per line stands for its group's sentence
-            group = recipe.columns.index(group_column)
+            group = columns.index(group_column)
             groups = array("Q", (_fingerprint(fields[group].strip()) for fields in rows()))
             count = len(groups)
         else:
             groups, count = None, sum(1 for _ in rows())
         names, assigned = _split_assignment(count, recipe.make_splits, groups=groups)
         assigned = assigned.tobytes()  # iterates as small ints
+        readers = {name: pairs_of(columns, rows, assigned, code) for code, name in enumerate(names)}
+    return readers
 
-        def reader(code):
-            return lambda: ((fields[index[src]], fields[index[tgt]])
-                            for fields, split in zip(rows(), assigned) if split == code)
 
-        readers = {name: reader(code) for code, name in enumerate(names)}
+def _multilingual_readers(spec: CorpusSpec, data_dir) -> dict:
+    """The readers of every direction, joined split by split, each source tagged with its target
+    language (an empty source stays empty, so that cleaning drops the pair)."""
+    recipe = spec.recipe
+    by_direction = {direction: _translation_readers(resolve_corpus(f"{recipe.parallel_from}-{direction}"), data_dir)
+                    for direction in recipe.directions}
+
+    def joined(split):
+        def pairs():
+            for direction, readers in by_direction.items():
+                if split in readers:
+                    tag = target_tag(direction.split("-")[1])
+                    yield from ((f"{tag} {source.strip()}" if source.strip() else "", target)
+                                for source, target in readers[split]())
+        return pairs
+
+    return {split: joined(split) for split in SPLIT_NAMES if any(split in r for r in by_direction.values())}
+
+
+def _read_translation(spec: CorpusSpec, data_dir, cleaning: Cleaning, sink, report: dict) -> None:
+    if spec.recipe.format == "multilingual":
+        readers = _multilingual_readers(spec, data_dir)
+    else:
+        readers = _translation_readers(spec, data_dir)
     for split in SPLIT_NAMES:
         if split not in readers:
             continue
@@ -946,7 +1048,7 @@ def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | 
         "source_language": spec.source_language,
         "target_language": spec.target_language,
         "labels": label_names,
-        "data_from": str(directory) if directory else f"download cache {cache_directory()}",
+        "data_from": _data_from(spec.recipe, directory),
         "inputs": {fs.path: fs.sha256 for fs in spec.recipe.file_specs()},
         "filters": report.pop("filters"),
         "seed": spec.recipe.make_splits.get("seed"),
@@ -957,6 +1059,13 @@ def prepare_corpus(corpus, work_dir="work", data_dir=None, cleaning: Cleaning | 
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+def _data_from(recipe: Recipe, directory: Path | None) -> str:
+    """Where the corpus's files were read: the mirror, the download cache, or your own files."""
+    if not any(spec.url for spec in recipe.file_specs()):
+        return f"your own files (named in {recipe.source})"
+    return str(directory) if directory else f"download cache {cache_directory()}"
 
 
 def read_manifest(corpus, work_dir="work") -> tuple[Path, dict]:

@@ -181,12 +181,15 @@ code {{ font-size: 85%; }}
 
 
 def evaluate(run, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
-             batch_size: int = 64, translator=None, out=None) -> dict:
+             batch_size: int = 64, translator=None, out=None, corpus: str | None = None,
+             target_language: str | None = None) -> dict:
     """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``
     (or ``out``). ``run`` may be a list of translation runs: their ensemble is evaluated, on the
     first run's corpus, and the report goes to ``out`` (default ``runs/ensemble-A+B``).
 
-    ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config."""
+    ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config.
+    ``corpus``: a prepared corpus other than the run's (the report then goes to ``run/CORPUS``);
+    ``target_language``: the language a multilingual model writes (see `Translator.translate`)."""
     from translator.ensembles import ensemble_directory
     from translator.models import count_parameters
     from translator.translator import MOSTLY_UNKNOWN, Translator
@@ -201,6 +204,8 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         source = Path(run)  # the run read from; `run` is where the report goes
         config = read_run_config(source)
         run = Path(out) if out else source
+        if not out and corpus and corpus != config["data"]["corpus"]:  # another corpus: a report of its own
+            run = source / corpus
     kind = config["model"].get("type", "seq2seq")
     if kind == "classifier":
         from translator.classifiers import evaluate_classifier
@@ -209,19 +214,20 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
         raise ValueError(f"{run} is a language model: its validation loss (nats per token) is in "
                          f"{run / 'log.csv'}; generate text with `translator sample --run {run}`")
     data = config["data"]
-    columns = read_prepared_split(data["corpus"], split, data["work_dir"])
+    corpus = corpus or data["corpus"]
+    columns = read_prepared_split(corpus, split, data["work_dir"])
     sources, references = columns["source"], columns["target"]
     translator = translator or Translator.load(source)
     beam_size = translator.beam_size if beam_size is None else beam_size
     length_penalty = translator.length_penalty if length_penalty is None else length_penalty
     started = time.time()
     hypotheses = translator.translate(sources, beam_size=beam_size, length_penalty=length_penalty,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, target_language=target_language)
     seconds = time.time() - started
     atomic_write_text(run / "translations" / f"{split}.txt", "".join(h + "\n" for h in hypotheses))
     best, worst = _sentence_extremes(sources, hypotheses, references)
     report = {
-        "run": run.name, "corpus": data["corpus"], "split": split, "sentences": len(sources),
+        "run": run.name, "corpus": corpus, "split": split, "target_language": target_language, "sentences": len(sources),
         "search": f"beam {beam_size}, length penalty {length_penalty}" if beam_size > 1 else "greedy",
         "beam_size": beam_size, "length_penalty": length_penalty,
         "seconds": round(seconds, 2), "sentences_per_second": round(len(sources) / max(seconds, 1e-9), 1),
@@ -239,7 +245,8 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     if config["model"].get("attention"):
         shortest = sorted(range(len(sources)), key=lambda i: len(sources[i]))[len(sources) // 3:][:3]
         examples = translator.translate_detailed([sources[i] for i in shortest], beam_size=beam_size,
-                                                 length_penalty=length_penalty, attention=True)
+                                                 length_penalty=length_penalty, attention=True,
+                                                 target_language=target_language)
     plots = _plots(report, read_log(source) if source else [], examples)
     atomic_write_text(run / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(run / "report.md", _markdown(report))

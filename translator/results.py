@@ -6,7 +6,10 @@ recipe's ``decoding`` section; a report.json newer than the model with the same 
 reused), and writes the table between the ``<!-- results -->`` and ``<!-- /results -->`` lines
 of README.md. ``--train`` first trains the runs that have no model yet (``translator train``,
 which resumes an interrupted run); without it they show as "not trained". A row with ``seeds``
-is one run per seed, ``runs/NAME-seedN``; a ``difference`` compares two rows' mean BLEU.
+is one run per seed, ``runs/NAME-seedN``; a row with ``corpus`` (and ``target_language``) scores
+the run on another prepared corpus, as one direction of a multilingual model (``translator evaluate
+--corpus C --target-language L``, its report in ``RUN/C/``); a ``difference`` compares two rows'
+mean BLEU.
 
 Each row names the command that made it, the parameters, the training time (log.csv), the
 hardware that trained it (machines.txt) and the scores; the BLEU, lowercased BLEU and chrF
@@ -41,10 +44,10 @@ def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "config" not in row:
             raise ResultsError(f"{manifest}: row {number} needs a 'config' (a path such as configs/NAME.yaml)")
-        unknown = set(row) - {"config", "label", "seeds"}
+        unknown = set(row) - {"config", "label", "seeds", "corpus", "target_language"}
         if unknown:
             raise ResultsError(f"{manifest}: row {number} has unknown keys {sorted(unknown)}; "
-                               f"allowed: config, label, seeds")
+                               f"allowed: config, label, seeds, corpus, target_language")
         config_path = Path(row["config"])
         if not config_path.is_absolute() and not config_path.exists():
             config_path = manifest.parent.parent / config_path
@@ -54,7 +57,7 @@ def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
             raise ResultsError(f"{manifest}: row {number} 'seeds' must be a list of integers >= 0")
         runs = [(seed, f"{name}-seed{seed}") for seed in seeds] if seeds else [(None, name)]
         out.append({"config": str(row["config"]), "path": config_path, "label": row.get("label", name),
-                    "runs": runs})
+                    "runs": runs, "corpus": row.get("corpus"), "target_language": row.get("target_language")})
     differences = raw.get("differences") or []
     labels = {row["label"] for row in out}
     for difference in differences:
@@ -74,28 +77,34 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
     from translator.training import train_if_missing
 
     model = run / "model.keras"
-    decoding = load_config(row["path"])["decoding"]
+    config = load_config(row["path"])
+    decoding = config["decoding"]
     settings = (split, decoding["beam_size"], decoding["length_penalty"])
+    corpus = row["corpus"] if row["corpus"] != config["data"]["corpus"] else None
+    reports = run / corpus if corpus else run  # where evaluate writes the report
     if not model.is_file() and not train:
         return None
-    report = _fresh_report(run, settings)
+    report = _fresh_report(run, reports, settings)
     if report is not None:
         return report
     with run_lock(run):
         if train:
             train_if_missing(row["path"], run, seed)
-        report = _fresh_report(run, settings)  # another process may have scored it meanwhile
+        report = _fresh_report(run, reports, settings)  # another process may have scored it meanwhile
         if report is not None:
             return report
+        other = f" --corpus {corpus}" if corpus else ""
+        other += f" --target-language {row['target_language']}" if row["target_language"] else ""
         print(f"evaluating: translator evaluate --run {run} --split {split} --beam-size {decoding['beam_size']} "
-              f"--length-penalty {decoding['length_penalty']}", flush=True)
-        return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"])
+              f"--length-penalty {decoding['length_penalty']}{other}", flush=True)
+        return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"],
+                        corpus=corpus, target_language=row["target_language"])
 
 
-def _fresh_report(run: Path, settings: tuple) -> dict | None:
-    """report.json when it is newer than model.keras and made with ``settings`` (split, beam
-    size, length penalty), else None."""
-    model, path = run / "model.keras", run / "report.json"
+def _fresh_report(run: Path, reports: Path, settings: tuple) -> dict | None:
+    """``reports``/report.json when it is newer than the run's model.keras and made with
+    ``settings`` (split, beam size, length penalty), else None."""
+    model, path = run / "model.keras", reports / "report.json"
     if not (model.is_file() and path.is_file() and path.stat().st_mtime > model.stat().st_mtime):
         return None
     report = json.loads(path.read_text(encoding="utf-8"))
@@ -140,7 +149,8 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
                 signatures.setdefault(metric, set()).add(scores[metric]["signature"])
             bleu_by_label.setdefault(row["label"], []).append(scores["BLEU"]["score"])
             training, machine = _training(run)
-            lines.append(f"| {row['label']} | `{name}` | {scores['BLEU']['score']:.2f} | "
+            shown = f"`{name}`" + (f" on `{row['corpus']}`" if row["corpus"] else "")
+            lines.append(f"| {row['label']} | {shown} | {scores['BLEU']['score']:.2f} | "
                          f"{scores['BLEU (lowercased)']['score']:.2f} | {scores['chrF']['score']:.2f} | "
                          f"{report['parameters']:,} | {report['search']} | {training} | {machine} |")
     lines.append("")

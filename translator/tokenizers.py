@@ -40,6 +40,7 @@ RECIPE_DEFAULTS = {
     "corpus": None, "model_type": "unigram", "vocabulary": "separate", "vocab_size": 8000,
     "character_coverage": 1.0, "byte_fallback": False, "normalization": "nmt_nfkc",
     "input_sentence_size": 0, "user_defined_symbols": [],
+    "hard_vocab_limit": True,  # false: vocab_size is a maximum (a small corpus gives fewer pieces)
 }
 NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
 
@@ -151,6 +152,17 @@ class Tokenizer:
     def id_to_piece(self, index: int) -> str:
         return self._processor.id_to_piece(index)
 
+    @property
+    def target_languages(self) -> list[str]:
+        """The languages whose tag (``<2fr>``, a piece of its own) this tokenizer knows: the
+        target languages of a multilingual model's source side; empty for a one-pair model."""
+        if not hasattr(self, "_target_languages"):
+            processor = self._processor
+            pieces = map(processor.id_to_piece, range(processor.get_piece_size()))
+            self._target_languages = [piece[2:-1] for piece in pieces
+                                      if len(piece) > 3 and piece[:2] == "<2" and piece[-1] == ">"]
+        return self._target_languages
+
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.model_file)!r}, vocabulary_size={self.vocabulary_size})"
 
@@ -216,6 +228,9 @@ def read_recipe(path: Path) -> dict:
     if not isinstance(symbols, list) or not all(isinstance(symbol, str) and symbol for symbol in symbols):
         raise TokenizerError(f"{path}: user_defined_symbols: {symbols!r} is not a list of non-empty strings "
                              f"(pieces kept whole, e.g. [\"<sep>\"])")
+    for key in ("byte_fallback", "hard_vocab_limit"):
+        if not isinstance(settings[key], bool):
+            raise TokenizerError(f"{path}: {key}: {settings[key]!r} is not true or false")
     if not 0.9 <= float(settings["character_coverage"]) <= 1.0:
         raise TokenizerError(f"{path}: character_coverage: {settings['character_coverage']} is not in [0.9, 1.0]")
     return settings
@@ -266,6 +281,7 @@ def _train_model(lines, prefix: Path, settings: dict, char_mode_text: bool) -> i
         "input_sentence_size": sample, "shuffle_input_sentence": True,
         "num_threads": os.cpu_count() or 1, "minloglevel": 2,
         "user_defined_symbols": list(settings["user_defined_symbols"]),
+        "hard_vocab_limit": bool(settings["hard_vocab_limit"]),
     }
     if settings["model_type"] == "char":
         # Every character is a piece and the text comes back exactly: no normalization, no

@@ -77,8 +77,13 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
         raise TrainingError(f"corpus {data['corpus']} is a {manifest['task']} corpus, but model.type "
                             f"'{config['model']['type']}' trains on a {expected} corpus; set data.corpus "
                             f"or model.type to match")
-    recipe = find_recipe(data["corpus"], data["tokenizer"])
-    source = corpus_dir / "tokenizers" / recipe.stem
+    init_from = config["training"]["init_from"]
+    if init_from:  # fine-tuning: the parent's tokenizers (translator.fine_tuning)
+        from translator import fine_tuning
+
+        source = fine_tuning.parent_tokenizers(config)
+    else:
+        source = corpus_dir / "tokenizers" / find_recipe(data["corpus"], data["tokenizer"]).stem
     if not (source / "card.json").is_file():
         raise FileNotFoundError(f"{source}/card.json not found: run `translator tokenizers {data['corpus']}"
                                 f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
@@ -106,6 +111,8 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
     elif not chief:
         return manifest, source
     else:
+        if init_from:
+            fine_tuning.check_unknown_rate(config, source)
         run.mkdir(parents=True, exist_ok=True)
         if (run / "tokenizers").exists():
             shutil.rmtree(run / "tokenizers")
@@ -139,7 +146,7 @@ def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
 # Tokenizer recipe keys added after runs began recording data.json, with their defaults: a
 # tokenizer trained again with such a key at its default is the tokenizer it was (its
 # vocabularies tell), so the key is left out of the settings' hash and the run resumes.
-LATER_TOKENIZER_SETTINGS = {"user_defined_symbols": []}
+LATER_TOKENIZER_SETTINGS = {"user_defined_symbols": [], "hard_vocab_limit": True}
 
 
 def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = True) -> None:
@@ -355,6 +362,10 @@ class Trainer:
         with strategy.scope():
             # mixed_bfloat16: bfloat16 compute, float32 weights (2-3x faster matmuls with AMX)
             model = task.build_model(settings["precision"])
+            if settings["init_from"] and not tf.train.latest_checkpoint(self.run / "checkpoints"):
+                from translator.fine_tuning import take_weights
+
+                take_weights(model, Path(settings["init_from"]), config["model"]["type"], self.log)
             # training.ema_decay: Keras keeps an exponential moving average of the weights in the
             # optimizer (so a checkpoint holds it); validation and the saved models use it.
             optimizer = keras.optimizers.Adam(learning_rate=settings["learning_rate"],
@@ -404,6 +415,11 @@ class Trainer:
             session.state = json.loads(session.state_variable.numpy().decode("utf-8"))
             self.log(f"resuming {self.run} from step {session.state['step']:,} (epoch {session.state['epoch'] + 1}, "
                      f"batch {session.state['batches_done']} of {session.batches_per_epoch})")
+        elif self.config["training"]["init_from"] and session.worker.chief:  # fine-tuning: the parent on this data
+            from translator.fine_tuning import record_start
+
+            self.log(f"epoch 0 is {self.config['training']['init_from']}'s weights on {self.config['data']['corpus']}:")
+            record_start(self.run, self.config, session.task.validate(session.model, session.evaluate_step, -1))
         distributed.check_same_start(session.strategy, self.run, session.state["step"])  # all workers alike
 
     def _announce(self, session, manifest: dict) -> None:

@@ -145,26 +145,54 @@ class Translator:
     # ------------------------------------------------------------------ translating
 
     def translate(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
-                  batch_size: int = 64,
-                  max_length_ratio: float = 2.0, max_length_offset: int = 10) -> list[str]:
+                  batch_size: int = 64, max_length_ratio: float = 2.0, max_length_offset: int = 10,
+                  target_language: str | None = None) -> list[str]:
         """Translate a list of sentences (or one string); return the best translations as strings
         (one string for one string).
 
         ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config
-        (5 and 0.6 unless the recipe tuned them)."""
+        (5 and 0.6 unless the recipe tuned them). ``target_language``: the language a
+        multilingual model writes (one of ``target_languages``; its tag goes before every
+        sentence); None for a one-pair model, or sentences that start with a tag already."""
         details = self._translate(sentences, beam_size, length_penalty, batch_size, max_length_ratio,
-                                  max_length_offset, n_best=1, attention=False, detailed=False)
+                                  max_length_offset, n_best=1, attention=False, detailed=False,
+                                  target_language=target_language)
         return details.text if isinstance(details, Translation) else [detail.text for detail in details]
 
     def translate_detailed(self, sentences, beam_size: int | None = None, length_penalty: float | None = None,
                            batch_size: int = 64,
                            max_length_ratio: float = 2.0, max_length_offset: int = 10, n_best: int | None = None,
-                           attention: bool = False) -> list[Translation]:
+                           attention: bool = False, target_language: str | None = None) -> list[Translation]:
         """Translations with pieces, scores, the n-best list (``n_best`` entries, default the
         beam size), the share of unknown pieces in the source and, with ``attention=True``, the
         attention weights of the best one. One string gives one `Translation`."""
         return self._translate(sentences, beam_size, length_penalty, batch_size, max_length_ratio,
-                               max_length_offset, n_best, attention, detailed=True)
+                               max_length_offset, n_best, attention, detailed=True, target_language=target_language)
+
+    @property
+    def target_languages(self) -> list[str]:
+        """The languages a multilingual model writes (its tags' languages); empty for one pair."""
+        return self.source_tokenizer.target_languages
+
+    def _tagged(self, sentences: list[str], target_language: str | None) -> list[str]:
+        """The sentences as the model reads them: with the target language's tag first, for a
+        multilingual model (Johnson et al. 2017); a clear error when the tag is missing or unknown."""
+        from translator.corpora import target_tag
+
+        languages = self.target_languages
+        if target_language is None:
+            if languages and not all(s.split(" ", 1)[0] in map(target_tag, languages) for s in sentences if s.strip()):
+                raise ValueError(f"this is a multilingual model: it writes {', '.join(languages)}; say which with "
+                                 f"target_language= (translator translate --target-language {languages[0]})")
+            return sentences
+        if not languages:
+            raise ValueError(f"target_language='{target_language}': this model translates one language pair and "
+                             f"knows no target-language tags; leave target_language out")
+        if target_language not in languages:
+            raise ValueError(f"target_language='{target_language}' is not one this model writes: "
+                             f"{', '.join(languages)}")
+        tag = target_tag(target_language)
+        return [f"{tag} {sentence}" if sentence.strip() else sentence for sentence in sentences]
 
     def unknown_shares(self, sentences) -> list[float]:
         """For each sentence, the share of its characters (spaces aside) that the source
@@ -190,7 +218,7 @@ class Translator:
         return beam_size, length_penalty, n_best
 
     def _translate(self, sentences, beam_size, length_penalty, batch_size, max_length_ratio, max_length_offset,
-                   n_best, attention, detailed) -> list[Translation] | Translation:
+                   n_best, attention, detailed, target_language=None) -> list[Translation] | Translation:
         """`translate_detailed`; without ``detailed`` only ``text`` is filled in (greedy search
         then skips the scores, a softmax normalizer over the vocabulary at every step)."""
         from translator.search import strip_special
@@ -198,9 +226,10 @@ class Translator:
         sentences, single = check_texts("sentences", sentences)
         beam_size, length_penalty, n_best = self._check_arguments(
             beam_size, length_penalty, batch_size, max_length_ratio, max_length_offset, n_best, attention)
-        encoded = self.source_tokenizer.encode(sentences)
+        tagged = self._tagged(sentences, target_language)
+        encoded = self.source_tokenizer.encode(tagged)
         original_lengths = [len(ids) for ids in encoded]
-        unknown_shares = self.source_tokenizer.unknown_shares(sentences, encoded)
+        unknown_shares = self.source_tokenizer.unknown_shares(tagged, encoded)
         results: list[Translation | None] = [None] * len(sentences)
         for index, (sentence, ids) in enumerate(zip(sentences, encoded)):
             if not sentence.strip() or not ids:  # nothing to translate (also text that encodes to no piece)
