@@ -10,6 +10,8 @@ is one run per seed, ``runs/NAME-seedN``; a row with ``corpus`` (and ``target_la
 the run on another prepared corpus, as one direction of a multilingual model (``translator evaluate
 --corpus C --target-language L``, its report in ``RUN/C/``); a ``difference`` compares two rows'
 mean BLEU.
+A row with ``ensemble`` (run names) scores the ensemble of those runs (``translator evaluate --run A
+--run B``, its report in ``runs/ensemble-A+B``); ``command`` says what makes them.
 
 Each row names the command that made it, the parameters, the training time (log.csv), the
 hardware that trained it (machines.txt) and the scores; the BLEU, lowercased BLEU and chrF
@@ -44,10 +46,15 @@ def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "config" not in row:
             raise ResultsError(f"{manifest}: row {number} needs a 'config' (a path such as configs/NAME.yaml)")
-        unknown = set(row) - {"config", "label", "seeds", "corpus", "target_language"}
+        allowed = ("config", "label", "seeds", "corpus", "target_language", "ensemble", "command")
+        unknown = set(row) - set(allowed)
         if unknown:
             raise ResultsError(f"{manifest}: row {number} has unknown keys {sorted(unknown)}; "
-                               f"allowed: config, label, seeds, corpus, target_language")
+                               f"allowed: {', '.join(allowed)}")
+        ensemble = row.get("ensemble")
+        if ensemble is not None and (not isinstance(ensemble, list) or len(ensemble) < 2
+                                     or not all(isinstance(member, str) for member in ensemble)):
+            raise ResultsError(f"{manifest}: row {number} 'ensemble' must be a list of two or more run names")
         config_path = Path(row["config"])
         if not config_path.is_absolute() and not config_path.exists():
             config_path = manifest.parent.parent / config_path
@@ -56,8 +63,11 @@ def read_rows(manifest: str | Path) -> tuple[list[dict], list[dict]]:
         if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds)):
             raise ResultsError(f"{manifest}: row {number} 'seeds' must be a list of integers >= 0")
         runs = [(seed, f"{name}-seed{seed}") for seed in seeds] if seeds else [(None, name)]
+        if ensemble:
+            runs = [(None, "ensemble-" + "+".join(ensemble))]  # as translator.ensembles.ensemble_directory
         out.append({"config": str(row["config"]), "path": config_path, "label": row.get("label", name),
-                    "runs": runs, "corpus": row.get("corpus"), "target_language": row.get("target_language")})
+                    "runs": runs, "corpus": row.get("corpus"), "target_language": row.get("target_language"),
+                    "ensemble": ensemble, "command": row.get("command")})
     differences = raw.get("differences") or []
     labels = {row["label"] for row in out}
     for difference in differences:
@@ -76,6 +86,8 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
     from translator.runs import run_lock
     from translator.training import train_if_missing
 
+    if row["ensemble"]:
+        return _ensemble_report(run, split, row)
     model = run / "model.keras"
     config = load_config(row["path"])
     decoding = config["decoding"]
@@ -101,31 +113,56 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
                         corpus=corpus, target_language=row["target_language"])
 
 
-def _fresh_report(run: Path, reports: Path, settings: tuple) -> dict | None:
-    """``reports``/report.json when it is newer than the run's model.keras and made with
-    ``settings`` (split, beam size, length penalty), else None."""
-    model, path = run / "model.keras", reports / "report.json"
-    if not (model.is_file() and path.is_file() and path.stat().st_mtime > model.stat().st_mtime):
+def _ensemble_report(run: Path, split: str, row: dict) -> dict | None:
+    """The report of the ensemble of ``row["ensemble"]`` (runs beside ``run``, its directory);
+    None while one of them has no model."""
+    from translator.evaluation import evaluate
+
+    members = [run.parent / name for name in row["ensemble"]]
+    if not all((member / "model.keras").is_file() for member in members):
+        return None
+    decoding = load_config(row["path"])["decoding"]
+    settings = (split, decoding["beam_size"], decoding["length_penalty"])
+    report = _fresh_report(members, run, settings)
+    if report is None:
+        print(f"evaluating: translator evaluate {' '.join(f'--run {m}' for m in members)} --split {split} "
+              f"--beam-size {decoding['beam_size']} --length-penalty {decoding['length_penalty']}", flush=True)
+        report = evaluate(members, split, beam_size=decoding["beam_size"],
+                          length_penalty=decoding["length_penalty"], out=run)
+    return report
+
+
+def _fresh_report(run, reports: Path, settings: tuple) -> dict | None:
+    """``reports``/report.json when it is newer than the run's model.keras (every run's, for a
+    list of runs) and made with ``settings`` (split, beam size, length penalty), else None."""
+    models, path = [Path(each) / "model.keras" for each in (run if isinstance(run, list) else [run])], \
+        reports / "report.json"
+    if not (all(model.is_file() for model in models) and path.is_file()
+            and all(path.stat().st_mtime > model.stat().st_mtime for model in models)):
         return None
     report = json.loads(path.read_text(encoding="utf-8"))
     found = (report["split"], report["beam_size"], report["length_penalty"])
     return report if found == settings and "parameters" in report else None
 
 
-def _training(run: Path) -> tuple[str, str]:
-    """("N epochs, M min", hardware) from the run's log.csv and machines.txt."""
+def _training(run: Path, members=None) -> tuple[str, str]:
+    """("N epochs, M min", hardware) from the run's log.csv and machines.txt; for an ensemble
+    (``members``, its runs) the sum over them: ("K runs x N epochs, M min in all", hardware)."""
     from translator.reports import read_log
 
-    log = read_log(run)
-    minutes = float(log[-1]["train_seconds"]) / 60
-    machines = run / "machines.txt"
+    logs = [read_log(each) for each in members or [run]]
+    minutes = sum(float(log[-1]["train_seconds"]) for log in logs) / 60
     names = []
-    if machines.is_file():
-        for line in machines.read_text(encoding="utf-8").splitlines():
+    for each in members or [run]:
+        machines = each / "machines.txt"
+        for line in machines.read_text(encoding="utf-8").splitlines() if machines.is_file() else []:
             name = line.split("\t")[-1]
             if name not in names:
                 names.append(name)
-    return f"{len(log)} epochs, {minutes:.1f} min", " + ".join(names) or "not recorded"
+    epochs = "/".join(sorted({str(len(log)) for log in logs}))
+    done = f"{len(logs)} runs x {epochs} epochs, {minutes:.1f} min in all" if members else \
+        f"{epochs} epochs, {minutes:.1f} min"
+    return done, " + ".join(names) or "not recorded"
 
 
 def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "test", train: bool = False) -> str:
@@ -141,14 +178,14 @@ def table(manifest: str | Path, runs_dir: str | Path = "runs", split: str = "tes
             run = Path(runs_dir) / name
             report = scored_report(run, split, train, row, seed)
             if report is None:
-                lines.append(f"| {row['label']} | {name} | not trained: `{train_command(row['config'], run, seed)}` "
-                             f"| | | | | | |")
+                command = row["command"] or train_command(row["config"], run, seed)
+                lines.append(f"| {row['label']} | {name} | not trained: `{command}` | | | | | | |")
                 continue
             scores = report["scores"]
             for metric in SCORES:
                 signatures.setdefault(metric, set()).add(scores[metric]["signature"])
             bleu_by_label.setdefault(row["label"], []).append(scores["BLEU"]["score"])
-            training, machine = _training(run)
+            training, machine = _training(run, [run.parent / m for m in row["ensemble"]] if row["ensemble"] else None)
             shown = f"`{name}`" + (f" on `{row['corpus']}`" if row["corpus"] else "")
             lines.append(f"| {row['label']} | {shown} | {scores['BLEU']['score']:.2f} | "
                          f"{scores['BLEU (lowercased)']['score']:.2f} | {scores['chrF']['score']:.2f} | "
