@@ -246,6 +246,7 @@ def command_translate(args) -> int:
         print(f"translator translate: using the export in {exported.directory}", file=sys.stderr)
     translator = exported or Translator.load(args.run if len(args.run) > 1 else args.run[0])
     started, done, mostly_unknown = time.time(), 0, 0
+    language = {"target_language": args.target_language} if args.target_language else {}  # never the export's
 
     def flush(lines):
         nonlocal done, mostly_unknown
@@ -253,7 +254,7 @@ def command_translate(args) -> int:
             warnings.simplefilter("ignore")
             results = translator.translate_detailed(lines, beam_size=args.beam_size, length_penalty=args.length_penalty,
                                                     batch_size=args.batch_size, n_best=args.n_best,
-                                                    target_language=args.target_language)
+                                                    **language)
         for result in results:
             if result.truncated:
                 print(f"\ntranslator translate: warning: line {done + 1} is longer than the model's limit of "

@@ -221,8 +221,9 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     beam_size = translator.beam_size if beam_size is None else beam_size
     length_penalty = translator.length_penalty if length_penalty is None else length_penalty
     started = time.time()
+    language = {"target_language": target_language} if target_language else {}  # an ExportedTranslator has none
     hypotheses = translator.translate(sources, beam_size=beam_size, length_penalty=length_penalty,
-                                      batch_size=batch_size, target_language=target_language)
+                                      batch_size=batch_size, **language)
     seconds = time.time() - started
     atomic_write_text(run / "translations" / f"{split}.txt", "".join(h + "\n" for h in hypotheses))
     best, worst = _sentence_extremes(sources, hypotheses, references)
@@ -245,8 +246,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     if config["model"].get("attention"):
         shortest = sorted(range(len(sources)), key=lambda i: len(sources[i]))[len(sources) // 3:][:3]
         examples = translator.translate_detailed([sources[i] for i in shortest], beam_size=beam_size,
-                                                 length_penalty=length_penalty, attention=True,
-                                                 target_language=target_language)
+                                                 length_penalty=length_penalty, attention=True, **language)
     plots = _plots(report, read_log(source) if source else [], examples)
     atomic_write_text(run / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(run / "report.md", _markdown(report))

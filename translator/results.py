@@ -86,13 +86,14 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
     from translator.runs import run_lock
     from translator.training import train_if_missing
 
-    if row["ensemble"]:
+    if row.get("ensemble"):
         return _ensemble_report(run, split, row)
     model = run / "model.keras"
     config = load_config(row["path"])
     decoding = config["decoding"]
     settings = (split, decoding["beam_size"], decoding["length_penalty"])
-    corpus = row["corpus"] if row["corpus"] != config["data"]["corpus"] else None
+    target_language = row.get("target_language")
+    corpus = row.get("corpus") if row.get("corpus") != config["data"]["corpus"] else None
     reports = run / corpus if corpus else run  # where evaluate writes the report
     if not model.is_file() and not train:
         return None
@@ -106,11 +107,11 @@ def scored_report(run: Path, split: str, train: bool, row: dict, seed) -> dict |
         if report is not None:
             return report
         other = f" --corpus {corpus}" if corpus else ""
-        other += f" --target-language {row['target_language']}" if row["target_language"] else ""
+        other += f" --target-language {target_language}" if target_language else ""
         print(f"evaluating: translator evaluate --run {run} --split {split} --beam-size {decoding['beam_size']} "
               f"--length-penalty {decoding['length_penalty']}{other}", flush=True)
         return evaluate(run, split, beam_size=decoding["beam_size"], length_penalty=decoding["length_penalty"],
-                        corpus=corpus, target_language=row["target_language"])
+                        corpus=corpus, target_language=target_language)
 
 
 def _ensemble_report(run: Path, split: str, row: dict) -> dict | None:
