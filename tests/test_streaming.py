@@ -171,6 +171,28 @@ def test_streaming_batches_serve_every_pair_once_within_the_budget_deterministic
         assert sum((rows_of(sharded[3 * index + shard]) for shard in range(3)), []) == rows_of(batch)
 
 
+def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again(reversal, tmp_path, monkeypatch):
+    """The first pass over a streamed corpus (batches per window) is kept beside the prepared
+    files: a resumed run (a new task, same data and settings) tokenizes nothing to count."""
+    from translator.tokenizers import Tokenizer
+
+    directory, data = reversal
+    calls = []
+    encode = Tokenizer.encode
+    monkeypatch.setattr(Tokenizer, "encode", lambda self, texts, **kw: calls.append(len(texts)) or
+                        encode(self, texts, **kw))
+    first = translation_task(tmp_path, data, "first", stream=True, stream_window=211)
+    assert sum(calls) == 2 * 1500 + 2 * 40  # both sides of every training pair once, and the validation pairs
+    calls.clear()
+    resumed = translation_task(tmp_path, data, "resumed", stream=True, stream_window=211)
+    assert sum(calls) == 2 * 40  # the validation pairs only
+    assert resumed.train_batches.counts() == first.train_batches.counts()
+    assert [len(b[0]) for b in resumed.train_batches.epoch(1)] == [len(b[0]) for b in first.train_batches.epoch(1)]
+    calls.clear()
+    translation_task(tmp_path, data, "other-window", stream=True, stream_window=307)  # other windows: counted anew
+    assert sum(calls) == 2 * 1500 + 2 * 40
+
+
 def test_data_stream_auto_keeps_small_corpora_in_memory(reversal, tmp_path, monkeypatch):
     from translator import models
     from translator.batching import StreamingBatches, TranslationBatches

@@ -166,13 +166,18 @@ class StreamingBatches(_Batches):
     (sorted by length with random ties, cut by ``batch_tokens``, the batches shuffled): length
     bucketing and shuffling within a bounded window, deterministic given seed and epoch, and
     every pair once per epoch. How many batches a window makes depends on its lengths alone, not
-    on the epoch, so it is counted once, on a first pass, and a resumed epoch skips the windows
-    it has done without reading them.
+    on the epoch, so it is counted once, on a first pass (or given as ``counts``, what an earlier
+    first pass found), and a resumed epoch skips the windows it has done without reading them.
     """
 
-    def __init__(self, read_window, window_count: int, batch_tokens=4096, max_batch_size=256, seed=1234):
+    def __init__(self, read_window, window_count: int, batch_tokens=4096, max_batch_size=256, seed=1234,
+                 counts: dict | None = None):
         self.read_window, self.window_count = read_window, window_count
         self.batch_tokens, self.max_batch_size, self.seed = batch_tokens, max_batch_size, seed
+        if counts is not None and len(counts["window_batches"]) == window_count:  # a first pass done before
+            self.window_batches = np.array(counts["window_batches"], dtype=np.int64)
+            self.pairs, self._padding_fraction = counts["pairs"], counts["padding_fraction"]
+            return
         self.window_batches = np.zeros(window_count, dtype=np.int64)
         self.pairs = real = padded = 0
         for window in range(window_count):
@@ -182,6 +187,11 @@ class StreamingBatches(_Batches):
             window_real, window_padded = batches.padding_counts(window) if len(batches) else (0, 0)
             real, padded = real + window_real, padded + window_padded
         self._padding_fraction = 1.0 - real / max(padded, 1)
+
+    def counts(self) -> dict:
+        """What the first pass found (``counts=`` of another instance over the same windows)."""
+        return {"window_batches": self.window_batches.tolist(), "pairs": self.pairs,
+                "padding_fraction": self._padding_fraction}
 
     def _window(self, window: int) -> TranslationBatches:
         sources, targets = self.read_window(window)

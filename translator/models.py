@@ -13,7 +13,9 @@ decoder's ``step`` token by token (``translator.search``), from the same weights
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import math
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ from translator.corpora import (
 from translator.decoders import RecurrentDecoder
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RecurrentEncoder
+from translator.files import atomic_write_text
 from translator.runs import RunError
 from translator.special_ids import PAD_ID
 from translator.tasks import Task
@@ -295,6 +298,22 @@ def streams(config: dict) -> bool:
     return (lines if lines is not None else count_lines(directory / name)) >= STREAM_PAIRS
 
 
+def first_pass_cache(config: dict, tokenizers: dict) -> Path:
+    """Where a streamed corpus keeps what a first pass over its windows found (batches per window,
+    pairs, padding): beside the prepared files, named by a hash of what it depends on (the prepared
+    files' sha256 as the manifest records them, the tokenizers' models, the length limits and the
+    batching settings), so a resumed or repeated run skips the pass while they stay the same."""
+    data, training = config["data"], config["training"]
+    directory, manifest = read_manifest(data["corpus"], data["work_dir"])
+    depends = {"prepared": manifest["outputs"], "tokenizers": {
+        side: hashlib.sha256(Path(tokenizer.model_file).read_bytes()).hexdigest() for side, tokenizer in
+        sorted(tokenizers.items())}, **{key: data[key] for key in ("stream_window", "max_source_length",
+                                                                    "max_target_length")},
+        **{key: training[key] for key in ("batch_tokens", "max_batch_size", "seed")}}
+    key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
+    return directory / "first-pass" / f"{key}.json"
+
+
 class TrainingWindows:
     """The training pairs of a prepared translation corpus, read back window by window: window
     ``w`` is pairs ``w * size`` to ``(w + 1) * size - 1`` of the files, read from byte offsets
@@ -355,10 +374,15 @@ class TranslationTask(Task):
         if self.streaming:  # a window of pairs at a time
             started = time.time()
             windows = TrainingWindows(config, tokenizers, config["data"]["stream_window"])
+            cache = first_pass_cache(config, tokenizers)
+            counts = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else None
             self.train_batches = StreamingBatches(windows, len(windows), settings["batch_tokens"],
-                                                  settings["max_batch_size"], settings["seed"])
+                                                  settings["max_batch_size"], settings["seed"], counts)
+            if counts is None:
+                atomic_write_text(cache, json.dumps(self.train_batches.counts()) + "\n")
             log(f"streaming: the batches of {len(windows):,} windows of training pairs counted in "
-                f"{time.time() - started:.0f} s (a first pass that tokenizes every pair)")
+                f"{time.time() - started:.0f} s " + ("(a first pass that tokenizes every pair)" if counts is None
+                                                      else f"(read from {cache}, a first pass made before)"))
         elif config["data"]["sampling"]:  # subword regularization: ids drawn anew every epoch
             sources, targets, texts = read_pairs(config, "train", tokenizers, limit_length=True)
             data = config["data"]
