@@ -95,28 +95,32 @@ def _recipe_from_own_data(args) -> bool:
     """`translator data --from-files/--from-tsv/--from-dataset ... --name NAME`: writes the recipe
     corpora/NAME.yaml (its path into ``args.corpus``); False for a corpus named as usual."""
     from translator import own_data
+    from translator.corpora import CorpusError
 
     forms = [form for form in ("from_files", "from_tsv", "from_dataset") if getattr(args, form)]
     if len(forms) > 1 or bool(forms) == bool(args.corpus):
-        raise SystemExit("translator data: name a corpus (translator data multi30k-de-en) or give one of "
+        raise CorpusError("name a corpus (translator data multi30k-de-en) or give one of "
                          "--from-files SRC TGT, --from-tsv FILE, --from-dataset DIR_OR_ID, with --name NAME")
     if not forms:
         return False
     if not args.name:
-        raise SystemExit(f"translator data --{forms[0].replace('_', '-')}: give --name NAME (the corpus's name: "
+        raise CorpusError(f"--{forms[0].replace('_', '-')}: give --name NAME (the corpus's name: "
                          f"corpora/NAME.yaml, work/NAME/)")
     if forms[0] != "from_files" and not args.columns:
-        raise SystemExit(f"translator data --{forms[0].replace('_', '-')}: give --columns SRC,TGT (the language "
+        raise CorpusError(f"--{forms[0].replace('_', '-')}: give --columns SRC,TGT (the language "
                          f"of each column, e.g. en,de)")
     if args.from_files:
         path = own_data.recipe_from_files(args.name, args.from_files, args.valid, args.test, args.languages)
     elif args.from_tsv:
         for split in ("valid", "test"):
             if getattr(args, split) and len(getattr(args, split)) != 1:
-                raise SystemExit(f"translator data --from-tsv: --{split} takes one tab-separated file")
+                raise CorpusError(f"--from-tsv: --{split} takes one tab-separated file")
         path = own_data.recipe_from_tsv(args.name, args.from_tsv, args.columns, (args.valid or [None])[0],
                                         (args.test or [None])[0])
     else:
+        if args.valid or args.test:
+            raise CorpusError("--from-dataset takes the dataset's own splits (train, validation, test); "
+                              "--valid and --test are for --from-files and --from-tsv")
         path = own_data.recipe_from_dataset(args.name, args.from_dataset, args.columns)
     args.corpus = str(path)
     return True
