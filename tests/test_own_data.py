@@ -42,7 +42,7 @@ def write_lines(path: Path, lines) -> None:
 def readme_lines() -> list[str]:
     text = (REPOSITORY / "README.md").read_text(encoding="utf-8")
     section = text.split("### Your own data", 1)[1].split("\n### ", 1)[0]
-    (block,) = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    block = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)[0]  # the first: the one on generated files
     return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
