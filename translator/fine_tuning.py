@@ -84,16 +84,22 @@ def take_weights(model, parent: Path, kind: str, log=print) -> None:
     log(f"starting from the weights of {parent} (fine-tuning)")
 
 
-def record_start(run: Path, config: dict, row: dict) -> dict:
-    """``run/init_from.json``: the parent, and how its weights score on the new corpus (``row``,
-    the validation figures)."""
+def record_parent(run: Path, config: dict, unknown_rates: dict) -> None:
+    """``run/init_from.json`` as a fine-tuned run starts: the parent, its model's sha256 and the
+    new corpus's unknown-piece rates under its tokenizers (``check_unknown_rate``)."""
     from translator.corpora import sha256_of
 
     parent = Path(config["training"]["init_from"])
     record = {"parent": str(parent), "parent_model_sha256": sha256_of(parent / "model.keras"),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              **{f"{key}_at_start": value for key, value in row.items()},
-              "unknown_rate_under_parent_tokenizers": {
-                  side: round(rate, 6) for side, rate in check_unknown_rate(config, run / "tokenizers").items()}}
+              "unknown_rate_under_parent_tokenizers": {side: round(rate, 6) for side, rate in unknown_rates.items()}}
     atomic_write_text(run / "init_from.json", json.dumps(record, indent=2) + "\n")
+
+
+def record_start(run: Path, row: dict) -> dict:
+    """Add to ``run/init_from.json`` how the parent's weights score on the new corpus (``row``,
+    the validation figures of epoch 0)."""
+    path = run / "init_from.json"
+    record = {**json.loads(path.read_text(encoding="utf-8")), **{f"{key}_at_start": value for key, value in row.items()}}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return record

@@ -111,14 +111,15 @@ def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[
     elif not chief:
         return manifest, source
     else:
-        if init_from:
-            fine_tuning.check_unknown_rate(config, source)
+        unknown_rates = fine_tuning.check_unknown_rate(config, source) if init_from else None
         run.mkdir(parents=True, exist_ok=True)
         if (run / "tokenizers").exists():
             shutil.rmtree(run / "tokenizers")
         shutil.copytree(source, run / "tokenizers")
         atomic_write_text(run / "data.json", json.dumps(data_fingerprint(manifest, source), indent=2) + "\n")
         atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
+        if init_from:
+            fine_tuning.record_parent(run, config, unknown_rates)
     return manifest, run / "tokenizers"
 
 
@@ -419,7 +420,7 @@ class Trainer:
             from translator.fine_tuning import record_start
 
             self.log(f"epoch 0 is {self.config['training']['init_from']}'s weights on {self.config['data']['corpus']}:")
-            record_start(self.run, self.config, session.task.validate(session.model, session.evaluate_step, -1))
+            record_start(self.run, session.task.validate(session.model, session.evaluate_step, -1))
         distributed.check_same_start(session.strategy, self.run, session.state["step"])  # all workers alike
 
     def _announce(self, session, manifest: dict) -> None:
