@@ -43,7 +43,7 @@ def test_the_api_translates_and_keeps_empty_lines(trained):
     in_bfloat16 = Translator.load(runs["good"], precision="bfloat16")
     assert in_bfloat16.model.decoder.output_layer.kernel.dtype == "bfloat16"
     assert in_bfloat16.translate(SENTENCES, beam_size=1) == translator.translate(SENTENCES, beam_size=1)
-    with pytest.raises(ValueError, match="'float32' or 'bfloat16'"):
+    with pytest.raises(ValueError, match="'float32', 'bfloat16' or 'int8'"):
         Translator.load(runs["good"], precision="float16")
 
 

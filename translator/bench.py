@@ -21,7 +21,9 @@ In one run, on Multi30k de->en (prepared with `make data tokenizers CORPUS=multi
    decoding row gives the mean output length beside the reference's: a row whose outputs are
    shorter than 80% of the reference is marked as not representative (a model that stops early
    decodes fast);
-6. the first translation: ``echo "Ein Hund." | translator translate --run RUN`` twice in a row
+6. decoding that does less work on the same runs (`translator.shortlist_bench`): greedy and beam 5
+   as today, with the run's lexical shortlist, in int8 and with both, with BLEU and lengths;
+7. the first translation: ``echo "Ein Hund." | translator translate --run RUN`` twice in a row
    (the first after other phases, the second right after it), wall time and peak memory.
 
 Every phase runs in its own process (its own peak memory, no shared TensorFlow state) and
@@ -395,8 +397,15 @@ def phase_cold_start(run: str) -> dict:
     return results
 
 
+def phase_decode_less(run: str) -> dict:
+    from translator.shortlist_bench import phase_decode_less
+
+    return phase_decode_less(run)
+
+
 PHASES = {"matmul": phase_matmul, "textbook_train": phase_textbook_train, "ours_train": phase_ours_train,
-          "decode_lstm": phase_decode_lstm, "decode_run": phase_decode_run, "cold_start": phase_cold_start}
+          "decode_lstm": phase_decode_lstm, "decode_run": phase_decode_run, "cold_start": phase_cold_start,
+          "decode_less": phase_decode_less}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -467,6 +476,9 @@ def run(seconds: float = 60.0, output_dir: str = "bench/results", decoding_run: 
     if (Path(recipe_run) / "model.keras").is_file():
         phase("decode_recipe", "decode_run", recipe_run, [5, 10])
         results["decode_recipe"]["run"] = recipe_run
+    phase("less_trained", "decode_less", decoding["run"])
+    if (Path(recipe_run) / "model.keras").is_file():
+        phase("less_recipe", "decode_less", recipe_run)
     phase("cold_start", "cold_start", decoding["run"])
     results["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
                           "hardware": hardware(), "matrix_instructions": matrix_instructions(),
@@ -562,6 +574,14 @@ def markdown(results: dict) -> str:
               "step per output piece and its <eos> for each hypothesis of the beam) per second of decoding; of "
               "the peak: against the matmul peak above of the decoding's precision. Decoding at a large share of "
               "it is bound by the matrix products, and only a faster matrix unit (AMX) makes it much faster."]
+    from translator.shortlist_bench import markdown as less_markdown
+
+    lines += ["", "## Decoding that does less work: lexical shortlists and int8 (`translator.shortlist_bench`)", ""]
+    for key in ("less_trained", "less_recipe"):
+        if key in results:
+            lines += less_markdown(results[key]) + [""]
+    lines += ["A shortlist is the union of its batch's sentences' (README, \"Shortlists and int8\"); x today and the "
+              "differences compare a row with the fastest of today's rows of the same search."]
     cold = results["cold_start"]
     how = "through the run's export" if cold["through_export"] else "without an export"
     lines += ["", f"The first translation: `echo \"Ein Hund.\" | translator translate --run "

@@ -243,12 +243,12 @@ def command_translate(args) -> int:
     with warnings.catch_warnings(record=True) as stale:  # an export older than the model: said below
         warnings.simplefilter("always")
         exported = None if args.n_best > 1 or len(args.run) > 1 or args.target_language else \
-            ExportedTranslator.of_run(args.run[0], args.beam_size, args.length_penalty)
+            ExportedTranslator.of_run(args.run[0], args.beam_size, args.length_penalty, args.shortlist)
     for warning in stale:
         print(f"translator translate: note: {warning.message}", file=sys.stderr)
     if exported is not None:
         print(f"translator translate: using the export in {exported.directory}", file=sys.stderr)
-    translator = exported or Translator.load(args.run if len(args.run) > 1 else args.run[0])
+    translator = exported or Translator.load(args.run if len(args.run) > 1 else args.run[0], shortlist=args.shortlist)
     started, done, mostly_unknown = time.time(), 0, 0
     language = {"target_language": args.target_language} if args.target_language else {}  # never the export's
 
@@ -314,6 +314,9 @@ def _add_translate_parser(commands) -> None:
                            help="lines read before translating and writing them (default 1000)")
     translate.add_argument("--target-language", default=None,
                            help="the language a multilingual model writes (its tag goes before every line)")
+    translate.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode over the run's lexical shortlist (RUN/shortlist.npz, from `translator "
+                             "shortlist --run RUN`), or not (default: the run's decoding config, else not)")
     translate.set_defaults(handler=command_translate)
 
 def command_sample(args) -> int:
@@ -392,7 +395,7 @@ def command_export(args) -> int:
     from translator.export import export
 
     runs = args.run if len(args.run) > 1 else args.run[0]
-    result = export(runs, args.out, precision=args.precision, beam_sizes=args.beam_sizes)
+    result = export(runs, args.out, precision=args.precision, beam_sizes=args.beam_sizes, shortlist=args.shortlist)
     print(f"wrote the SavedModel of {' + '.join(args.run)} into {result['directory']}: signatures "
           f"{', '.join(result['signatures'])} (see {result['directory']}/README.md)")
     return 0
@@ -411,12 +414,42 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--out", default=None,
                         help="directory to write (default RUN/export, where `translator translate --run RUN` "
                              "finds it and starts in seconds; an earlier export there is replaced)")
-    export.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
-                        help="dtype decoding computes in (default: the training's, as Translator.load)")
+    export.add_argument("--precision", choices=("float32", "bfloat16", "int8"), default=None,
+                        help="dtype decoding computes in (default: the training's, as Translator.load; int8: "
+                             "the decoder's weights in int8, README \"Shortlists and int8\")")
     export.add_argument("--beam-sizes", type=BEAM_SIZE, nargs="*", default=[1], metavar="K",
                         help="beam sizes that get a `translate_beam_K` signature besides the run's own "
                              "(default: 1, greedy search)")
+    export.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode over the run's lexical shortlist (RUN/shortlist.npz, from `translator "
+                             "shortlist --run RUN`), or not (default: the run's decoding config, else not)")
     export.set_defaults(handler=command_export)
+
+def command_shortlist(args) -> int:
+    from translator.shortlists import build_for_run
+
+    path, shortlist = build_for_run(args.run, args.per_source, args.frequent)
+    print(f"wrote {path}: {shortlist.frequent.size:,} frequent target pieces and up to {args.per_source} per source "
+          f"piece (of {shortlist.target_vocabulary:,}); decode with it: translator translate --run {args.run} "
+          f"--shortlist")
+    return 0
+
+
+def _add_shortlist_parser(commands) -> None:
+    from translator.shortlists import FREQUENT, PER_SOURCE
+
+    shortlist = commands.add_parser(
+        "shortlist", help="build a run's lexical shortlist, which decoding with --shortlist scores instead of "
+                          "the whole vocabulary",
+        description="Train IBM Model 1 on the run's training pairs and write RUN/shortlist.npz: for every "
+                    "source piece its most probable target pieces, and the target pieces in most sentences.")
+    shortlist.add_argument("--run", required=True, help="translation run directory")
+    shortlist.add_argument("--per-source", type=POSITIVE_INT, default=PER_SOURCE,
+                           help=f"target pieces kept per source piece (default {PER_SOURCE})")
+    shortlist.add_argument("--frequent", type=POSITIVE_INT, default=FREQUENT,
+                           help=f"most frequent target pieces always kept (default {FREQUENT})")
+    shortlist.set_defaults(handler=command_shortlist)
+
 
 def command_serve(args) -> int:
     from translator.serving import serve
@@ -434,6 +467,9 @@ def _add_serve_parser(commands) -> None:
                     "Serving REST form POST /v1/models/NAME:predict {\"instances\": [...]}; GET /health. "
                     "Prints the address it listens on.")
     add_serve_arguments(serve)
+    serve.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode over the run's lexical shortlist (RUN/shortlist.npz, from `translator "
+                             "shortlist --run RUN`), or not (default: the run's decoding config, else not)")
     serve.set_defaults(handler=command_serve)
 
 def command_serve_bench(args) -> int:
@@ -499,7 +535,7 @@ def command_evaluate(args) -> int:
 
     report = evaluate(args.run if len(args.run) > 1 else args.run[0], args.split, beam_size=args.beam_size,
                       length_penalty=args.length_penalty, batch_size=args.batch_size, out=args.out,
-                      corpus=args.corpus, target_language=args.target_language)
+                      corpus=args.corpus, target_language=args.target_language, shortlist=args.shortlist)
     directory = Path(report["directory"])
     if "accuracy" in report:  # a classifier
         print(f"{report['run']} on {report['corpus']} {report['split']} ({report['examples']:,} examples): "
@@ -536,6 +572,9 @@ def _add_evaluate_parser(commands) -> None:
                                "model's (the report then goes to RUN/CORPUS unless --out)")
     evaluate.add_argument("--target-language", default=None,
                           help="the language a multilingual model writes (its tag goes before every sentence)")
+    evaluate.add_argument("--shortlist", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode over the run's lexical shortlist (RUN/shortlist.npz, from `translator "
+                             "shortlist --run RUN`), or not (default: the run's decoding config, else not)")
     evaluate.set_defaults(handler=command_evaluate)
 
 def command_results(args) -> int:
@@ -659,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_data_parser, _add_tokenizers_parser, _add_train_parser, _add_translate_parser,
                 _add_evaluate_parser, _add_average_parser, _add_compare_parser, _add_sample_parser, _add_classify_parser,
                 _add_results_parser, _add_experiments_parser, _add_bench_parser, _add_export_parser,
-                _add_serve_parser, _add_serve_bench_parser, _add_scale_bench_parser):
+                _add_shortlist_parser, _add_serve_parser, _add_serve_bench_parser, _add_scale_bench_parser):
         add(commands)
     return parser
 

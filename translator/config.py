@@ -142,6 +142,7 @@ SCHEMA = {
     "decoding": {                                 # seq2seq: the defaults of translate and evaluate
         "beam_size": (5, _positive_int),          # 1 is greedy search
         "length_penalty": (0.6, _number(0.0, 10.0)),  # GNMT alpha; tune on the validation split
+        "shortlist": (False, bool),               # decode over RUN/shortlist.npz (`translator shortlist`)
     },
 }
 

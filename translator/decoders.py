@@ -33,7 +33,9 @@ from translator.checks import check_bool, check_choice, check_positive_int, chec
 from translator.embeddings import TokenEmbedding
 from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
 from translator.engine import DecoderEngine
-from translator.recurrence import take_positions, use_fused_loop
+from translator.quantization import Int8Kernel, columns
+from translator.quantization import multiply as quantized_or_float_product
+from translator.recurrence import fold_bias, take_positions, use_fused_loop, with_ones
 
 ATTENTION_TYPES = (None, "luong_dot", "luong_general", "bahdanau")
 
@@ -386,11 +388,14 @@ class RecurrentDecoder(keras.layers.Layer):
             return self.attentional_layer(ops.concatenate([context, hidden] + pieces, axis=-1))
         return ops.concatenate([hidden] + pieces, axis=-1)
 
-    def project(self, pre_output):
+    def project(self, pre_output, output=None):
         """Logits: the output layer, or ``h @ E^T + b`` with the target embedding E when tied
-        (after the tied projection, if any)."""
+        (after the tied projection, if any); with `output` (`restricted_output`), only those
+        pieces' logits."""
         if self.tied_projection is not None:
             pre_output = self.tied_projection(pre_output)
+        if output is not None:
+            return quantized_or_float_product(with_ones(pre_output), output)
         if not self.tie_embeddings:
             return self.output_layer(pre_output)
         kernel, bias = self.output_kernel_and_bias()
@@ -402,6 +407,16 @@ class RecurrentDecoder(keras.layers.Layer):
         if self.tie_embeddings:
             return ops.transpose(ops.convert_to_tensor(self.embedding.embeddings)), self.output_bias
         return self.output_layer.kernel, self.output_layer.bias
+
+    def restricted_output(self, pieces):
+        """The output projection of `pieces` only (int32 [n] target ids, for a lexical shortlist:
+        `translator.shortlists`): ``[kernel; bias]`` of their columns, [width + 1, n], for
+        ``step(..., output=...)``. Taken once per batch, not at every step."""
+        if self.engine.kernels is not None:
+            kernel = self.engine.kernels["output"]
+            return columns(kernel, pieces) if isinstance(kernel, Int8Kernel) else ops.take(kernel, pieces, axis=1)
+        kernel, bias = self.output_kernel_and_bias()
+        return fold_bias(ops.take(kernel, pieces, axis=1), ops.take(bias, pieces, axis=0))
 
     def embed(self, token_ids, training):
         embedded = self.embedding(token_ids)
@@ -415,17 +430,18 @@ class RecurrentDecoder(keras.layers.Layer):
         further (`translator.models.computing_in`)."""
         self.engine.fuse_for_inference()
 
-    def step(self, previous_token_ids, cache, training=False):
-        """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights)."""
+    def step(self, previous_token_ids, cache, training=False, output=None):
+        """Advances one token: int [batch] -> (logits [batch, vocab], new_cache, weights); with
+        `output` (`restricted_output`), the logits of its pieces only, [batch, pieces]."""
         if (self.engine.kernels is not None and not training) or use_fused_loop():
-            return self.engine.step(previous_token_ids, cache, training)
+            return self.engine.step(previous_token_ids, cache, training, output)
         embedded = self.embed(previous_token_ids, training)
         hidden, context, new_state, weights = self.advance(embedded, cache, cache, training)
         if "attentional_vector" in new_state:  # Luong: h~_t
             pre_output = new_state["attentional_vector"]
         else:
             pre_output = self.pre_output(hidden, context, cache)
-        return self.project(pre_output), {**cache, **new_state}, weights
+        return self.project(pre_output, output), {**cache, **new_state}, weights
 
     # ------------------------------------------------------------------ whole sequence
 

@@ -18,6 +18,7 @@ A layer uses its engine
 import tensorflow as tf
 from keras import ops
 
+from translator.quantization import multiply as quantized_or_float_product
 from translator.recurrence import (
     LoopKernels,
     cell_step,
@@ -124,9 +125,10 @@ class DecoderEngine:
         kernels["output"] = fold_bias(ops.convert_to_tensor(kernel), bias)
         self.kernels = kernels
 
-    def step(self, previous_token_ids, cache, training=False):
+    def step(self, previous_token_ids, cache, training=False, output=None):
         """`RecurrentDecoder.step`: with the fused kernels when there are any (not training),
-        otherwise each layer's step through `cell_step` from its projected input."""
+        otherwise each layer's step through `cell_step` from its projected input; `output`: a
+        restricted output projection (`RecurrentDecoder.restricted_output`)."""
         decoder = self.decoder
         kernels = self.kernels if not training else None
         projected = embedded = None
@@ -140,6 +142,8 @@ class DecoderEngine:
             pre_output = new_state["attentional_vector"]
         else:
             pre_output = decoder.pre_output(hidden, context, cache)
+        if output is not None:
+            return self.decoder.project(pre_output, output), {**cache, **new_state}, weights
         return self.project(pre_output), {**cache, **new_state}, weights
 
     def project(self, pre_output):
@@ -149,8 +153,8 @@ class DecoderEngine:
         decoder = self.decoder
         if decoder.tied_projection is not None:
             pre_output = decoder.tied_projection(pre_output)
-        if self.kernels is not None and len(pre_output.shape) == 2:  # one decoding step
-            return ops.matmul(with_ones(pre_output), self.kernels["output"])
+        if self.kernels is not None and len(pre_output.shape) == 2:  # one decoding step (int8 too)
+            return quantized_or_float_product(with_ones(pre_output), self.kernels["output"])
         kernel, bias = decoder.output_kernel_and_bias()
         kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
         return matmul(with_ones(pre_output), fold_bias(kernel, bias))

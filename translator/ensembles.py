@@ -51,16 +51,22 @@ class _EnsembleDecoder:
         # Attention weights exist when every model has attention (they are averaged).
         self.attention = None if any(m.decoder.attention is None for m in models) else models[0].decoder.attention
 
-    def step(self, previous_ids, cache: dict, training=False):
+    def restricted_output(self, pieces) -> list:
+        """Every model's output projection of `pieces` only (a lexical shortlist)."""
+        return [model.decoder.restricted_output(pieces) for model in self.models]
+
+    def step(self, previous_ids, cache: dict, training=False, output=None):
         import tensorflow as tf
 
+        outputs = output or [None] * len(self.models)
         if len(self.models) == 1:
             logits, member_cache, weights = self.models[0].decoder.step(previous_ids, _part(cache, 0),
-                                                                        training=training)
+                                                                        training=training, output=outputs[0])
             return logits, _prefixed(member_cache, 0), weights
         log_probabilities, caches, all_weights = [], {}, []
         for index, model in enumerate(self.models):
-            logits, member_cache, weights = model.decoder.step(previous_ids, _part(cache, index), training=training)
+            logits, member_cache, weights = model.decoder.step(previous_ids, _part(cache, index), training=training,
+                                                               output=outputs[index])
             log_probabilities.append(tf.nn.log_softmax(tf.cast(logits, tf.float32)))
             caches.update(_prefixed(member_cache, index))
             all_weights.append(weights)

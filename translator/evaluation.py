@@ -182,14 +182,15 @@ code {{ font-size: 85%; }}
 
 def evaluate(run, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
              batch_size: int = 64, translator=None, out=None, corpus: str | None = None,
-             target_language: str | None = None) -> dict:
+             target_language: str | None = None, shortlist: bool | None = None) -> dict:
     """Translate ``split`` of the run's corpus, score it, and write the report files into ``run``
     (or ``out``). ``run`` may be a list of translation runs: their ensemble is evaluated, on the
     first run's corpus, and the report goes to ``out`` (default ``runs/ensemble-A+B``).
 
     ``beam_size`` and ``length_penalty`` default (None) to the run's ``decoding`` config.
     ``corpus``: a prepared corpus other than the run's (the report then goes to ``run/CORPUS``);
-    ``target_language``: the language a multilingual model writes (see `Translator.translate`)."""
+    ``target_language``: the language a multilingual model writes (see `Translator.translate`);
+    ``shortlist``: as `Translator.load` (None: the run's config)."""
     from translator.ensembles import ensemble_directory
     from translator.models import count_parameters
     from translator.translator import MOSTLY_UNKNOWN, Translator
@@ -197,7 +198,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     members = None
     if isinstance(run, (list, tuple)):  # an ensemble: its report goes to `out`
         members = [Path(each) for each in run]
-        translator = translator or Translator.load(members)
+        translator = translator or Translator.load(members, shortlist=shortlist)
         config = read_run_config(members[0])
         source, run = None, Path(out) if out else ensemble_directory(members)
     else:
@@ -217,7 +218,7 @@ def evaluate(run, split: str = "test", beam_size: int | None = None, length_pena
     corpus = corpus or data["corpus"]
     columns = read_prepared_split(corpus, split, data["work_dir"])
     sources, references = columns["source"], columns["target"]
-    translator = translator or Translator.load(source)
+    translator = translator or Translator.load(source, shortlist=shortlist)
     beam_size = translator.beam_size if beam_size is None else beam_size
     length_penalty = translator.length_penalty if length_penalty is None else length_penalty
     started = time.time()

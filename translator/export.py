@@ -106,6 +106,7 @@ class TranslationExport:
     def __init__(self, translator, beam_sizes=(1,)):
         tf = _tensorflow()
         self.model, self.source_tokenizer = translator.model, translator.source_tokenizer
+        self.shortlist = translator.shortlist  # searched in the graph as `Translator` searches it
         self.module = _module_of(self.model, source_tokenizer=translator.source_tokenizer,
                                  target_tokenizer=translator.target_tokenizer)
         self.max_source_length = translator.max_source_length
@@ -118,7 +119,7 @@ class TranslationExport:
     def description(self) -> dict:
         return {"kind": "translation", "beam_size": self.beam_size, "length_penalty": self.length_penalty,
                 "beam_sizes": sorted({self.beam_size, *self.beam_sizes}),
-                "max_source_length": self.max_source_length}
+                "max_source_length": self.max_source_length, "shortlist": self.shortlist is not None}
 
     def _n_best(self, sentences, beam_size, scores: bool = True):
         """Texts [batch, beam], scores [batch, beam] and truncated [batch] of `sentences`.
@@ -126,6 +127,7 @@ class TranslationExport:
         normalizer over the vocabulary at every step (about 30% of its time on the demo model)."""
         tf = _tensorflow()
         from translator.search import greedy_search, n_best_search
+        from translator.shortlists import search_with
 
         pieces = self.module.source_tokenizer.tokenize(sentences)
         truncated = pieces.row_lengths() > self.max_source_length
@@ -137,11 +139,13 @@ class TranslationExport:
 
         def search():
             source_ids = tf.gather(pieces, todo).to_tensor(PAD_ID)
-            if beam_size == 1 and not scores:
-                sequences = greedy_search(self.model, source_ids)[:, None, :]
-                found = tf.zeros([count, 1], tf.float32)
-            else:
-                sequences, found = n_best_search(self.model, source_ids, beam_size, self.length_penalty)
+
+            def search_model(model):
+                if beam_size == 1 and not scores:
+                    return greedy_search(model, source_ids)[:, None, :], tf.zeros([count, 1], tf.float32)
+                return n_best_search(model, source_ids, beam_size, self.length_penalty)
+
+            sequences, found = search_with(self.shortlist, self.model, source_ids, search_model)
             rows = tf.reshape(sequences, [count * beam_size, -1])
             texts = self.module.target_tokenizer.detokenize(_strip_special(tf, rows))
             return tf.reshape(texts, [count, beam_size]), tf.cast(found, tf.float32)
@@ -315,14 +319,14 @@ class LanguageModelExport(_TextModelExport):
                 "tf.string, the prime and `length` tokens after it (the same seed, the same text).\n")
 
 
-def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
-    """The export of a run directory, by the kind of its model."""
+def exporter_of(run, precision: str | None = None, beam_sizes=(1,), shortlist: bool | None = None):
+    """The export of a run directory, by the kind of its model; `shortlist` as `Translator.load`."""
     from translator.runs import read_run_config
 
     if isinstance(run, (list, tuple)):  # an ensemble of translation runs
         from translator.translator import Translator
 
-        return TranslationExport(Translator.load(list(run), precision=precision), beam_sizes)
+        return TranslationExport(Translator.load(list(run), precision=precision, shortlist=shortlist), beam_sizes)
     run = Path(run)
     kind = read_run_config(run)["model"].get("type", "seq2seq")
     if kind == "classifier":
@@ -335,10 +339,10 @@ def exporter_of(run, precision: str | None = None, beam_sizes=(1,)):
         return LanguageModelExport(LanguageModel.load(run))
     from translator.translator import Translator
 
-    return TranslationExport(Translator.load(run, precision=precision), beam_sizes)
+    return TranslationExport(Translator.load(run, precision=precision, shortlist=shortlist), beam_sizes)
 
 
-def export(run, out=None, precision: str | None = None, beam_sizes=(1,)) -> dict:
+def export(run, out=None, precision: str | None = None, beam_sizes=(1,), shortlist: bool | None = None) -> dict:
     """Write the SavedModel of `run` into `out` (default ``RUN/export``, where `translator
     translate --run RUN` finds it; built in a temporary directory beside it, then renamed into
     place, replacing an earlier export); return its signatures' names."""
@@ -348,11 +352,11 @@ def export(run, out=None, precision: str | None = None, beam_sizes=(1,)) -> dict
         if out is None:
             raise ValueError(f"an ensemble of {len(run)} runs has no run directory of its own to export into; "
                              f"name one with --out DIR")
-        members, exporter = [str(each) for each in run], exporter_of(run, precision, beam_sizes)
+        members, exporter = [str(each) for each in run], exporter_of(run, precision, beam_sizes, shortlist)
         run = Path(run[0])
     else:
         run = Path(run)
-        exporter = exporter_of(run, precision, beam_sizes)
+        exporter = exporter_of(run, precision, beam_sizes, shortlist)
     out = run / "export" if out is None else Path(out)
     signatures = exporter.signatures()
     out.parent.mkdir(parents=True, exist_ok=True)

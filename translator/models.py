@@ -58,9 +58,20 @@ def computing_in(model: keras.Model, dtype: str) -> keras.Model:
     """`model` itself if its weights and computation are already `dtype` ("float32" or
     "bfloat16"); otherwise a copy whose weights are cast to `dtype` once, with its decoder's
     step kernels fused (`RecurrentDecoder.fuse_for_inference`). For decoding: under
-    ``mixed_bfloat16`` every step would cast every float32 weight again."""
+    ``mixed_bfloat16`` every step would cast every float32 weight again. "int8": a float32
+    copy whose decoder multiplies int8 weights (`translator.quantization`)."""
+    if dtype == "int8":
+        from translator.quantization import quantize_decoder
+
+        copy = computing_in(model, "float32")
+        if copy is model:  # a float32 model: a copy of its own, fused, so the model is left as it was
+            copy = type(model).from_config(model.get_config())
+            copy.set_weights(model.get_weights())
+            copy.fuse_for_inference()
+        quantize_decoder(copy.decoder)
+        return copy
     if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be 'float32' or 'bfloat16'; got {dtype!r}")
+        raise ValueError(f"precision must be 'float32', 'bfloat16' or 'int8'; got {dtype!r}")
     policy = model.dtype_policy
     if policy.variable_dtype == dtype and policy.compute_dtype == dtype:
         return model

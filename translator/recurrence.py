@@ -17,6 +17,9 @@ import functools
 
 import tensorflow as tf
 
+from translator.quantization import Int8Kernel
+from translator.quantization import multiply as quantized_or_float_product
+
 
 @functools.cache
 def use_fused_loop() -> bool:
@@ -136,8 +139,9 @@ def fused_cell_step(cell, kernels: dict, inputs, states, projected=None, multipl
     (cast to the input's dtype here); ``projected``, if given, is the input side's share
     computed beforehand (added). ``multiply(key, rows, kernel)``, if given, computes
     ``rows @ kernel`` for ``kernels[key]`` (see `LoopKernels`)."""
-    kernels = {key: tf.cast(kernel, inputs.dtype) for key, kernel in kernels.items()}
-    multiply = multiply or (lambda key, rows, kernel: tf.matmul(rows, kernel))
+    kernels = {key: kernel if isinstance(kernel, Int8Kernel) else tf.cast(kernel, inputs.dtype)
+               for key, kernel in kernels.items()}
+    multiply = multiply or (lambda key, rows, kernel: quantized_or_float_product(rows, kernel))
     if "all" in kernels:
         product = multiply("all", with_ones(tf.concat([inputs, states[0]], -1)), kernels["all"])
         return gates(cell_kind(cell), product if projected is None else product + projected, None, states)

@@ -253,7 +253,8 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
         """
         rows = tf.shape(limits)[0]
         logits = tf.cast(logits, tf.float32)
-        width = min(2 * k, logits.shape[-1] or 2 * k)  # a vocabulary may be smaller than 2k
+        vocabulary = logits.shape[-1]  # None for a shortlist (`translator.shortlists`), which may be smaller than 2k
+        width = min(2 * k, vocabulary) if vocabulary is not None else tf.minimum(2 * k, tf.shape(logits)[-1])
         top_logits, top_tokens = vocabulary_top_k(logits, width)  # [rows * beam, width]
         best_probability = tf.gather(tf.nn.softmax(logits), top_tokens[:, 0], batch_dims=1)
         normalizer = top_logits[:, 0] - tf.math.log(best_probability)

@@ -154,10 +154,10 @@ class Backend:
         return backend
 
     @classmethod
-    def from_run(cls, run, beam_sizes=(1,), name: str | None = None) -> Backend:
+    def from_run(cls, run, beam_sizes=(1,), name: str | None = None, shortlist: bool | None = None) -> Backend:
         from translator.export import TranslationExport, exporter_of
 
-        exporter = exporter_of(run, beam_sizes=beam_sizes)
+        exporter = exporter_of(run, beam_sizes=beam_sizes, shortlist=shortlist)
         if not isinstance(exporter, TranslationExport):
             _check_kind(exporter.description(), run)
         # The n-best search of every beam size also gives the best translation (its first column).
@@ -513,7 +513,7 @@ def serve(args) -> None:
 
     def load() -> Backend:
         backend = Backend.from_export(args.export, args.name) if args.export else \
-            Backend.from_run(args.run, args.beam_sizes, args.name)
+            Backend.from_run(args.run, args.beam_sizes, args.name, getattr(args, "shortlist", None))
         for beam_size in backend.functions:  # compile every search before the first request
             backend.translate(["", "."], beam_size)
         for beam_size in backend.unscored_functions:

@@ -69,8 +69,9 @@ class Translator:
     """Translates with the model and tokenizers of one run directory."""
 
     def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length: int = 100,
-                 beam_size: int = 5, length_penalty: float = 0.6):
+                 beam_size: int = 5, length_penalty: float = 0.6, shortlist=None):
         self.model = model
+        self.shortlist = shortlist  # a `translator.shortlists.Shortlist`, or None: the whole vocabulary
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.max_source_length = max_source_length
@@ -79,7 +80,8 @@ class Translator:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, run, model_file: str = "model.keras", precision: str | None = None) -> Translator:
+    def load(cls, run, model_file: str = "model.keras", precision: str | None = None,
+             shortlist: bool | None = None) -> Translator:
         """Load ``run/model.keras`` (Keras safe mode: no arbitrary code) and ``run/tokenizers``.
 
         ``run`` may be a list of runs: an ensemble (`translator.ensembles`), whose models'
@@ -87,7 +89,12 @@ class Translator:
         same pieces, and the first run's decoding settings are the defaults.
 
         ``precision`` is the dtype decoding computes in, "float32" or "bfloat16"; None (the
-        default) takes the training's: bfloat16 for a ``mixed_bfloat16`` run.
+        default) takes the training's: bfloat16 for a ``mixed_bfloat16`` run; "int8" quantizes
+        the decoder's weights (`translator.quantization`).
+
+        ``shortlist``: decode over the lexical shortlist in ``RUN/shortlist.npz`` (the first
+        run's, `translator shortlist --run RUN` builds it; `translator.shortlists`); None (the
+        default) takes the config's ``decoding: shortlist`` (off unless set).
         """
         from translator.ensembles import Ensemble, EnsembleError, check_same_tokenizers
         from translator.models import computing_in  # also registers Seq2Seq's classes with Keras
@@ -110,9 +117,18 @@ class Translator:
         check_same_tokenizers(runs, tokenizers)
         decoding = configs[0].get("decoding", {})  # runs trained before the section existed have none
         model = models[0] if len(models) == 1 else Ensemble(models)
+        if shortlist is None:
+            shortlist = decoding.get("shortlist", False)
+        check_bool("shortlist", shortlist)
+        if shortlist:
+            from translator.shortlists import SHORTLIST_FILE, Shortlist
+
+            shortlist = Shortlist.load(runs[0] / SHORTLIST_FILE)
+            shortlist.check_fits(tokenizers[0]["source"].vocabulary_size, tokenizers[0]["target"].vocabulary_size,
+                                 str(runs[0] / SHORTLIST_FILE))
         return cls(model, tokenizers[0]["source"], tokenizers[0]["target"],
                    min(config["data"]["max_source_length"] for config in configs),
-                   decoding.get("beam_size", 5), decoding.get("length_penalty", 0.6))
+                   decoding.get("beam_size", 5), decoding.get("length_penalty", 0.6), shortlist or None)
 
     # ------------------------------------------------------------------ compiled search
 
@@ -121,23 +137,28 @@ class Translator:
         import tensorflow as tf
 
         from translator.search import beam_search, greedy_search
+        from translator.shortlists import search_with
 
+        shortlist = self.shortlist
         key = (beam_size, float(length_penalty), float(max_length_ratio), int(max_length_offset), return_attention,
-               with_scores)
+               with_scores, id(shortlist))
         with self._lock:
             if key not in self._compiled:
-                def search(source_ids):
+                def search_model(model, source_ids):
                     if beam_size == 1 and not return_attention:  # the same result as beam_search, faster
                         if not with_scores:
-                            sequences = greedy_search(self.model, source_ids, max_length_ratio, max_length_offset)
+                            sequences = greedy_search(model, source_ids, max_length_ratio, max_length_offset)
                             return sequences[:, None, :], tf.zeros([tf.shape(sequences)[0], 1]), None
-                        sequences, scores = greedy_search(self.model, source_ids, max_length_ratio,
+                        sequences, scores = greedy_search(model, source_ids, max_length_ratio,
                                                           max_length_offset, return_scores=True)
                         lengths = tf.reduce_sum(tf.cast(tf.not_equal(sequences, PAD_ID), tf.float32), axis=1)
                         scores /= tf.pow((5.0 + lengths) / 6.0, length_penalty)
                         return sequences[:, None, :], scores[:, None], None
-                    return beam_search(self.model, source_ids, beam_size, length_penalty, max_length_ratio,
+                    return beam_search(model, source_ids, beam_size, length_penalty, max_length_ratio,
                                        max_length_offset, return_attention=return_attention)
+
+                def search(source_ids):
+                    return search_with(shortlist, self.model, source_ids, lambda model: search_model(model, source_ids))
 
                 self._compiled[key] = tf.function(search, input_signature=[tf.TensorSpec([None, None], tf.int32)])
             return self._compiled[key]
@@ -304,7 +325,8 @@ class ExportedTranslator:
         self._loaded = loaded  # the functions need the object that holds their constants
 
     @classmethod
-    def of_run(cls, run: str | Path, beam_size: int | None = None, length_penalty: float | None = None):
+    def of_run(cls, run: str | Path, beam_size: int | None = None, length_penalty: float | None = None,
+               shortlist: bool | None = None):
         """The export in ``RUN/export`` if it was made from the run's current model.keras and
         has the asked search (None: the run's own settings); else None."""
         import json
@@ -327,6 +349,8 @@ class ExportedTranslator:
                           stacklevel=2)
             return None
         beam_size = description["beam_size"] if beam_size is None else beam_size
+        if shortlist is not None and bool(shortlist) != description.get("shortlist", False):
+            return None
         if beam_size not in description["beam_sizes"] or \
                 (length_penalty is not None and float(length_penalty) != float(description["length_penalty"])):
             return None
