@@ -188,3 +188,12 @@ def kill_in_the_second_epoch_and_resume(command: list, run: Path, cwd=None) -> s
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout
     return resumed.stdout
+
+
+@pytest.fixture(scope="session")
+def translation(tmp_path_factory):
+    """A weak reversal run and its export (`test_export.exported_reversal_run`), shared by the
+    export and shortlist tests: (run, export directory, test sentences with the edge cases)."""
+    from test_export import exported_reversal_run
+
+    return exported_reversal_run(tmp_path_factory.mktemp("export"), 11, "exported")

@@ -195,6 +195,38 @@ def test_a_tokenizer_setting_added_later_at_its_default_does_not_change_the_data
         (tmp_path / "card.json").write_text(json.dumps(card))
         fingerprints.append(data_fingerprint(manifest, tmp_path)["tokenizers"]["settings"])
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+    card = {"settings": {"model_type": "bpe", "vocab_size": 8000, "hard_vocab_limit": True}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert data_fingerprint(manifest, tmp_path)["tokenizers"]["settings"] == fingerprints[0]  # a default: left out
+
+
+def test_a_run_recorded_with_the_first_fingerprint_resumes_and_is_recorded_anew(tmp_path):
+    """data.json of version 1 (every tokenizer setting hashed but two added later) is compared as
+    it was recorded, then rewritten as version 2; a change is still refused."""
+    from translator.training import (
+        TrainingError,
+        check_same_data,
+        data_fingerprint,
+        version_1_fingerprint,
+    )
+
+    tokenizers, run = tmp_path / "tokenizers", tmp_path / "run"
+    tokenizers.mkdir(), run.mkdir()
+    (tokenizers / "de.vocab").write_text("a\t0\n")
+    settings = {"model_type": "bpe", "vocab_size": 8000, "vocabulary": "separate", "user_defined_symbols": []}
+    (tokenizers / "card.json").write_text(json.dumps({"settings": settings}))
+    manifest = {"corpus": "c", "outputs": {"train.de": "0" * 64}}
+    old = version_1_fingerprint(manifest, tokenizers)
+    assert "version" not in old and old["tokenizers"] != data_fingerprint(manifest, tokenizers)["tokenizers"]
+    (run / "data.json").write_text(json.dumps(old))
+    check_same_data(run, tmp_path, manifest, tokenizers)
+    assert json.loads((run / "data.json").read_text()) == data_fingerprint(manifest, tokenizers)
+    assert data_fingerprint(manifest, tokenizers)["version"] == 2
+    (run / "data.json").write_text(json.dumps(old))
+    (tokenizers / "de.vocab").write_text("b\t0\n")
+    with pytest.raises(TrainingError, match="tokenizer de.vocab"):
+        check_same_data(run, tmp_path, manifest, tokenizers)
+    assert json.loads((run / "data.json").read_text()) == old  # nothing rewritten
 
 
 # Points at which `translator data` is killed: the n-th os.replace (each file moved into place,

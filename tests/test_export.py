@@ -56,11 +56,6 @@ def exported_reversal_run(directory, seed: int, out: str):
     return run, directory / out, sentences
 
 
-@pytest.fixture(scope="module")
-def translation(tmp_path_factory):
-    return exported_reversal_run(tmp_path_factory.mktemp("export"), 11, "exported")
-
-
 def test_the_export_translates_like_translator_in_a_process_without_the_package(translation):
     from check_export import translate_standalone
 

@@ -7,6 +7,8 @@ import random
 import pytest
 from conftest import sha256, write_config
 
+PAIRS = 2000  # training pairs of each direction
+
 
 def write_three_languages(directory, count: int, seed: int):
     """A recipe `tri` of three line-aligned languages: xx (symbols), yy (their reversal) and zz
@@ -46,7 +48,7 @@ def multilingual_run(tmp_path_factory):
     from translator.training import Trainer
 
     directory = tmp_path_factory.mktemp("multilingual")
-    write_three_languages(directory, 2500, 61)
+    write_three_languages(directory, PAIRS, 61)
     with contextlib.chdir(directory):  # where ./corpora/tri-multi.yaml is found
         manifest = prepare_corpus("tri-multi", "work", "mirror")
         for pair in ("xx-yy", "xx-zz", "yy-zz"):
@@ -62,12 +64,12 @@ def multilingual_run(tmp_path_factory):
 
 def test_the_corpus_tags_every_source_with_its_target_language(multilingual_run):
     directory, manifest = multilingual_run
-    assert manifest["counts"]["train"]["kept"] == 5000  # two directions of 2,500 pairs
+    assert manifest["counts"]["train"]["kept"] == 2 * PAIRS  # two directions of the same pairs
     sources = (directory / "work" / "tri-multi" / "train.src").read_text().splitlines()
     targets = (directory / "work" / "tri-multi" / "train.tgt").read_text().splitlines()
-    assert sources[0].startswith("<2yy> ") and sources[2500].startswith("<2zz> ")
-    assert sources[0][len("<2yy> "):] == sources[2500][len("<2zz> "):]  # the same sentence, two targets
-    assert targets[2500] == sources[2500][len("<2zz> "):].upper()
+    assert sources[0].startswith("<2yy> ") and sources[PAIRS].startswith("<2zz> ")
+    assert sources[0][len("<2yy> "):] == sources[PAIRS][len("<2zz> "):]  # the same sentence, two targets
+    assert targets[PAIRS] == sources[PAIRS][len("<2zz> "):].upper()
 
 
 def test_the_target_language_chooses_what_the_model_writes(multilingual_run):

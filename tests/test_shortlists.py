@@ -1,5 +1,6 @@
 """Lexical shortlists (issue 32): built from the training pairs, used by greedy and beam search
-in `Translator`, the export and `translator serve`, on a weak reversal run (varied outputs)."""
+in `Translator`, the export and `translator serve`, on the export tests' weak reversal run (varied
+outputs)."""
 
 import json
 import subprocess
@@ -7,12 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_export import exported_reversal_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run, _, sentences = exported_reversal_run(tmp_path_factory.mktemp("shortlists"), 31, "exported")
+def run(translation):
+    run, _, sentences = translation
     return run, [s for s in sentences if len(s) < 40]
 
 

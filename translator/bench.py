@@ -21,8 +21,7 @@ In one run, on Multi30k de->en (prepared with `make data tokenizers CORPUS=multi
    decoding row gives the mean output length beside the reference's: a row whose outputs are
    shorter than 80% of the reference is marked as not representative (a model that stops early
    decodes fast);
-6. decoding that does less work on the same runs (`translator.shortlist_bench`): greedy and beam 5
-   as today, with the run's lexical shortlist, in int8 and with both, with BLEU and lengths;
+6. decoding that does less work (shortlists, int8) on the same runs (`translator.shortlist_bench`);
 7. the first translation: ``echo "Ein Hund." | translator translate --run RUN`` twice in a row
    (the first after other phases, the second right after it), wall time and peak memory.
 
@@ -41,6 +40,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from translator.shortlist_bench import phase_decode_less
 
 CORPUS = "multi30k-de-en"
 TEXTBOOK_MODEL = {"cell": "lstm", "embedding_dim": 256, "units": 512}
@@ -397,12 +398,6 @@ def phase_cold_start(run: str) -> dict:
     return results
 
 
-def phase_decode_less(run: str) -> dict:
-    from translator.shortlist_bench import phase_decode_less
-
-    return phase_decode_less(run)
-
-
 PHASES = {"matmul": phase_matmul, "textbook_train": phase_textbook_train, "ours_train": phase_ours_train,
           "decode_lstm": phase_decode_lstm, "decode_run": phase_decode_run, "cold_start": phase_cold_start,
           "decode_less": phase_decode_less}
@@ -555,6 +550,23 @@ def markdown(results: dict) -> str:
               "", "## Decoding test2016 with trained runs (`Translator.load`, sentences per second)", "",
               "| run | trained | decoding | sentences/s | output words | model GFLOP/s | of the peak | peak memory |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += _trained_decoding(results, peak, bfloat16_peak)
+    cold = results["cold_start"]
+    how = "through the run's export" if cold["through_export"] else "without an export"
+    lines += ["", f"The first translation: `echo \"Ein Hund.\" | translator translate --run "
+              f"{results['decode_trained']['run']}` took {cold['first_seconds']} s, and {cold['second_seconds']} s "
+              f"run again right after ({how}), peak memory {cold['peak_memory_mib']:,.0f} MiB; it printed "
+              f"\"{cold['translation']}\".",
+              "", f"Whole bench: {machine['total_minutes']} min."]
+    return "\n".join(lines) + "\n"
+
+
+
+def _trained_decoding(results: dict, peak: float, bfloat16_peak: float) -> list[str]:
+    """The rows of the trained runs' decoding, and the section on decoding that does less work."""
+    from translator.shortlist_bench import markdown as less_markdown
+
+    lines = []
     for key in ("decode_trained", "decode_recipe"):
         if key not in results:
             continue
@@ -574,23 +586,13 @@ def markdown(results: dict) -> str:
               "step per output piece and its <eos> for each hypothesis of the beam) per second of decoding; of "
               "the peak: against the matmul peak above of the decoding's precision. Decoding at a large share of "
               "it is bound by the matrix products, and only a faster matrix unit (AMX) makes it much faster."]
-    from translator.shortlist_bench import markdown as less_markdown
-
     lines += ["", "## Decoding that does less work: lexical shortlists and int8 (`translator.shortlist_bench`)", ""]
     for key in ("less_trained", "less_recipe"):
         if key in results:
             lines += less_markdown(results[key]) + [""]
     lines += ["A shortlist is the union of its batch's sentences' (README, \"Shortlists and int8\"); x today and the "
               "differences compare a row with the fastest of today's rows of the same search."]
-    cold = results["cold_start"]
-    how = "through the run's export" if cold["through_export"] else "without an export"
-    lines += ["", f"The first translation: `echo \"Ein Hund.\" | translator translate --run "
-              f"{results['decode_trained']['run']}` took {cold['first_seconds']} s, and {cold['second_seconds']} s "
-              f"run again right after ({how}), peak memory {cold['peak_memory_mib']:,.0f} MiB; it printed "
-              f"\"{cold['translation']}\".",
-              "", f"Whole bench: {machine['total_minutes']} min."]
-    return "\n".join(lines) + "\n"
-
+    return lines
 
 if __name__ == "__main__":  # one phase: python -m translator.bench PHASE OUTPUT_JSON ARGUMENTS_JSON
     phase, output_path, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

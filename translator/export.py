@@ -60,25 +60,27 @@ def _tensorflow():
 
 
 def _module_of(model, **tokenizers):
-    """A tf.Module holding the SentencePiece tokenizers, with `model` frozen (`_freeze`) so
-    that the functions traced from it capture its weights as constants."""
-    _freeze(model)
+    """A tf.Module holding the SentencePiece tokenizers (the model's weights reach the graphs
+    as constants: `frozen`)."""
     module = _tensorflow().Module()
     for name, tokenizer in tokenizers.items():
         setattr(module, name, _sentencepiece(tokenizer, name))
     return module
 
 
-def _freeze(model) -> None:
-    """Replace the tf.Variable behind every Keras variable of `model` with a constant of its
-    value (in place: for a model loaded to be exported). An exported graph with Keras 3
-    variables runs after `tf.saved_model.load`, but not in TensorFlow 1 style loaders
-    (`saved_model_cli run`, TensorFlow Serving): Keras gives the variables of different layers
-    the same TensorFlow name, and variables read inside the search loops are then not found
-    (keras-team/keras#20096). Constants have neither problem, and decoding needs no variable."""
+def frozen(model):
+    """A scope in which reading a Keras variable of `model` gives a constant of its value
+    (``keras.StatelessScope``): functions traced inside capture the weights as constants. An
+    exported graph that reads Keras 3 variables runs after `tf.saved_model.load`, but not in
+    TensorFlow 1 style loaders (`saved_model_cli run`, TensorFlow Serving): Keras gives the
+    variables of different layers the same TensorFlow name, and variables read inside the search
+    loops are then not found (keras-team/keras#20096). Constants have neither problem, and
+    decoding needs no variable."""
+    import keras
+
     tf = _tensorflow()
-    for variable in model.variables:
-        variable._value = tf.constant(variable.numpy())
+    return keras.StatelessScope(state_mapping=[(variable, tf.constant(variable.numpy()))
+                                               for variable in model.variables])
 
 
 def _sentencepiece(tokenizer, name: str):
@@ -358,7 +360,8 @@ def export(run, out=None, precision: str | None = None, beam_sizes=(1,), shortli
         run = Path(run)
         exporter = exporter_of(run, precision, beam_sizes, shortlist)
     out = run / "export" if out is None else Path(out)
-    signatures = exporter.signatures()
+    with frozen(exporter.model):
+        signatures = exporter.signatures()
     out.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -24,10 +24,8 @@ worker resumes from the chief's checkpoints (``translator.distributed``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -36,91 +34,27 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from translator.checks import check_non_negative_int, check_path
-from translator.config import load_config, validate
-from translator.corpora import read_manifest
-from translator.files import atomic_write_text, read_yaml
-from translator.tokenizers import find_recipe, load_tokenizers
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on (the message says why and what to do)."""
-
+from translator.config import load_config
+from translator.files import atomic_write_text
+from translator.run_directory import (  # noqa: F401  (importable from here, as before)
+    FINGERPRINT_VERSION,
+    TASK_OF_MODEL,
+    TrainingError,
+    check_same_data,
+    data_fingerprint,
+    prepare_run_directory,
+    version_1_fingerprint,
+)
+from translator.tokenizers import load_tokenizers
+from translator.training_step import (  # noqa: F401
+    learning_rate,
+    make_strategy,
+    make_training_step,
+    moving_average_weights,
+)
 
 # ----------------------------------------------------------------------------- set-up
-
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "mirrored":  # every local GPU; without one, every logical CPU device
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multi_worker":  # workers and their roles come from the TF_CONFIG variable
-        from translator.distributed import check_tf_config
-
-        check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def prepare_run_directory(config: dict, run: Path, chief: bool = True) -> tuple[dict, Path]:
-    """Create (or check, when resuming) the run directory; copy the tokenizers into it. Returns
-    the corpus manifest and the tokenizers' directory. Only the chief of a multi-worker run
-    writes (``chief=False`` checks the same things); until the chief has written the run's
-    config, the other workers read the tokenizers from the corpus, whence the chief copies them."""
-    data = config["data"]
-    corpus_dir, manifest = read_manifest(data["corpus"], data["work_dir"])
-    expected = TASK_OF_MODEL[config["model"]["type"]]
-    if manifest["task"] != expected:
-        raise TrainingError(f"corpus {data['corpus']} is a {manifest['task']} corpus, but model.type "
-                            f"'{config['model']['type']}' trains on a {expected} corpus; set data.corpus "
-                            f"or model.type to match")
-    init_from = config["training"]["init_from"]
-    if init_from:  # fine-tuning: the parent's tokenizers (translator.fine_tuning)
-        from translator import fine_tuning
-
-        source = fine_tuning.parent_tokenizers(config)
-    else:
-        source = corpus_dir / "tokenizers" / find_recipe(data["corpus"], data["tokenizer"]).stem
-    if not (source / "card.json").is_file():
-        raise FileNotFoundError(f"{source}/card.json not found: run `translator tokenizers {data['corpus']}"
-                                f"{' --recipe ' + data['tokenizer'] if data['tokenizer'] else ''}` first")
-    saved_config = run / "config.yaml"
-    if (run / "averaged.json").is_file():
-        raise TrainingError(f"{run} is an averaged run (`translator average`, see its averaged.json): it has no "
-                            f"training state to resume, and training would replace its model; train into "
-                            f"another --run")
-    if saved_config.is_file():
-        previous = read_yaml(saved_config, TrainingError)
-        previous = validate(previous, str(saved_config))  # keys added to the schema since: their defaults
-        decoding_changed = previous["decoding"] != config["decoding"]
-        previous["decoding"] = config["decoding"]  # decoding never changes training: the new one is taken
-        if previous != config:
-            changed = sorted(f"{section}.{key}" for section in config if isinstance(config[section], dict)
-                             for key in config[section]
-                             if previous.get(section, {}).get(key) != config[section][key])
-            raise TrainingError(
-                f"{run} holds a run with a different config (changed: {', '.join(changed) or 'name'}); "
-                f"resuming it would mix two experiments. Use another RUN=, or delete {run} to start over."
-            )
-        if decoding_changed and chief:
-            atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
-        check_same_data(run, corpus_dir, data_fingerprint(manifest, source), write=chief)
-    elif not chief:
-        return manifest, source
-    else:
-        unknown_rates = fine_tuning.check_unknown_rate(config, source) if init_from else None
-        run.mkdir(parents=True, exist_ok=True)
-        if (run / "tokenizers").exists():
-            shutil.rmtree(run / "tokenizers")
-        shutil.copytree(source, run / "tokenizers")
-        atomic_write_text(run / "data.json", json.dumps(data_fingerprint(manifest, source), indent=2) + "\n")
-        atomic_write_text(saved_config, yaml.safe_dump(config, sort_keys=False))
-        if init_from:
-            fine_tuning.record_parent(run, config, unknown_rates)
-    return manifest, run / "tokenizers"
 
 
 def _architecture(model: dict) -> str:
@@ -128,68 +62,7 @@ def _architecture(model: dict) -> str:
     return f"MLP over {model['window']} tokens" if model.get("window") else model["cell"]
 
 
-def data_fingerprint(manifest: dict, tokenizer_directory: Path) -> dict:
-    """What a run trains on: the sha256 of every prepared file (from the corpus manifest, which
-    the readers check the files against), and the tokenizers' settings and vocabularies (their
-    ``.vocab`` files: the ``.model`` bytes also hold the temporary paths they were trained from,
-    so a tokenizer trained again identically has other bytes)."""
-    outputs = {name: recorded if isinstance(recorded, str) else recorded["sha256"]
-               for name, recorded in manifest["outputs"].items()}
-    card = json.loads((tokenizer_directory / "card.json").read_text(encoding="utf-8"))
-    tokenizers = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-                  for path in sorted(tokenizer_directory.glob("*.vocab"))}
-    settings = {name: value for name, value in card["settings"].items()
-                if not (name in LATER_TOKENIZER_SETTINGS and value == LATER_TOKENIZER_SETTINGS[name])}
-    tokenizers["settings"] = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return {"corpus": manifest["corpus"], "prepared_files": outputs, "tokenizers": tokenizers}
-
-
-# Tokenizer recipe keys added after runs began recording data.json, with their defaults: a
-# tokenizer trained again with such a key at its default is the tokenizer it was (its
-# vocabularies tell), so the key is left out of the settings' hash and the run resumes.
-LATER_TOKENIZER_SETTINGS = {"user_defined_symbols": [], "hard_vocab_limit": True}
-
-
-def check_same_data(run: Path, corpus_dir: Path, current: dict, write: bool = True) -> None:
-    """Refuse to resume a run whose corpus or tokenizers changed since it started (``run/data.json``).
-    ``write``: whether this process writes the run (the chief of a multi-worker run)."""
-    path = run / "data.json"
-    if not path.is_file():  # a run started before runs recorded their data: from now on it does
-        if write:
-            atomic_write_text(path, json.dumps(current, indent=2) + "\n")
-        return
-    recorded = json.loads(path.read_text(encoding="utf-8"))
-    def differing(part):
-        before, now = recorded.get(part, {}), current[part]
-        return [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
-
-    changed = [str(corpus_dir / name) for name in differing("prepared_files")]
-    changed += [f"tokenizer {name}" for name in differing("tokenizers")]
-    if changed:
-        raise TrainingError(
-            f"{run} was trained on other data than {corpus_dir} holds now (changed since it started: "
-            f"{', '.join(changed)}); resuming would continue on different data. Start a new run (--run "
-            f"another directory), delete {run} to start over, or prepare the data as it was."
-        )
-
-
 # ----------------------------------------------------------------------------- schedule
-
-def learning_rate(config: dict, step: int, total_steps: int, factor: float) -> float:
-    """The learning rate at ``step`` (1-based): linear warm-up, then the configured schedule."""
-    settings = config["training"]
-    base, warmup = settings["learning_rate"], settings["warmup_steps"]
-    if warmup and step <= warmup:
-        return base * step / warmup
-    schedule = settings["schedule"]
-    if schedule == "inverse_sqrt":
-        rate = base * math.sqrt(max(warmup, 1) / step)
-    elif schedule == "cosine":
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        rate = settings["min_learning_rate"] + 0.5 * (base - settings["min_learning_rate"]) * (1 + math.cos(math.pi * progress))
-    else:  # constant, or plateau (whose factor shrinks when validation loss stalls)
-        rate = base
-    return max(rate * factor, settings["min_learning_rate"] if schedule == "plateau" else 0.0)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -207,48 +80,7 @@ def make_task(config: dict, tokenizers: dict, log=print):
     return TranslationTask(config, tokenizers, log)
 
 
-TASK_OF_MODEL = {"seq2seq": "translation", "language_model": "language_modeling", "classifier": "classification"}
-
 # ----------------------------------------------------------------------------- the step
-
-def make_training_step(config: dict, model, optimizer, strategy, element_spec, task, stop_signal=None):
-    """The compiled training step: the task's loss, gradients all-reduced over replicas, the
-    global norm clipped, one optimizer update. Returns ``train_step(*batch) -> (loss sum, count,
-    stop)``: ``stop`` is positive when any replica's ``stop_signal`` variable (a stop request,
-    e.g. Ctrl-C, in that process) is, so that all workers stop after the same step."""
-    import tensorflow as tf
-
-    settings = config["training"]
-    clip = settings["clip_norm"]
-    variables = model.trainable_variables
-    replicas = strategy.num_replicas_in_sync
-
-    def replica_train(*batch):
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            objective_sum, objective_count, plain_sum, count = task.loss(model, batch, training=True)
-            stop = tf.zeros([]) if stop_signal is None else tf.identity(stop_signal)  # a read, on this replica
-            global_count, stop = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                    [tf.cast(objective_count, tf.float32), stop])
-            loss = objective_sum / tf.maximum(global_count, 1e-9)
-        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense embeddings
-        # Sum the gradients of all replicas and clip the global gradient (as on one device);
-        # the optimizer sums replicas once more, hence the division.
-        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        if clip:
-            gradients, _ = tf.clip_by_global_norm(gradients, clip)
-        optimizer.apply([g / replicas for g in gradients], variables)
-        # What the loss reports is the plain cross-entropy, comparable across settings.
-        return plain_sum, count, stop
-
-    jit = settings["jit_compile"]
-
-    @tf.function(input_signature=list(element_spec))
-    def train_step(*batch):
-        results = strategy.run(tf.function(replica_train, jit_compile=jit) if jit else replica_train, args=batch)
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
-
-    return train_step
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -691,26 +523,6 @@ class Trainer:
 def epoch_weights_path(run: Path, epoch: int) -> Path:
     """Where training keeps the weights of ``epoch`` (1-based) with ``training.keep_checkpoints``."""
     return Path(run) / "epochs" / f"epoch-{epoch:03d}.weights.h5"
-
-
-@contextlib.contextmanager
-def moving_average_weights(model, optimizer):
-    """With ``training.ema_decay``: the model holds the weights' moving average inside the
-    block (for validation and the saved models) and its trained weights again after it.
-    Without, nothing changes."""
-    if not optimizer.use_ema:
-        yield
-        return
-    variables = model.trainable_variables
-    trained = [variable.numpy() for variable in variables]
-    # Keras keeps the averages, in the order of the variables the optimizer was built with.
-    for variable, average in zip(variables, optimizer._model_variables_moving_average):
-        variable.assign(average)
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, trained):
-            variable.assign(value)
 
 
 class _ProgressLines:
