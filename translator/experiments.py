@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from translator.claims import (  # noqa: F401  (ExperimentError, Experiment: importable from here)
+from translator.claims import (  # noqa: F401  (every claim's pieces: importable from here, as before)
     RECIPES,
     Experiment,
     ExperimentError,
@@ -38,9 +38,11 @@ from translator.claims import (  # noqa: F401  (ExperimentError, Experiment: imp
     measure_paired_runs,
     measure_vanishing_gradients,
     paired_runs,
+    planned_run,
     plot_language_models,
     plot_paired_runs,
     plot_vanishing_gradients,
+    recipe_path,
     summarize_continuation,
     summarize_interpretable_cells,
     summarize_language_models,
