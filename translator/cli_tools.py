@@ -122,9 +122,44 @@ def command_serve(args) -> int:
     return 0
 
 
-def add_serve_parser(commands) -> None:
-    from translator.serving import add_serve_arguments
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `translator serve` (its service's settings, `translator.serving.DEFAULTS`)."""
+    from translator import checks
+    from translator.serving import DEFAULTS
 
+    positive, non_negative, seconds = checks.POSITIVE_INT, checks.NON_NEGATIVE_INT, checks.NON_NEGATIVE_NUMBER
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run directory of a translation model (exported in memory at start)")
+    source.add_argument("--export", help="directory written by `translator export`")
+    parser.add_argument("--name", default=None, help="model name in /v1/models/NAME:predict (default: the "
+                                                     "directory's name)")
+    parser.add_argument("--host", default=DEFAULTS["host"], help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=non_negative, default=DEFAULTS["port"],
+                        help="port (default 8000; 0: any free one)")
+    parser.add_argument("--beam-sizes", type=positive, nargs="*", default=[1], metavar="K",
+                        help="with --run: beam sizes requests may ask for besides the run's (default: 1)")
+    parser.add_argument("--max-batch-sentences", type=positive, default=DEFAULTS["max_batch_sentences"],
+                        help="sentences of waiting requests translated together (default 128)")
+    parser.add_argument("--max-wait-ms", type=seconds, default=DEFAULTS["max_wait_ms"],
+                        help="how long a batch waits for more requests before it runs (default 5)")
+    parser.add_argument("--batches-in-flight", type=positive, default=DEFAULTS["batches_in_flight"],
+                        help="batches translated at once, each in its own thread (default 2)")
+    parser.add_argument("--max-queue", type=positive, default=DEFAULTS["max_queue"],
+                        help="requests that may wait for a batch; one more gets 503 with Retry-After (default 256)")
+    parser.add_argument("--request-timeout", type=seconds, default=DEFAULTS["request_timeout"],
+                        help="seconds a request may wait for its translation before a 503 (default 60)")
+    parser.add_argument("--drain-seconds", type=seconds, default=DEFAULTS["drain_seconds"],
+                        help="on SIGTERM, how long the requests already taken may take to be answered "
+                             "(default 30)")
+    parser.add_argument("--max-sentences", type=positive, default=DEFAULTS["max_sentences"],
+                        help="most sentences in one request (default 256)")
+    parser.add_argument("--max-characters", type=positive, default=DEFAULTS["max_characters"],
+                        help="most characters in one sentence (default 2000)")
+    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULTS["max_body_bytes"],
+                        help="largest request body (default 4 MiB)")
+
+
+def add_serve_parser(commands) -> None:
     serve = commands.add_parser(
         "serve", help="an HTTP JSON service of a run or an export that batches concurrent requests",
         description="POST /v1/translate {\"sentences\": [...]} -> {\"translations\": [...]}; the TensorFlow "

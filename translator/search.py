@@ -216,49 +216,92 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
     hypothesis (only with ``return_attention=True``, else None).
     """
     source_ids = tf.convert_to_tensor(source_ids, tf.int32)
-    batch_size, k = tf.shape(source_ids)[0], beam_size
     limits = length_limits(source_ids, max_length_ratio, max_length_offset)  # [batch]
-    maximum = tf.reduce_max(limits)
-    negative_infinity = tf.constant(-1e9, tf.float32)
+    beams = _Beams(model, beam_size, length_penalty, tf.reduce_max(limits), tf.shape(source_ids)[1],
+                   return_attention)
+    state, shapes = beams.start(source_ids, limits)
+    (final,) = tf.while_loop(lambda state: tf.logical_not(tf.reduce_all(state.done)), beams.body, (state,),
+                             shape_invariants=(shapes,), maximum_iterations=beams.maximum)
+    results = beams.write_results(final.results, final.rows[:, None], final.finished, final.step)
+    return (results.sequences[:, :, :final.step], results.scores,
+            results.attention[:, :, :final.step] if return_attention else None)
 
-    def penalty(length):
-        return tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, length_penalty)
 
-    def unflatten(x):  # [rows * beam, ...] -> [rows, beam, ...]
-        return tf.reshape(x, tf.concat([[-1, k], tf.shape(x)[1:]], 0))
+class _Beams:
+    """The steps of `beam_search` for one batch: `start` makes the first state, `body` is one
+    step of the loop (`expand`, then the alive and finished hypotheses, then the decoder),
+    `leave` lets done sentences leave the batch, `write_results` writes their beams out."""
 
+    def __init__(self, model, beam_size, length_penalty, maximum, source_time, with_attention):
+        self.model, self.k, self.length_penalty = model, beam_size, length_penalty
+        self.negative_infinity = tf.constant(-1e9, tf.float32)
+        self.maximum, self.source_time, self.with_attention = maximum, source_time, with_attention
+
+    def penalty(self, length):
+        return tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, self.length_penalty)
+
+    def unflatten(self, x):  # [rows * beam, ...] -> [rows, beam, ...]
+        return tf.reshape(x, tf.concat([[-1, self.k], tf.shape(x)[1:]], 0))
+
+    @staticmethod
     def gather_beams(x, beam_indices):  # x [rows, beam, ...], beam_indices [rows, n]
         return tf.gather(x, beam_indices, batch_dims=1)
 
-    # Every beam of a sentence starts from the same encoder output.
-    cache = model.encode(source_ids, training=False)
-    cache = {key: tf.repeat(value, k, axis=0) for key, value in cache.items()}
-    start = tf.fill([batch_size * k], tf.constant(SOS_ID, tf.int32))
-    logits, first_cache, weights = model.decoder.step(start, cache, training=False)
-    changing, constant = _split_cache(first_cache, cache)
-    source_time = tf.shape(source_ids)[1]
-    if weights is None or not return_attention:
-        weights = tf.zeros([batch_size * k, source_time], tf.float32)
-    weights = tf.cast(weights, tf.float32)  # a bfloat16 model attends in bfloat16
-    with_attention = return_attention
+    def start(self, source_ids, limits) -> tuple[BeamState, BeamState]:
+        """The state before the first step (every beam of a sentence starts from the same encoder
+        output, the first step taken), and the loop's shape invariants."""
+        k, batch_size, source_time = self.k, tf.shape(source_ids)[0], self.source_time
+        cache = self.model.encode(source_ids, training=False)
+        cache = {key: tf.repeat(value, k, axis=0) for key, value in cache.items()}
+        start = tf.fill([batch_size * k], tf.constant(SOS_ID, tf.int32))
+        logits, first_cache, weights = self.model.decoder.step(start, cache, training=False)
+        changing, constant = _split_cache(first_cache, cache)
+        if weights is None or not self.with_attention:
+            weights = tf.zeros([batch_size * k, source_time], tf.float32)
+        weights = tf.cast(weights, tf.float32)  # a bfloat16 model attends in bfloat16
+        first_scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], self.negative_infinity)], 0)[None], [batch_size, 1])
+        attention_shape = [batch_size, k, 0, source_time] if self.with_attention else [batch_size, k, 0, 0]
+        no_hypotheses = tf.zeros([batch_size, k, 0], tf.int32)
+        results_attention = [batch_size, k, self.maximum, source_time] if self.with_attention else \
+            [batch_size, k, 0, 0]
+        state = BeamState(
+            step=tf.constant(0), logits=logits, weights=weights, cache=changing, constant=constant,
+            alive=Hypotheses(no_hypotheses, first_scores, tf.zeros(attention_shape, tf.float32)),
+            finished=Hypotheses(no_hypotheses, tf.fill([batch_size, k], self.negative_infinity),
+                                tf.zeros(attention_shape, tf.float32)),
+            done=tf.zeros([batch_size], tf.bool), rows=tf.range(batch_size), limits=limits,
+            results=Hypotheses(tf.zeros([batch_size, k, self.maximum], tf.int32),
+                               tf.fill([batch_size, k], self.negative_infinity), tf.zeros(results_attention, tf.float32)))
+        hypotheses_shape = Hypotheses(tf.TensorShape([None, None, None]), tf.TensorShape([None, None]),
+                                      tf.TensorShape([None, None, None, None]))
 
-    def expand(step, limits, logits, weights, alive_sequences, alive_scores, alive_attention):
+        def any_rows(entries):
+            return {key: tf.TensorShape([None]).concatenate(value.shape[1:]) for key, value in entries.items()}
+
+        shapes = BeamState(
+            step=tf.TensorShape([]), logits=tf.TensorShape([None, logits.shape[-1]]),
+            weights=tf.TensorShape([None, None]), cache=any_rows(changing), constant=any_rows(constant),
+            alive=hypotheses_shape, finished=hypotheses_shape, done=tf.TensorShape([None]),
+            rows=tf.TensorShape([None]), limits=tf.TensorShape([None]), results=hypotheses_shape)
+        return state, shapes
+
+    def expand(self, step, limits, logits, weights, alive_sequences, alive_scores, alive_attention):
         """The best 2k one-token extensions of the alive hypotheses of every sentence.
 
         They are among the best 2k tokens of each hypothesis, so the vocabulary is searched
         once per hypothesis ([rows * beam, vocabulary]) and the sentence-level choice is
-        among k * 2k candidates. The log-softmax normalizer comes from the softmax of the best
+        among self.k * 2k candidates. The log-softmax normalizer comes from the softmax of the best
         token, logsumexp = best logit - log p(best), well conditioned since p(best) >= 1 / V:
         one softmax instead of the several passes of a logsumexp.
         """
         rows = tf.shape(limits)[0]
         logits = tf.cast(logits, tf.float32)
         vocabulary = logits.shape[-1]  # None for a shortlist (`translator.shortlists`), which may be smaller than 2k
-        width = min(2 * k, vocabulary) if vocabulary is not None else tf.minimum(2 * k, tf.shape(logits)[-1])
+        width = min(2 * self.k, vocabulary) if vocabulary is not None else tf.minimum(2 * self.k, tf.shape(logits)[-1])
         top_logits, top_tokens = vocabulary_top_k(logits, width)  # [rows * beam, width]
         best_probability = tf.gather(tf.nn.softmax(logits), top_tokens[:, 0], batch_dims=1)
         normalizer = top_logits[:, 0] - tf.math.log(best_probability)
-        at_limit = tf.repeat(step + 1 >= limits, k)  # at its length limit a sentence can only end
+        at_limit = tf.repeat(step + 1 >= limits, self.k)  # at its length limit a sentence can only end
 
         def force_eos():
             only_eos = tf.concat([logits[:, EOS_ID:EOS_ID + 1], tf.fill([tf.shape(logits)[0], width - 1], -1e9)], 1)
@@ -267,30 +310,30 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
 
         top_logits, top_tokens = tf.cond(tf.reduce_any(at_limit), force_eos, lambda: (top_logits, top_tokens))
         candidates = top_logits + (tf.reshape(alive_scores, [-1]) - normalizer)[:, None]
-        top_scores, top_indices = tf.math.top_k(tf.reshape(candidates, [rows, k * width]), k=2 * k)
+        top_scores, top_indices = tf.math.top_k(tf.reshape(candidates, [rows, self.k * width]), k=2 * self.k)
         beams = top_indices // width
-        tokens = tf.gather(tf.reshape(top_tokens, [rows, k * width]), top_indices, batch_dims=1)
-        sequences = tf.concat([gather_beams(alive_sequences, beams), tokens[:, :, None]], axis=2)
-        attention = gather_beams(alive_attention, beams)
-        if with_attention:
-            attention = tf.concat([attention, gather_beams(unflatten(weights), beams)[:, :, None, :]], axis=2)
+        tokens = tf.gather(tf.reshape(top_tokens, [rows, self.k * width]), top_indices, batch_dims=1)
+        sequences = tf.concat([self.gather_beams(alive_sequences, beams), tokens[:, :, None]], axis=2)
+        attention = self.gather_beams(alive_attention, beams)
+        if self.with_attention:
+            attention = tf.concat([attention, self.gather_beams(self.unflatten(weights), beams)[:, :, None, :]], axis=2)
         return sequences, top_scores, beams, tokens, attention
 
-    def write_results(results: Hypotheses, places, finished: Hypotheses, length) -> Hypotheses:
+    def write_results(self, results: Hypotheses, places, finished: Hypotheses, length) -> Hypotheses:
         """`results` with the finished beams of the sentences at `places` ([n, 1]) written in,
-        their time padded from `length` to the maximum."""
-        more = maximum - length
+        their time padded from `length` to the self.maximum."""
+        more = self.maximum - length
         attention = finished.attention
-        if with_attention:
+        if self.with_attention:
             attention = tf.pad(attention, [[0, 0], [0, 0], [0, more], [0, 0]])
         return Hypotheses(
             tf.tensor_scatter_nd_update(results.sequences, places,
                                         tf.pad(finished.sequences, [[0, 0], [0, 0], [0, more]])),
             tf.tensor_scatter_nd_update(results.scores, places, finished.scores),
-            tf.tensor_scatter_nd_update(results.attention, places, attention) if with_attention
+            tf.tensor_scatter_nd_update(results.attention, places, attention) if self.with_attention
             else results.attention)
 
-    def leave(state: BeamState) -> BeamState:
+    def leave(self, state: BeamState) -> BeamState:
         """The done sentences' beams written to the results, and the others only kept."""
         gone, keep = tf.where(state.done)[:, 0], tf.where(tf.logical_not(state.done))[:, 0]
 
@@ -298,12 +341,12 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
             return tf.gather(x, keep)
 
         def per_hypothesis(x):  # [rows * beam, ...]: the kept sentences' beams
-            return tf.reshape(tf.gather(unflatten(x), keep), tf.concat([[-1], tf.shape(x)[1:]], 0))
+            return tf.reshape(tf.gather(self.unflatten(x), keep), tf.concat([[-1], tf.shape(x)[1:]], 0))
 
         def hypotheses(h: Hypotheses) -> Hypotheses:
             return Hypotheses(*(per_sentence(x) for x in h))
 
-        results = write_results(state.results, tf.gather(state.rows, gone)[:, None],
+        results = self.write_results(state.results, tf.gather(state.rows, gone)[:, None],
                                 Hypotheses(*(tf.gather(x, gone) for x in state.finished)), state.step)
         return BeamState(
             state.step, per_hypothesis(state.logits), per_hypothesis(state.weights),
@@ -312,79 +355,50 @@ def beam_search(model, source_ids, beam_size: int = 5, length_penalty: float = 0
             hypotheses(state.alive), hypotheses(state.finished), per_sentence(state.done),
             per_sentence(state.rows), per_sentence(state.limits), results)
 
-    def body(state: BeamState) -> tuple[BeamState]:
+    def body(self, state: BeamState) -> tuple[BeamState]:
         rows = tf.shape(state.done)[0]
-        sequences, scores, beams, tokens, attention = expand(
+        sequences, scores, beams, tokens, attention = self.expand(
             state.step, state.limits, state.logits, state.weights, *state.alive)
         ended = tf.equal(tokens, EOS_ID)
         # Alive: the best k extensions that did not end.
-        alive_scores, alive_pick = tf.math.top_k(tf.where(ended, negative_infinity, scores), k=k)
-        alive = Hypotheses(gather_beams(sequences, alive_pick), alive_scores, gather_beams(attention, alive_pick))
-        alive_beams, alive_tokens = gather_beams(beams, alive_pick), gather_beams(tokens, alive_pick)
-        # Finished: the best k among the old finished and the extensions that ended now
-        # within the best k of this step (the candidates are sorted by score).
+        alive_scores, alive_pick = tf.math.top_k(tf.where(ended, self.negative_infinity, scores), k=self.k)
+        alive = Hypotheses(self.gather_beams(sequences, alive_pick), alive_scores, self.gather_beams(attention, alive_pick))
+        alive_beams, alive_tokens = self.gather_beams(beams, alive_pick), self.gather_beams(tokens, alive_pick)
+        # Finished: the best self.k among the old finished and the extensions that ended now
+        # within the best self.k of this step (the candidates are sorted by score).
         length = state.step + 1
-        in_beam = tf.range(2 * k)[None, :] < k
-        new_finished = tf.where(tf.logical_and(ended, in_beam), scores / penalty(length), negative_infinity)
-        padding = tf.zeros([rows, k, 1], tf.int32)
+        in_beam = tf.range(2 * self.k)[None, :] < self.k
+        new_finished = tf.where(tf.logical_and(ended, in_beam), scores / self.penalty(length), self.negative_infinity)
+        padding = tf.zeros([rows, self.k, 1], tf.int32)
         all_sequences = tf.concat([tf.concat([state.finished.sequences, padding], axis=2), sequences], axis=1)
         all_scores = tf.concat([state.finished.scores, new_finished], axis=1)
-        if with_attention:
-            attention_padding = tf.zeros([rows, k, 1, source_time], tf.float32)
+        if self.with_attention:
+            attention_padding = tf.zeros([rows, self.k, 1, self.source_time], tf.float32)
             all_attention = tf.concat([tf.concat([state.finished.attention, attention_padding], axis=2), attention],
                                       axis=1)
         else:
             all_attention = tf.concat([state.finished.attention, attention], axis=1)
         # A sentence already done keeps its finished set as it was (positions 0..k-1), so
         # what other sentences of the batch do never changes its result.
-        _, pick = tf.math.top_k(all_scores, k=k)
-        pick = tf.where(state.done[:, None], tf.range(k)[None, :], pick)
-        finished = Hypotheses(gather_beams(all_sequences, pick), gather_beams(all_scores, pick),
-                              gather_beams(all_attention, pick))
+        _, pick = tf.math.top_k(all_scores, k=self.k)
+        pick = tf.where(state.done[:, None], tf.range(self.k)[None, :], pick)
+        finished = Hypotheses(self.gather_beams(all_sequences, pick), self.gather_beams(all_scores, pick),
+                              self.gather_beams(all_attention, pick))
         # A sentence is done with beam_size finished hypotheses, or at its length limit.
-        full = tf.reduce_all(finished.scores > negative_infinity / 2, axis=1)
+        full = tf.reduce_all(finished.scores > self.negative_infinity / 2, axis=1)
         done = tf.logical_or(state.done, tf.logical_or(length >= state.limits, full))
         # Reorder the changing cache along the chosen beams, and take one step.
-        flat_beams = tf.reshape(alive_beams + tf.range(rows)[:, None] * k, [-1])
+        flat_beams = tf.reshape(alive_beams + tf.range(rows)[:, None] * self.k, [-1])
         changing = {key: tf.gather(value, flat_beams) for key, value in state.cache.items()}
-        logits, new_cache, new_weights = model.decoder.step(
+        logits, new_cache, new_weights = self.model.decoder.step(
             tf.reshape(alive_tokens, [-1]), {**state.constant, **changing}, training=False)
-        if new_weights is None or not with_attention:
-            new_weights = tf.zeros([rows * k, source_time], tf.float32)
+        if new_weights is None or not self.with_attention:
+            new_weights = tf.zeros([rows * self.k, self.source_time], tf.float32)
         state = BeamState(length, logits, tf.cast(new_weights, tf.float32), {key: new_cache[key] for key in changing},
                           state.constant, alive, finished, done, state.rows, state.limits, state.results)
         remaining = tf.reduce_sum(tf.cast(tf.logical_not(done), tf.int32))
-        return (tf.cond(tf.logical_and(remaining > 0, 4 * remaining <= 3 * rows), lambda: leave(state),
+        return (tf.cond(tf.logical_and(remaining > 0, 4 * remaining <= 3 * rows), lambda: self.leave(state),
                         lambda: state),)
-
-    first_scores = tf.tile(tf.concat([[0.0], tf.fill([k - 1], negative_infinity)], 0)[None], [batch_size, 1])
-    attention_shape = [batch_size, k, 0, source_time] if with_attention else [batch_size, k, 0, 0]
-    no_hypotheses = tf.zeros([batch_size, k, 0], tf.int32)
-    results_attention = [batch_size, k, maximum, source_time] if with_attention else [batch_size, k, 0, 0]
-    state = BeamState(
-        step=tf.constant(0), logits=logits, weights=weights, cache=changing, constant=constant,
-        alive=Hypotheses(no_hypotheses, first_scores, tf.zeros(attention_shape, tf.float32)),
-        finished=Hypotheses(no_hypotheses, tf.fill([batch_size, k], negative_infinity),
-                            tf.zeros(attention_shape, tf.float32)),
-        done=tf.zeros([batch_size], tf.bool), rows=tf.range(batch_size), limits=limits,
-        results=Hypotheses(tf.zeros([batch_size, k, maximum], tf.int32), tf.fill([batch_size, k], negative_infinity),
-                           tf.zeros(results_attention, tf.float32)))
-    hypotheses_shape = Hypotheses(tf.TensorShape([None, None, None]), tf.TensorShape([None, None]),
-                                  tf.TensorShape([None, None, None, None]))
-
-    def any_rows(entries):
-        return {key: tf.TensorShape([None]).concatenate(value.shape[1:]) for key, value in entries.items()}
-
-    shapes = BeamState(
-        step=tf.TensorShape([]), logits=tf.TensorShape([None, logits.shape[-1]]), weights=tf.TensorShape([None, None]),
-        cache=any_rows(changing), constant=any_rows(constant), alive=hypotheses_shape, finished=hypotheses_shape,
-        done=tf.TensorShape([None]), rows=tf.TensorShape([None]), limits=tf.TensorShape([None]),
-        results=hypotheses_shape)
-    (final,) = tf.while_loop(lambda state: tf.logical_not(tf.reduce_all(state.done)), body, (state,),
-                             shape_invariants=(shapes,), maximum_iterations=maximum)
-    results = write_results(final.results, final.rows[:, None], final.finished, final.step)
-    return (results.sequences[:, :, :final.step], results.scores,
-            results.attention[:, :, :final.step] if with_attention else None)
 
 
 def n_best_search(model, source_ids, beam_size: int, length_penalty: float, max_length_ratio: float = 2.0,

@@ -49,7 +49,6 @@ Built on aiohttp (server and client in one maintained library, no hand-written H
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import queue
@@ -66,41 +65,6 @@ DEFAULTS = {"host": "127.0.0.1", "port": 8000, "max_batch_sentences": 128, "max_
             "max_sentences": 256, "max_characters": 2000, "max_body_bytes": 4 * 1024 * 1024}
 MAX_ATTENTION_SENTENCES = 32  # attention weights are a matrix a sentence: a request asks for few
 RETRY_AFTER_SECONDS = 1  # what a 503 under load tells the client (a batch takes well under a second)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from translator import checks
-
-    positive, non_negative, seconds = checks.POSITIVE_INT, checks.NON_NEGATIVE_INT, checks.NON_NEGATIVE_NUMBER
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run directory of a translation model (exported in memory at start)")
-    source.add_argument("--export", help="directory written by `translator export`")
-    parser.add_argument("--name", default=None, help="model name in /v1/models/NAME:predict (default: the "
-                                                     "directory's name)")
-    parser.add_argument("--host", default=DEFAULTS["host"], help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=non_negative, default=DEFAULTS["port"],
-                        help="port (default 8000; 0: any free one)")
-    parser.add_argument("--beam-sizes", type=positive, nargs="*", default=[1], metavar="K",
-                        help="with --run: beam sizes requests may ask for besides the run's (default: 1)")
-    parser.add_argument("--max-batch-sentences", type=positive, default=DEFAULTS["max_batch_sentences"],
-                        help="sentences of waiting requests translated together (default 128)")
-    parser.add_argument("--max-wait-ms", type=seconds, default=DEFAULTS["max_wait_ms"],
-                        help="how long a batch waits for more requests before it runs (default 5)")
-    parser.add_argument("--batches-in-flight", type=positive, default=DEFAULTS["batches_in_flight"],
-                        help="batches translated at once, each in its own thread (default 2)")
-    parser.add_argument("--max-queue", type=positive, default=DEFAULTS["max_queue"],
-                        help="requests that may wait for a batch; one more gets 503 with Retry-After (default 256)")
-    parser.add_argument("--request-timeout", type=seconds, default=DEFAULTS["request_timeout"],
-                        help="seconds a request may wait for its translation before a 503 (default 60)")
-    parser.add_argument("--drain-seconds", type=seconds, default=DEFAULTS["drain_seconds"],
-                        help="on SIGTERM, how long the requests already taken may take to be answered "
-                             "(default 30)")
-    parser.add_argument("--max-sentences", type=positive, default=DEFAULTS["max_sentences"],
-                        help="most sentences in one request (default 256)")
-    parser.add_argument("--max-characters", type=positive, default=DEFAULTS["max_characters"],
-                        help="most characters in one sentence (default 2000)")
-    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULTS["max_body_bytes"],
-                        help="largest request body (default 4 MiB)")
 
 
 class RequestError(ValueError):
@@ -390,17 +354,13 @@ PLAYGROUND = Path(__file__).with_name("playground")
 TRANSLATION_ENDPOINTS = ("/v1/translate", "/v1/models/{name}:predict")
 
 
-def make_application(settings: dict, name: str):
-    """The aiohttp application; ``application["service"]`` is its `Service`, whose `ready`
-    makes it translate."""
+def _json_errors(service):
+    """The middleware that makes every error a JSON ``{"error": ...}``, aiohttp's own included
+    (404, 405, 413), and counts every answer in the service's metrics."""
     from aiohttp import web
-
-    service = Service(settings, name)
 
     @web.middleware
     async def json_errors(request, handler):
-        """Every error is a JSON ``{"error": ...}``, including aiohttp's own (404, 405, 413);
-        every answer is counted in the metrics."""
         resource = request.match_info.route.resource
         endpoint = resource.canonical if resource is not None else "unknown"
         timed = endpoint in TRANSLATION_ENDPOINTS
@@ -417,29 +377,43 @@ def make_application(settings: dict, name: str):
             service.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
-    async def _answer(request, handler):
-        try:
-            return await handler(request)
-        except RequestError as error:
-            headers = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
-            return web.json_response({"error": str(error)}, status=error.status, headers=headers)
-        except web.HTTPException as error:
-            if error.status < 400:
-                raise
-            return web.json_response({"error": error.text or error.reason}, status=error.status)
-        except Exception as error:  # noqa: BLE001  (the server never dies on a request)
-            print(f"translator serve: error: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-            return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=500)
+    return json_errors
 
-    async def read_json(request):
-        try:
-            return json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(f"the body is not JSON ({error}); send e.g. "
-                               f'{{"sentences": ["Ein Hund läuft."]}}') from None
+
+async def _answer(request, handler):
+    from aiohttp import web
+
+    try:
+        return await handler(request)
+    except RequestError as error:
+        headers = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+        return web.json_response({"error": str(error)}, status=error.status, headers=headers)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return web.json_response({"error": error.text or error.reason}, status=error.status)
+    except Exception as error:  # noqa: BLE001  (the server never dies on a request)
+        print(f"translator serve: error: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=500)
+
+
+async def _read_json(request):
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RequestError(f"the body is not JSON ({error}); send e.g. "
+                           f'{{"sentences": ["Ein Hund läuft."]}}') from None
+
+
+def make_application(settings: dict, name: str):
+    """The aiohttp application; ``application["service"]`` is its `Service`, whose `ready`
+    makes it translate."""
+    from aiohttp import web
+
+    service = Service(settings, name)
 
     async def translate(request):
-        body = await read_json(request)
+        body = await _read_json(request)
         backend = service.check_ready()
         asked = translate_request(body, backend, service.settings)
         sentences, n_best = asked["sentences"], asked["n_best"]
@@ -462,7 +436,7 @@ def make_application(settings: dict, name: str):
         backend = service.check_ready()
         if request.match_info["name"] != backend.name:
             raise RequestError(f"no model '{request.match_info['name']}'; this server has '{backend.name}'", 404)
-        sentences, beam_size, rows = predict_request(await read_json(request), backend, service.settings)
+        sentences, beam_size, rows = predict_request(await _read_json(request), backend, service.settings)
         hypotheses = await service.translate(sentences, beam_size)
         texts, scores = [best[0][0] for best in hypotheses], [best[0][1] for best in hypotheses]
         if rows:
@@ -493,7 +467,7 @@ def make_application(settings: dict, name: str):
     async def stop_batcher(application):
         await service.batcher.stop()
 
-    application = web.Application(middlewares=[json_errors], client_max_size=settings["max_body_bytes"])
+    application = web.Application(middlewares=[_json_errors(service)], client_max_size=settings["max_body_bytes"])
     application.add_routes([web.get("/", playground), web.static("/playground", PLAYGROUND),
                             web.post("/v1/translate", translate),
                             web.post("/v1/models/{name:[^/:]+}:predict", predict),
