@@ -343,7 +343,9 @@ def test_training_killed_mid_epoch_resumes_where_it_stopped(reversal, tmp_path):
 
 def test_sigterm_stops_between_batches_with_a_consistent_state(reversal, tmp_path):
     _, data = reversal
-    config = write_config(tmp_path, data, training={"epochs": 3, "batch_tokens": 1024, "checkpoint_every": 1000,
+    # Far more epochs than the test lets it train: on a fast machine 3 epochs ended within the
+    # second the test waits, and SIGTERM then met a process that had finished training.
+    config = write_config(tmp_path, data, training={"epochs": 50, "batch_tokens": 1024, "checkpoint_every": 1000,
                                                     "bleu_every": 0})
     run = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "translator", "train", str(config), "--run", str(run)],
