@@ -142,19 +142,20 @@ class DecoderEngine:
             pre_output = new_state["attentional_vector"]
         else:
             pre_output = decoder.pre_output(hidden, context, cache)
-        if output is not None:
-            return self.decoder.project(pre_output, output), {**cache, **new_state}, weights
-        return self.project(pre_output), {**cache, **new_state}, weights
+        return self.project(pre_output, output), {**cache, **new_state}, weights
 
-    def project(self, pre_output):
+    def project(self, pre_output, output=None):
         """The logits of `pre_output` [..., width]: ``[x, 1] @ [kernel; bias]`` (`fold_bias`),
-        with the fused kernel for one decoding step. Also in training the bias's gradient then
-        comes with the kernel's, instead of a separate pass over [tokens, vocabulary]."""
+        with the fused kernel for one decoding step, or `output` (a shortlist's columns of it,
+        `RecurrentDecoder.restricted_output`). Also in training the bias's gradient then comes
+        with the kernel's, instead of a separate pass over [tokens, vocabulary]."""
         decoder = self.decoder
         if decoder.tied_projection is not None:
             pre_output = decoder.tied_projection(pre_output)
-        if self.kernels is not None and len(pre_output.shape) == 2:  # one decoding step (int8 too)
-            return quantized_or_float_product(with_ones(pre_output), self.kernels["output"])
+        if output is None and self.kernels is not None and len(pre_output.shape) == 2:  # one decoding step
+            output = self.kernels["output"]
+        if output is not None:  # the fused kernel, or its columns of a shortlist (int8 too)
+            return quantized_or_float_product(with_ones(pre_output), output)
         kernel, bias = decoder.output_kernel_and_bias()
         kernel, bias = ops.cast(kernel, pre_output.dtype), ops.cast(bias, pre_output.dtype)
         return matmul(with_ones(pre_output), fold_bias(kernel, bias))

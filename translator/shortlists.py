@@ -127,9 +127,9 @@ def build_shortlist(sources, targets, source_vocabulary: int, target_vocabulary:
     table = np.zeros([source_vocabulary, per_source], np.int32)
     chosen = rank < per_source
     table[key_source[chosen], rank[chosen]] = key_target[chosen]
-    in_sentences = np.zeros(target_vocabulary, np.int64)
-    for target in targets:
-        in_sentences[np.unique(np.asarray(target, np.int64))] += 1
+    # Sentences each target piece is in: the distinct (sentence, piece) pairs, counted by piece.
+    in_sentences = np.bincount(np.unique(pair_of_target * target_vocabulary + target_flat) % target_vocabulary,
+                               minlength=target_vocabulary)
     most_frequent = np.argsort(-in_sentences, kind="stable")[:frequent].astype(np.int32)
     return Shortlist(table, np.sort(most_frequent), target_vocabulary)
 
