@@ -1,5 +1,6 @@
 """What issue 35 asks of the package's layout, checked: no module over 600 lines, no function
-over 80 (generated code aside), no private name imported from another module, no import cycle.
+over 80 (generated code aside), no private name imported from another module, no import cycle,
+and every import pointing the one way of `LAYERS` (data -> models -> decoding -> service).
 
     python scripts/check_layout.py        # prints what breaks a rule; exit status 1 if anything does
 """
@@ -10,6 +11,25 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "translator"
 MODULE_LINES, FUNCTION_LINES = 600, 80
+ENTRY_POINTS = {"translator.cli", "translator.cli_tools", "translator.__main__"}
+# The parts of the package and the parts each may import ("basics": the top-level modules).
+LAYERS = {
+    "basics": set(),
+    "data": {"basics"},
+    "models": {"basics", "data"},
+    "decoding": {"basics", "data", "models"},
+    "service": {"basics", "data", "models", "decoding"},
+    "training": {"basics", "data", "models", "decoding"},
+    "studies": {"basics", "data", "models", "decoding", "service", "training"},
+    "entry points": {"basics", "data", "models", "decoding", "service", "training", "studies"},
+}
+
+
+def layer_of(module: str) -> str:
+    if module in ENTRY_POINTS:
+        return "entry points"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "basics"
 
 
 def modules():
@@ -37,6 +57,10 @@ def problems() -> list[str]:
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
                         found.append(f"{name} imports the private {node.module}.{alias.name}")
     found += [f"import cycle: {' -> '.join(cycle)}" for cycle in _cycles(imports)]
+    for module, others in sorted(imports.items()):
+        layer = layer_of(module)
+        found += [f"{module} ({layer}) imports {other} ({layer_of(other)}), against the layers' direction"
+                  for other in sorted(others) if layer_of(other) != layer and layer_of(other) not in LAYERS[layer]]
     return found
 
 

@@ -26,8 +26,8 @@ def main():
     args = parser.parse_args()
 
     from translator import Classifier, LanguageModel, Translator
-    from translator.corpora import read_prepared_split
-    from translator.runs import read_run_config
+    from translator.data.corpora import read_prepared_split
+    from translator.models.runs import read_run_config
 
     outputs = {}
     translator = Translator.load(args.translation)

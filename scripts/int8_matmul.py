@@ -1,7 +1,7 @@
 """What an int8 product costs in TensorFlow on this CPU, beside float32 and bfloat16: one decoding
 step's output projection of the recipe ([rows, 257] x [257, 8,000], the bias folded in) and a
 GRU-sized one, as `tf.linalg.matmul` int8 x int8 -> int32 (what Keras's int8 layers and
-`translator.quantization` call) and oneDNN's `QuantizedMatMulWithBias` (uint8 x int8).
+`translator.models.quantization` call) and oneDNN's `QuantizedMatMulWithBias` (uint8 x int8).
 
     taskset -c 0 .venv/bin/python scripts/int8_matmul.py     # microseconds per product
 """

@@ -97,8 +97,8 @@ def reversal_pairs(count: int, seed: int, symbols="abcdefghijkl", lengths=(3, 8)
 
 def make_task(directory: Path, name: str, pairs_by_split: dict) -> dict:
     """Prepare a generated translation task and its word tokenizer; return the config's data section."""
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
+    from translator.data.corpora import prepare_corpus
+    from translator.data.tokenizers import train_tokenizers
 
     recipe = write_toy_translation(directory, pairs_by_split, name=name)
     prepare_corpus(recipe, directory / "work", directory / "mirror")
@@ -132,8 +132,8 @@ def write_text_corpus(directory, text):
 
 
 def prepare(directory, recipe, tokenizer):
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
+    from translator.data.corpora import prepare_corpus
+    from translator.data.tokenizers import train_tokenizers
 
     prepare_corpus(recipe, directory / "work", directory / "mirror")
     train_tokenizers(str(recipe), directory / "work", recipe=str(tokenizer))
@@ -146,8 +146,8 @@ def make_continuation_task(directory: Path, pairs_by_split: dict) -> tuple[dict,
     <end> whole, both prepared. The recipes are written to directory/corpora: run with the
     working directory at ``directory``. Returns (the translation data section, the language
     model's data section)."""
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
+    from translator.data.corpora import prepare_corpus
+    from translator.data.tokenizers import train_tokenizers
 
     data = make_task(directory, "rev", pairs_by_split)
     (directory / "corpora").mkdir(exist_ok=True)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import make_task, reversal_pairs, sha256, write_config, write_parallel_recipe
 
-from translator.corpora import CorpusError, prepare_corpus, read_prepared_split
+from translator.data.corpora import CorpusError, prepare_corpus, read_prepared_split
 from translator.files import read_yaml
 
 ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "TRANSLATOR_DEBUG": ""}
@@ -46,7 +46,7 @@ def fails_clearly(result, *named: str, status: int = 2) -> str:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A prepared generated corpus (xx -> yy), its word tokenizer, and a run trained on it."""
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     directory = tmp_path_factory.mktemp("probes")
     data = make_task(directory, "probe", {"train": reversal_pairs(600, 21), "validation": reversal_pairs(40, 22),
@@ -151,7 +151,7 @@ def test_a_prepared_split_cut_short_or_edited_is_refused_by_every_later_stage(to
 
 
 def test_a_run_refuses_to_resume_on_a_corpus_prepared_again_differently(toy, tmp_path):
-    from translator.training import Trainer, TrainingError
+    from translator.training.trainer import Trainer, TrainingError
 
     directory, data, _, _ = toy
     work = tmp_path / "work"
@@ -163,7 +163,7 @@ def test_a_run_refuses_to_resume_on_a_corpus_prepared_again_differently(toy, tmp
     assert json.loads((run / "data.json").read_text())["prepared_files"]["train.xx"]
 
     # the same data and tokenizer prepared again: the run resumes (here: reports that it finished)
-    from translator.tokenizers import train_tokenizers
+    from translator.data.tokenizers import train_tokenizers
 
     prepare_corpus(data["corpus"], work, directory / "mirror")
     train_tokenizers(data["corpus"], work, recipe=data["tokenizer"])
@@ -172,7 +172,7 @@ def test_a_run_refuses_to_resume_on_a_corpus_prepared_again_differently(toy, tmp
     assert "has finished training" in messages[-1]
 
     # prepared again with other filters: refused, naming what changed
-    from translator.corpora import Cleaning, resolve_corpus
+    from translator.data.corpora import Cleaning, resolve_corpus
 
     prepare_corpus(data["corpus"], work, directory / "mirror",
                    Cleaning.from_recipe(resolve_corpus(data["corpus"]).recipe, max_length=5))
@@ -185,7 +185,7 @@ def test_a_tokenizer_setting_added_later_at_its_default_does_not_change_the_data
     """A run started before tokenizer recipes had ``user_defined_symbols`` resumes after its
     tokenizer is trained again with the key at its default (the same vocabularies); another
     value of it is a change."""
-    from translator.training import data_fingerprint
+    from translator.training.trainer import data_fingerprint
 
     (tmp_path / "de.vocab").write_text("a\t0\n")
     manifest = {"corpus": "c", "outputs": {"train.de": "0" * 64}}
@@ -203,7 +203,7 @@ def test_a_tokenizer_setting_added_later_at_its_default_does_not_change_the_data
 def test_a_run_recorded_with_the_first_fingerprint_resumes_and_is_recorded_anew(tmp_path):
     """data.json of version 1 (every tokenizer setting hashed but two added later) is compared as
     it was recorded, then rewritten as version 2; a change is still refused."""
-    from translator.training import (
+    from translator.training.trainer import (
         TrainingError,
         check_same_data,
         data_fingerprint,
@@ -326,9 +326,9 @@ def test_translate_run_faults_name_the_file(toy, tmp_path):
 
 def test_the_wrong_kind_of_run_says_which_kind_and_the_command_for_it(toy, tmp_path):
     from translator import Translator
-    from translator.classifiers import Classifier
-    from translator.language_models import LanguageModel
-    from translator.runs import RunError, load_model_file
+    from translator.models.classifiers import Classifier
+    from translator.models.language_models import LanguageModel
+    from translator.models.runs import RunError, load_model_file
 
     run = toy[3]
     classifier_run = copy_run(run, tmp_path / "classifier")
@@ -378,7 +378,7 @@ def test_text_the_tokenizer_does_not_know_is_reported(toy):
 
 
 def test_evaluate_counts_the_mostly_unknown_sentences(toy, tmp_path):
-    from translator.evaluation import evaluate
+    from translator.decoding.evaluation import evaluate
 
     report = evaluate(copy_run(toy[3], tmp_path / "run"), "test", beam_size=1)
     assert report["mostly_unknown_sentences"] == 0
@@ -415,9 +415,9 @@ def test_every_public_call_checks_its_arguments(toy):
 
 
 def test_classifier_and_language_model_calls_check_their_arguments(toy):
-    from translator.classifiers import Classifier
-    from translator.language_models import LanguageModel
-    from translator.tokenizers import load_tokenizers
+    from translator.data.tokenizers import load_tokenizers
+    from translator.models.classifiers import Classifier
+    from translator.models.language_models import LanguageModel
 
     tokenizer = load_tokenizers(toy[3] / "tokenizers")["source"]
     classifier = Classifier(tokenizer.vocabulary_size, ["neg", "pos"], embedding_dim=8, units=8)
@@ -451,8 +451,8 @@ def test_classifier_and_language_model_calls_check_their_arguments(toy):
 def test_classify_from_the_shell_refuses_an_empty_line(toy, tmp_path):
     import keras
 
-    from translator.classifiers import Classifier
-    from translator.tokenizers import load_tokenizers
+    from translator.data.tokenizers import load_tokenizers
+    from translator.models.classifiers import Classifier
 
     run = copy_run(toy[3], tmp_path / "classifier")
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -494,7 +494,7 @@ def test_eight_threads_sharing_a_translator_get_the_same_translations(toy):
 
 
 def test_a_tokenizer_that_cannot_be_trained_gets_advice_that_fits_its_model_type(tmp_path):
-    from translator.tokenizers import TokenizerError, train_tokenizers
+    from translator.data.tokenizers import TokenizerError, train_tokenizers
 
     pairs = reversal_pairs(50, 3)
     recipe = write_parallel_recipe(tmp_path, [s for s, _ in pairs], [t for _, t in pairs])
@@ -518,7 +518,7 @@ def test_manifest_hashes_are_what_the_files_hold(toy):
 
 def test_wrong_types_to_the_pipeline_calls_name_the_argument(toy):
     import translator
-    from translator.tokenizers import Tokenizer
+    from translator.data.tokenizers import Tokenizer
 
     tokenizer = translator.load_tokenizers(toy[3] / "tokenizers")["source"]
     assert tokenizer.encode("a b") == tokenizer.encode(["a b"])[0]

@@ -3,14 +3,14 @@
 import keras
 import numpy as np
 
-from translator.bench import (
+from translator.models.seq2seq import Seq2Seq
+from translator.studies.bench import (
     TEXTBOOK_MODEL,
     copy_textbook_weights,
     decoding_flops,
     forward_flops,
     textbook_model,
 )
-from translator.models import Seq2Seq
 
 
 def test_textbook_weights_in_our_seq2seq_give_the_same_probabilities():
@@ -56,7 +56,7 @@ def test_forward_flops_of_a_gru_with_luong_attention_and_of_decoding():
 
 
 def test_the_summary_table_names_every_measurement():
-    from translator.bench import markdown
+    from translator.studies.bench import markdown
 
     training = {"tokens_per_second": 1000.0, "target_padding": 0.05, "model_gflops_per_second": 50.0,
                 "peak_memory_mib": 1000.0}

@@ -5,14 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from translator.cell_activations import (
+from translator.models.language_models import LanguageModel
+from translator.studies.cell_activations import (
     best_cells,
     cell_activations,
     coloured_html,
     correlations,
     text_features,
 )
-from translator.language_models import LanguageModel
 
 PLAY = "ROMEO:\nBut soft, what light.\n\nJULIET:\nAy me!"
 

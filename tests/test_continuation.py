@@ -5,8 +5,8 @@ import pytest
 import yaml
 from conftest import make_continuation_task, reversal_pairs
 
-from translator.continuation import translate_by_continuing
-from translator.corpora import CorpusError, prepare_corpus, read_prepared_split, read_recipe
+from translator.data.corpora import CorpusError, prepare_corpus, read_prepared_split, read_recipe
+from translator.studies.continuation import translate_by_continuing
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def test_pairs_become_lines_of_text_with_separator_and_end(continuation, monkeyp
 
 
 def test_a_language_model_translates_by_continuing_after_the_separator(continuation, monkeypatch, tmp_path):
-    from translator.language_models import LanguageModel
-    from translator.training import Trainer
+    from translator.models.language_models import LanguageModel
+    from translator.training.trainer import Trainer
 
     directory, text_data, pairs = continuation
     monkeypatch.chdir(directory)

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from conftest import sha256, write_parallel_recipe
 
-from translator.corpora import (
+from translator.data.corpora import (
     ChecksumError,
     CorpusError,
     known_recipes,
@@ -96,7 +96,7 @@ def test_cleaning_counts_each_filter(tmp_path):
     sources = ["a b", "", "a b", "a b c d e f g h", "one", "x y z"]
     targets = ["c d", "e", "c d", "short", "uno", "x y z"]
     recipe = write_parallel_recipe(tmp_path, sources, targets)
-    from translator.corpora import Cleaning
+    from translator.data.corpora import Cleaning
 
     _, columns, report, _ = read_corpus(recipe, tmp_path / "mirror", Cleaning(max_length=6, max_ratio=2.0, deduplicate=True))
     assert report["train"] == {"read": 6, "empty": 1, "too_long": 1, "length_ratio": 0, "duplicate": 1, "kept": 3}

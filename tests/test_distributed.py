@@ -16,7 +16,7 @@ import pytest
 from conftest import make_task, reversal_pairs, write_config
 from test_training import MIRRORED, read_log, saved_state
 
-from translator.distributed import local_tf_configs
+from translator.training.distributed import local_tf_configs
 
 WAIT_SECONDS = 300
 TRAINING = {"epochs": 3, "batch_tokens": 512, "checkpoint_every": 5, "bleu_every": 0}
@@ -25,7 +25,7 @@ TRAINING = {"epochs": 3, "batch_tokens": 512, "checkpoint_every": 5, "bleu_every
 WORKER = """
 import sys
 import numpy as np
-from translator.training import Trainer
+from translator.training.trainer import Trainer
 trainer = Trainer(sys.argv[1], sys.argv[2])
 trainer.train()
 np.savez(sys.argv[3], *[np.asarray(variable) for variable in trainer.model.weights])
@@ -132,7 +132,7 @@ def two_workers(task, module_processes):
 
 
 def test_two_workers_train_like_one_worker_with_the_same_global_batch(task, two_workers, tmp_path):
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     directory, data, _ = task
     run, scratch, (chief_weights, other_weights) = two_workers
@@ -243,7 +243,7 @@ def test_a_worker_killed_mid_epoch_restarts_to_the_weights_of_an_uninterrupted_r
      r"'task.index' is 2; expected this worker's position in 'cluster.worker', 0 to 1"),
 ])
 def test_a_bad_tf_config_is_an_error_naming_the_field(tf_config, message, monkeypatch):
-    from translator.distributed import ClusterError, check_tf_config
+    from translator.training.distributed import ClusterError, check_tf_config
 
     monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(ClusterError, match=message):
@@ -267,7 +267,7 @@ def test_workers_need_the_multi_worker_strategy_and_a_positive_count(task, tmp_p
 def test_a_replica_whose_shard_of_a_batch_is_empty_adds_nothing(tmp_path):
     """Batches of one sentence on two replicas: the second replica's shard of every batch has no
     rows, and the run trains as one device does."""
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "few", {"train": reversal_pairs(40, 7), "validation": reversal_pairs(20, 8),
                                        "test": reversal_pairs(5, 9)})

@@ -1,4 +1,4 @@
-"""The engine (translator/engine.py) gives the numbers of the layers' own maths: the encoder's
+"""The engine (translator/models/engine.py) gives the numbers of the layers' own maths: the encoder's
 input table and fused loop, the decoder's fused step and training loop, and its kernel
 gradients computed after the loop."""
 
@@ -20,8 +20,8 @@ from test_layers import (
 )
 from test_recurrence import inputs_and_mask
 
-from translator import decoders
-from translator.encoders import RecurrentEncoder
+from translator.models import decoders
+from translator.models.encoders import RecurrentEncoder
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +56,10 @@ def test_encoder_input_table_gives_the_same_outputs(cell, num_layers, bidirectio
 def test_encoder_input_table_only_up_to_the_size_limit(monkeypatch):
     embedding, encoder, _, _, _ = encode("lstm")
     size = SOURCE_VOCABULARY * 4 * UNITS
-    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size - 1)
+    monkeypatch.setattr("translator.models.engine.EMBEDDING_PROJECTION_LIMIT", size - 1)
     encoder.fuse_for_inference(embedding.embeddings)
     assert encoder.input_table is None
-    monkeypatch.setattr("translator.engine.EMBEDDING_PROJECTION_LIMIT", size)
+    monkeypatch.setattr("translator.models.engine.EMBEDDING_PROJECTION_LIMIT", size)
     encoder.fuse_for_inference(embedding.embeddings)
     assert tuple(encoder.input_table.shape) == (SOURCE_VOCABULARY, 4 * UNITS)
 
@@ -115,7 +115,7 @@ def test_encoder_fused_loop_equals_the_keras_layers(monkeypatch, cell, bidirecti
     inputs, mask = inputs_and_mask()
     encoder = RecurrentEncoder(cell, 7, num_layers=2, bidirectional=bidirectional)
     fused_outputs, fused_states = encoder(inputs, mask=mask)
-    monkeypatch.setattr("translator.encoders.use_fused_loop", lambda: False)
+    monkeypatch.setattr("translator.models.encoders.use_fused_loop", lambda: False)
     keras_outputs, keras_states = encoder(inputs, mask=mask)
     np.testing.assert_allclose(fused_outputs, keras_outputs, atol=1e-5)
     for fused_layer, keras_layer in zip(fused_states, keras_states):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import kill_in_the_second_epoch_and_resume, make_task, reversal_pairs, write_config
 
-from translator.corpora import read_prepared_split
+from translator.data.corpora import read_prepared_split
 from translator.reports import read_log
 
 
@@ -17,7 +17,7 @@ from translator.reports import read_log
 def runs(tmp_path_factory):
     """Two runs (seeds 1 and 2) of a small attention model, 8 epochs each with a cosine decay
     (as the recipes), the last 3 epochs kept."""
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     directory = tmp_path_factory.mktemp("ensembles")
     data = make_task(directory, "reverse", {"train": reversal_pairs(2000, 21), "validation": reversal_pairs(100, 22),
@@ -36,9 +36,9 @@ def test_averaging_the_last_epochs_gives_their_mean_and_a_run_that_translates(ru
     import keras
 
     from translator import Translator
-    from translator.averaging import AveragingError, average
-    from translator.runs import load_run
-    from translator.training import Trainer, TrainingError
+    from translator.models.averaging import AveragingError, average
+    from translator.models.runs import load_run
+    from translator.training.trainer import Trainer, TrainingError
 
     directory, _, (run, _) = runs
     assert sorted(path.name for path in (run / "epochs").iterdir()) == [
@@ -77,13 +77,13 @@ def read_weights(path):
 def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp_path):
     """A run with training.ema_decay and data.sampling (BPE-dropout), killed mid-epoch and
     resumed, ends with the weights of an uninterrupted run (op determinism on)."""
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "reverse", {"train": reversal_pairs(800, 31), "validation": reversal_pairs(80, 32),
                                            "test": reversal_pairs(20, 33)})
     bpe = tmp_path / "bpe.yaml"
     bpe.write_text("model_type: bpe\nvocabulary: joint\nvocab_size: 29\n")
-    from translator.tokenizers import train_tokenizers
+    from translator.data.tokenizers import train_tokenizers
 
     train_tokenizers(data["corpus"], data["work_dir"], recipe=str(bpe))
     data["tokenizer"] = str(bpe)
@@ -114,8 +114,8 @@ def test_moving_average_and_sampling_resume_after_kill_9_to_the_same_weights(tmp
 
 
 def test_sampled_batches_are_drawn_anew_each_epoch_the_same_for_a_seed(tmp_path):
-    from translator.batching import SampledBatches
-    from translator.tokenizers import load_tokenizers, train_tokenizers
+    from translator.data.batching import SampledBatches
+    from translator.data.tokenizers import load_tokenizers, train_tokenizers
 
     data = make_task(tmp_path, "reverse", {"train": reversal_pairs(600, 41), "validation": reversal_pairs(20, 42)})
     bpe = tmp_path / "bpe.yaml"
@@ -153,7 +153,7 @@ def bleu(translations, references) -> float:
 
 def test_an_ensemble_of_one_run_is_that_run(runs):
     from translator import Translator
-    from translator.ensembles import Ensemble
+    from translator.decoding.ensembles import Ensemble
 
     _, data, (run, _) = runs
     sources = read_prepared_split(data["corpus"], "test", data["work_dir"])["source"][:60]
@@ -190,7 +190,7 @@ def test_an_ensemble_of_two_runs_differs_scores_at_least_the_better_and_ignores_
 
 def test_an_ensemble_refuses_runs_with_another_tokenizer(runs, tmp_path):
     from translator import Translator
-    from translator.ensembles import EnsembleError
+    from translator.decoding.ensembles import EnsembleError
 
     _, _, (run, _) = runs
     make_task(tmp_path, "other", {"train": reversal_pairs(200, 51, symbols="mnopqrs"),

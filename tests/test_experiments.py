@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from translator.experiments import EXPERIMENTS, ExperimentError, run
+from translator.studies.experiments import EXPERIMENTS, ExperimentError, run
 
 TINY = """cells: [rnn, lstm, gru]
 distances: [1, 3]
@@ -26,7 +26,7 @@ def place(tmp_path, monkeypatch):
     """The real recipes, but a tiny vanishing-gradients one, and an empty runs/ (cwd)."""
     import shutil
 
-    from translator.experiments import RECIPES
+    from translator.studies.experiments import RECIPES
 
     recipes = tmp_path / "recipes"
     shutil.copytree(RECIPES, recipes)
@@ -87,7 +87,7 @@ def test_an_unknown_experiment_or_a_missing_section_is_named(place):
 
 def test_every_experiment_recipe_names_training_configs_that_load():
     from translator.config import load_config
-    from translator.experiments import RECIPES, read_recipe, recipe_path
+    from translator.studies.experiments import RECIPES, read_recipe, recipe_path
 
     names = {experiment.name for experiment in EXPERIMENTS}
     for path in sorted(RECIPES.glob("*.yaml")):
@@ -137,7 +137,7 @@ def test_a_paired_experiment_trains_scores_and_compares_both_sides(place):
 
 
 def test_paired_verdicts_are_one_of_three_and_pairs_that_disagree_make_the_claim_mixed():
-    from translator.experiments import summarize_paired_runs
+    from translator.studies.experiments import summarize_paired_runs
 
     def side(bleu):
         return {"BLEU": bleu, "BLEU (lowercased)": bleu, "train_minutes": 10.0}
@@ -254,7 +254,7 @@ def _hold_lock(path, seconds):
 
     child = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
-from translator.runs import file_lock
+from translator.models.runs import file_lock
 with file_lock({str(path)!r}, "busy"):
     print("held", flush=True)
     time.sleep({seconds})
@@ -264,7 +264,7 @@ with file_lock({str(path)!r}, "busy"):
 
 
 def test_a_lock_held_by_another_process_is_refused_at_once_and_freed_when_it_ends(tmp_path):
-    from translator.runs import RunBusy, run_lock
+    from translator.models.runs import RunBusy, run_lock
 
     run_dir = tmp_path / "runs" / "r"
     child = _hold_lock(run_dir / ".lock", 60)
@@ -282,8 +282,8 @@ def test_a_lock_held_by_another_process_is_refused_at_once_and_freed_when_it_end
 def test_scoring_a_run_another_process_trains_says_so(tmp_path):
     from conftest import make_task, reversal_pairs, write_config
 
-    from translator.results import scored_report
-    from translator.runs import RunBusy
+    from translator.models.runs import RunBusy
+    from translator.studies.results import scored_report
 
     data = make_task(tmp_path, "pair", {"train": reversal_pairs(40, 1), "validation": reversal_pairs(10, 2)})
     config = write_config(tmp_path, data, name="busy")
@@ -298,7 +298,7 @@ def test_scoring_a_run_another_process_trains_says_so(tmp_path):
 
 
 def test_measure_all_leaves_a_busy_experiment_for_later_and_comes_back(tmp_path, monkeypatch):
-    from translator import experiments
+    from translator.studies import experiments
 
     measured = []
 
@@ -329,7 +329,7 @@ def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp
     import os
     import sys
 
-    from translator import experiments
+    from translator.studies import experiments
 
     script = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(int(sys.argv[1]))"
     monkeypatch.setattr(experiments, "worker_command", lambda only, output: [sys.executable, "-c", script,
@@ -352,8 +352,8 @@ def test_workers_run_at_once_each_on_a_cpu_of_its_own_and_a_failure_is_named(tmp
 
 
 def test_a_run_that_starts_from_another_waits_for_it_and_shared_runs_are_named_alike(tmp_path):
-    from translator.experiments import PlannedRun, paired_runs, read_recipe
-    from translator.runs import RunBusy
+    from translator.models.runs import RunBusy
+    from translator.studies.experiments import PlannedRun, paired_runs, read_recipe
 
     swap = paired_runs({**read_recipe("decoder-swap"), "runs_dir": str(tmp_path)})
     encoder = tmp_path / "multi30k-de-en-gru-cho-seed1234"

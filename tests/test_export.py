@@ -18,7 +18,7 @@ from conftest import (
 )
 from test_heads import rule_examples, write_label_corpus
 
-from translator.corpora import read_prepared_split
+from translator.data.corpora import read_prepared_split
 
 sys.path.insert(0, str(REPOSITORY / "scripts"))  # check_export.translate_standalone
 
@@ -30,10 +30,10 @@ EDGE_CASES = ["", "   ", "\u3000\u2009", "a b c", "zz yy a", "l k j i h g f e", 
 def exported_reversal_run(directory, seed: int, out: str):
     """A weak (one epoch) reversal run trained in mixed_bfloat16, the demo's precision, exported to
     ``directory/out``; returns (run, export directory, test sentences with the edge cases)."""
-    from translator.corpora import prepare_corpus
-    from translator.export import export
-    from translator.tokenizers import train_tokenizers
-    from translator.training import Trainer
+    from translator.data.corpora import prepare_corpus
+    from translator.data.tokenizers import train_tokenizers
+    from translator.service.export import export
+    from translator.training.trainer import Trainer
 
     # Targets in capitals and a tokenizer per language: mixing the two up cannot go unseen.
     recipe = write_toy_translation(directory, {split: [(source, target.upper()) for source, target in
@@ -107,7 +107,7 @@ def test_a_float32_export_translates_like_a_float32_translator(translation, tmp_
     import tensorflow_text  # noqa: F401
 
     from translator import Translator
-    from translator.export import export
+    from translator.service.export import export
 
     run, _, sentences = translation
     result = export(run, tmp_path / "float32", precision="float32", beam_sizes=[1, 3])
@@ -173,9 +173,9 @@ def test_a_classifier_export_labels_like_classifier_predict(tmp_path):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401
 
-    from translator.classifiers import Classifier
-    from translator.export import export
-    from translator.training import Trainer
+    from translator.models.classifiers import Classifier
+    from translator.service.export import export
+    from translator.training.trainer import Trainer
 
     data = prepare(tmp_path, write_label_corpus(tmp_path, rule_examples()), tmp_path / "toylabels-tokenizer.yaml")
     config = tmp_path / "classifier.yaml"
@@ -207,9 +207,9 @@ def test_a_language_model_export_samples_like_language_model_sample(tmp_path):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401
 
-    from translator.export import export
-    from translator.language_models import LanguageModel
-    from translator.training import Trainer
+    from translator.models.language_models import LanguageModel
+    from translator.service.export import export
+    from translator.training.trainer import Trainer
 
     text = "".join(["ROMEO: to be or not\n", "JULIET: that is it\n"][i % 2] for i in range(200))
     data = prepare(tmp_path, write_text_corpus(tmp_path, text), tmp_path / "toytext-tokenizer.yaml")
@@ -241,7 +241,7 @@ def test_translate_from_the_shell_uses_the_runs_export_and_translates_the_same(t
     import os
     import shutil
 
-    from translator.export import export
+    from translator.service.export import export
 
     run, _, sentences = translation
     run = Path(shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints", "export")))

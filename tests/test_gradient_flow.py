@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from translator.gradient_flow import (
+from translator.studies.gradient_flow import (
     FIRST_SYMBOL,
     first_token_task,
     gradient_norms_by_distance,

@@ -11,9 +11,13 @@ import tensorflow as tf
 import yaml
 from conftest import REPOSITORY, prepare, sha256, write_text_corpus
 
-from translator.classifiers import Classifier, classification_loss, classification_metrics
-from translator.language_models import LanguageModel, TextStreams, WindowLanguageModel
-from translator.search import sample
+from translator.models.classifiers import Classifier, classification_loss, classification_metrics
+from translator.models.language_models import (
+    LanguageModel,
+    TextStreams,
+    WindowLanguageModel,
+    sample,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +178,7 @@ def run_cli(*arguments, stdin=""):
     ({"window": 8, "embedding_dim": 8, "units": 64}, 0.5, WindowLanguageModel),  # the MLP over 8 characters
 ])
 def test_language_model_learns_a_text_and_samples_it(tmp_path, model_settings, most_loss, kind):
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     lines = ["ROMEO: to be or not\n", "JULIET: that is it\n"]
     text = "".join(lines[i % 2] for i in range(400))
@@ -218,8 +222,8 @@ def rule_examples(count=600):
 
 
 def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
-    from translator.evaluation import evaluate
-    from translator.training import Trainer
+    from translator.decoding.evaluation import evaluate
+    from translator.training.trainer import Trainer
 
     data = prepare(tmp_path, write_label_corpus(tmp_path, rule_examples()), tmp_path / "toylabels-tokenizer.yaml")
     config = tmp_path / "classifier.yaml"
@@ -247,7 +251,7 @@ def test_classifier_learns_a_rule_and_classifies_from_the_cli(tmp_path):
 
 
 def test_an_ensemble_run_trains_its_members_from_successive_seeds_and_averages_them(tmp_path):
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     data = prepare(tmp_path, write_label_corpus(tmp_path, rule_examples(300)), tmp_path / "toylabels-tokenizer.yaml")
     config = tmp_path / "ensemble.yaml"

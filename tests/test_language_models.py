@@ -1,10 +1,10 @@
-"""The sliding-window MLP language model (translator.language_models.WindowLanguageModel): what a window sees, carried state, saving. (Training\nit as a language-model run and sampling: tests/test_heads.py.)"""
+"""The sliding-window MLP language model (translator.models.language_models.WindowLanguageModel): what a window sees, carried state, saving. (Training\nit as a language-model run and sampling: tests/test_heads.py.)"""
 
 import keras
 import numpy as np
 import pytest
 
-from translator.language_models import WindowLanguageModel
+from translator.models.language_models import WindowLanguageModel
 
 
 @pytest.fixture

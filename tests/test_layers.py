@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from translator import recurrence
-from translator.attention import BahdanauAttention, LuongAttention, masked_softmax
-from translator.decoders import RecurrentDecoder
-from translator.embeddings import TokenEmbedding
-from translator.encoders import RecurrentEncoder, reverse_real_tokens
+from translator.models import recurrence
+from translator.models.attention import BahdanauAttention, LuongAttention, masked_softmax
+from translator.models.decoders import RecurrentDecoder
+from translator.models.embeddings import TokenEmbedding
+from translator.models.encoders import RecurrentEncoder, reverse_real_tokens
 
 SOURCE_VOCABULARY = 13
 TARGET_VOCABULARY = 17

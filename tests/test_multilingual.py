@@ -43,9 +43,9 @@ def write_three_languages(directory, count: int, seed: int):
 def multilingual_run(tmp_path_factory):
     import contextlib
 
-    from translator.corpora import prepare_corpus
-    from translator.tokenizers import train_tokenizers
-    from translator.training import Trainer
+    from translator.data.corpora import prepare_corpus
+    from translator.data.tokenizers import train_tokenizers
+    from translator.training.trainer import Trainer
 
     directory = tmp_path_factory.mktemp("multilingual")
     write_three_languages(directory, PAIRS, 61)
@@ -76,7 +76,7 @@ def test_the_target_language_chooses_what_the_model_writes(multilingual_run):
     import contextlib
 
     from translator import Translator
-    from translator.evaluation import evaluate
+    from translator.decoding.evaluation import evaluate
 
     directory, _ = multilingual_run
     translator = Translator.load(directory / "run")
@@ -101,7 +101,7 @@ def test_a_one_pair_model_refuses_a_target_language(tmp_path):
     from conftest import make_task, reversal_pairs
 
     from translator import Translator
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "reverse", {"train": reversal_pairs(200, 62), "validation": reversal_pairs(20, 63)})
     config = write_config(tmp_path, data, training={"epochs": 1, "bleu_every": 0})

@@ -145,8 +145,8 @@ def _weights(path):
 
 
 def test_fine_tuning_starts_from_the_parent_records_it_and_resumes_after_kill_9(tmp_path, monkeypatch):
-    from translator.fine_tuning import FineTuningError
-    from translator.training import Trainer
+    from translator.training.fine_tuning import FineTuningError
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "reverse", {"train": reversal_pairs(600, 51), "validation": reversal_pairs(60, 52)})
     parent_config = write_config(tmp_path, data, training={"epochs": 2, "batch_tokens": 512, "bleu_every": 0})

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from translator.models import Seq2Seq, computing_in
-from translator.search import greedy_search
+from translator.decoding.search import greedy_search
+from translator.models.seq2seq import Seq2Seq, computing_in
 
 
 def model(**settings):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from translator import recurrence
-from translator.encoders import RECURRENT_LAYERS, STATE_COUNTS
-from translator.models import sequence_loss
+from translator.models import recurrence
+from translator.models.encoders import RECURRENT_LAYERS, STATE_COUNTS
+from translator.models.seq2seq import sequence_loss
 
 LENGTHS = [5, 2, 4]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from translator.search import (
+from translator.decoding.search import (
     GreedyTranslator,
     beam_search,
     greedy_search,
@@ -58,7 +58,7 @@ def test_beam_size_one_is_greedy_on_the_hand_built_model():
 def random_model(**settings):
     import keras
 
-    from translator.models import Seq2Seq
+    from translator.models.seq2seq import Seq2Seq
 
     keras.utils.set_random_seed(3)
     return Seq2Seq.from_settings({"embedding_dim": 16, "units": 24, "attention": "bahdanau", **settings}, 30, 30)

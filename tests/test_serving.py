@@ -17,7 +17,7 @@ LIMITS = {"max_sentences": 40, "max_characters": 600, "max_body_bytes": 100_000}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`translator serve --export` of a weak reversal run, on a free port; yields (url, run, sentences)."""
-    from translator.serving import launch
+    from translator.service.serving import launch
 
     run, exported, sentences = exported_reversal_run(tmp_path_factory.mktemp("serving"), 21, "reverser")
     process, url = launch(["--export", str(exported), "--port", "0", "--max-wait-ms", "3"]
@@ -162,7 +162,7 @@ def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_goes_on(server)
 
 
 def test_a_backend_built_from_the_run_translates_as_the_export(server):
-    from translator.serving import Backend
+    from translator.service.serving import Backend
 
     url, run, sentences, _ = server
     backend = Backend.from_run(run)
@@ -189,7 +189,7 @@ def test_serve_refuses_bad_settings_and_non_translation_exports(tmp_path):
 
 
 def test_serve_bench_reports_every_client_count_and_no_difference_from_offline(server, tmp_path):
-    from translator.serve_bench import run
+    from translator.studies.serve_bench import run
 
     _, trained_run, _, _ = server
     results = run(trained_run, "test", clients=(1, 4), sentences_per_request=5, output_dir=tmp_path,
@@ -247,7 +247,7 @@ def _memory_of(process) -> int:
 def small_queue_server(server):
     """A second server of the same export whose queue holds 4 requests, one batch of at most
     8 sentences at a time (so that a burst overflows it)."""
-    from translator.serving import launch
+    from translator.service.serving import launch
 
     _, run, sentences, _ = server
     exported = run.parent / "reverser"

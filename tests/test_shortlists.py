@@ -17,8 +17,8 @@ def run(translation):
 
 
 def test_the_shortlist_command_keeps_each_symbols_own_translation_first(run):
-    from translator.shortlists import SHORTLIST_FILE, Shortlist
-    from translator.tokenizers import load_tokenizers
+    from translator.data.tokenizers import load_tokenizers
+    from translator.decoding.shortlists import SHORTLIST_FILE, Shortlist
 
     run, _ = run
     completed = subprocess.run([sys.executable, "-m", "translator", "shortlist", "--run", str(run),
@@ -37,7 +37,7 @@ def test_the_shortlist_command_keeps_each_symbols_own_translation_first(run):
 def test_the_pieces_of_a_batch_are_the_specials_the_frequent_and_its_sources_candidates():
     import tensorflow as tf
 
-    from translator.shortlists import Shortlist
+    from translator.decoding.shortlists import Shortlist
 
     table = np.zeros([10, 2], np.int32)
     table[5], table[6] = [7, 9], [8, 0]
@@ -48,7 +48,7 @@ def test_the_pieces_of_a_batch_are_the_specials_the_frequent_and_its_sources_can
 
 def test_a_shortlist_of_every_piece_gives_the_full_searchs_output_byte_for_byte(run):
     from translator import Translator
-    from translator.shortlists import Shortlist
+    from translator.decoding.shortlists import Shortlist
 
     run, sentences = run
     full = Translator.load(run)
@@ -65,7 +65,7 @@ def test_a_shortlist_of_every_piece_gives_the_full_searchs_output_byte_for_byte(
 
 def test_decoding_writes_only_the_batchs_shortlist_pieces(run):
     from translator import Translator
-    from translator.shortlists import SHORTLIST_FILE, Shortlist, build_for_run
+    from translator.decoding.shortlists import SHORTLIST_FILE, Shortlist, build_for_run
 
     run, sentences = run
     build_for_run(run, per_source=1, frequent=1)
@@ -93,9 +93,9 @@ def test_export_and_serve_search_the_shortlist_as_translator_does(run, tmp_path)
     import tensorflow as tf
 
     from translator import Translator
-    from translator.export import export
-    from translator.serving import Backend
-    from translator.shortlists import build_for_run
+    from translator.decoding.shortlists import build_for_run
+    from translator.service.export import export
+    from translator.service.serving import Backend
 
     run, sentences = run
     build_for_run(run, per_source=2, frequent=2)
@@ -116,7 +116,7 @@ def test_export_and_serve_search_the_shortlist_as_translator_does(run, tmp_path)
 
 
 def test_the_shortlist_takes_ibm_model_1s_translations_not_the_most_frequent_neighbours():
-    from translator.shortlists import build_shortlist
+    from translator.decoding.shortlists import build_shortlist
 
     # das Haus / the house, das Buch / the book, ein Buch / a book: "the" is in two of
     # "Buch"'s sentences, as "book" is, but Model 1 explains it by "das".
@@ -130,7 +130,7 @@ def test_the_shortlist_takes_ibm_model_1s_translations_not_the_most_frequent_nei
 
 
 def test_the_bench_table_compares_each_row_with_todays_fastest_of_its_search():
-    from translator.shortlist_bench import markdown
+    from translator.studies.shortlist_bench import markdown
 
     def row(setting, beam_size, batch_size, speed, bleu, words):
         return {"setting": setting, "precision": "bfloat16", "beam_size": beam_size, "batch_size": batch_size,

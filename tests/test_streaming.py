@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import make_task, reversal_pairs, sha256, write_config
 
-from translator.corpora import (
+from translator.data.corpora import (
     iter_prepared_split,
     prepare_corpus,
     prepared_dataset,
@@ -125,8 +125,8 @@ def reversal(tmp_path_factory):
 
 def translation_task(directory: Path, data: dict, name: str, **data_settings):
     from translator.config import load_config
-    from translator.models import TranslationTask
-    from translator.tokenizers import find_recipe, load_tokenizers
+    from translator.data.tokenizers import find_recipe, load_tokenizers
+    from translator.training.translation_task import TranslationTask
 
     config = load_config(write_config(directory, {**data, **data_settings}, name=name,
                                       training={"batch_tokens": 120, "max_batch_size": 16, "seed": 3}))
@@ -142,8 +142,8 @@ def rows_of(batch) -> list[tuple]:
 
 
 def test_streaming_batches_serve_every_pair_once_within_the_budget_deterministically(reversal, tmp_path):
-    from translator.batching import StreamingBatches
-    from translator.models import read_pairs
+    from translator.data.batching import StreamingBatches
+    from translator.training.translation_task import read_pairs
 
     directory, data = reversal
     task = translation_task(tmp_path, data, "streamed", stream=True, stream_window=97)
@@ -171,10 +171,29 @@ def test_streaming_batches_serve_every_pair_once_within_the_budget_deterministic
         assert sum((rows_of(sharded[3 * index + shard]) for shard in range(3)), []) == rows_of(batch)
 
 
+def test_pairs_in_memory_are_the_one_window_case_of_streamed_pairs():
+    """One batch maker: a streamed corpus of one window gives the in-memory batches, epoch by
+    epoch, resumed and sharded (each window is a `TranslationBatches`)."""
+    from translator.data.batching import StreamingBatches, TranslationBatches
+
+    rng = random.Random(7)
+    sources = [[rng.randrange(4, 50) for _ in range(rng.randrange(1, 20))] for _ in range(600)]
+    targets = [[rng.randrange(4, 50) for _ in range(rng.randrange(1, 20))] for _ in range(600)]
+    in_memory = TranslationBatches(sources, targets, batch_tokens=200, max_batch_size=32, seed=5)
+    streamed = StreamingBatches(lambda window: (sources, targets), 1, batch_tokens=200, max_batch_size=32, seed=5)
+    assert streamed.batch_count() == in_memory.batch_count() and len(streamed) == len(in_memory)
+    assert streamed.padding_fraction() == in_memory.padding_fraction()
+    for epoch, skip, shards in [(0, 0, 1), (1, 0, 1), (2, 7, 1), (3, 0, 3)]:
+        ours = list(streamed.epoch(epoch, skip, shards, tuple(range(shards))))
+        theirs = list(in_memory.epoch(epoch, skip, shards, tuple(range(shards))))
+        assert len(ours) == len(theirs) > 0
+        assert all(np.array_equal(a, b) for x, y in zip(ours, theirs) for a, b in zip(x, y))
+
+
 def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again(reversal, tmp_path, monkeypatch):
     """The first pass over a streamed corpus (batches per window) is kept beside the prepared
     files: a resumed run (a new task, same data and settings) tokenizes nothing to count."""
-    from translator.tokenizers import Tokenizer
+    from translator.data.tokenizers import Tokenizer
 
     directory, data = reversal
     calls = []
@@ -194,20 +213,20 @@ def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again
 
 
 def test_data_stream_auto_keeps_small_corpora_in_memory(reversal, tmp_path, monkeypatch):
-    from translator import models
-    from translator.batching import StreamingBatches, TranslationBatches
+    from translator.data.batching import StreamingBatches, TranslationBatches
+    from translator.training import translation_task
 
     _, data = reversal
     assert isinstance(translation_task(tmp_path, data, "auto").train_batches, TranslationBatches)
     assert isinstance(translation_task(tmp_path, data, "off", stream=False).train_batches, TranslationBatches)
-    monkeypatch.setattr(models, "STREAM_PAIRS", 1000)
+    monkeypatch.setattr(translation_task, "STREAM_PAIRS", 1000)
     assert isinstance(translation_task(tmp_path, data, "large", stream_window=400).train_batches, StreamingBatches)
 
 
 def test_training_on_streamed_pairs_runs_its_epochs(reversal, tmp_path):
     from test_training import read_log
 
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     _, data = reversal
     config = write_config(tmp_path, {**data, "stream": True, "stream_window": 500}, name="streamed",
@@ -222,7 +241,7 @@ def test_training_on_streamed_pairs_runs_its_epochs(reversal, tmp_path):
 def test_scale_bench_generates_its_corpus_and_measures_a_stage_alone(mirror, tmp_path):
     import sys
 
-    from translator.scale_bench import generate_corpus, measure
+    from translator.studies.scale_bench import generate_corpus, measure
 
     recipe = generate_corpus(1000, tmp_path, mirror)
     manifest = prepare_corpus(recipe, tmp_path / "work", tmp_path / "mirror")

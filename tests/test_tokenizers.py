@@ -7,8 +7,8 @@ import unicodedata
 
 import pytest
 
-from translator.corpora import prepare_corpus, read_prepared_split
-from translator.tokenizers import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+from translator.data.corpora import prepare_corpus, read_prepared_split
+from translator.data.tokenizers import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
 
 
 @pytest.fixture(scope="module")

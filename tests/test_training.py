@@ -17,7 +17,7 @@ import pytest
 from conftest import REPOSITORY, make_task, reversal_pairs, write_config
 
 from translator.config import SCHEMA, ConfigError, load_config, validate
-from translator.corpora import read_prepared_split
+from translator.data.corpora import read_prepared_split
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def reversal(tmp_path_factory):
 def exact_match(run: Path, data: dict) -> float:
     import keras
 
-    from translator.batching import pad
-    from translator.search import GreedyTranslator
-    from translator.tokenizers import load_tokenizers
+    from translator.data.batching import pad
+    from translator.data.tokenizers import load_tokenizers
+    from translator.decoding.search import GreedyTranslator
 
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     tokenizers = load_tokenizers(run / "tokenizers")
@@ -43,7 +43,7 @@ def exact_match(run: Path, data: dict) -> float:
 
 
 def run_training(config: Path, run: Path):
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     started = time.time()
     Trainer(config, run, log=lambda *a: None).train()
@@ -128,7 +128,7 @@ def test_progress_into_a_log_file_is_plain_lines(reversal, tmp_path, capsys):
     gets a plain line at the end of each epoch (and every 30 s)."""
     import re
 
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     _, data = reversal
     config = write_config(tmp_path, data, training={"epochs": 2, "batch_tokens": 1024, "bleu_every": 0})
@@ -144,7 +144,7 @@ def test_progress_into_a_log_file_is_plain_lines(reversal, tmp_path, capsys):
 def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_policy_alone(reversal, tmp_path):
     import keras
 
-    from translator.search import GreedyTranslator
+    from translator.decoding.search import GreedyTranslator
 
     _, data = reversal
     config = write_config(tmp_path, data, training={"epochs": 1, "batch_tokens": 1024, "bleu_every": 0,
@@ -161,7 +161,7 @@ def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_po
     assert detail.attention.dtype == np.float32 and detail.n_best  # bfloat16 weights, float32 search
     # Decoding casts the weights to bfloat16 once and fuses each step's products (one
     # rounding instead of several): the mixed model's logits up to bfloat16 rounding.
-    from translator.models import computing_in
+    from translator.models.seq2seq import computing_in
 
     copy = computing_in(model, "bfloat16")
     assert copy.decoder.output_layer.kernel.dtype == "bfloat16" and computing_in(copy, "bfloat16") is copy
@@ -177,7 +177,7 @@ def test_mixed_bfloat16_training_saves_a_bfloat16_model_and_leaves_the_global_po
 def build(**settings):
     import keras
 
-    from translator.models import Seq2Seq
+    from translator.models.seq2seq import Seq2Seq
 
     keras.utils.set_random_seed(7)
     return Seq2Seq.from_settings({"embedding_dim": 8, "units": 12, **settings}, 17, 19)
@@ -192,7 +192,7 @@ MODEL_VARIANTS = [
 
 @pytest.mark.parametrize("settings", MODEL_VARIANTS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
 def test_padding_never_changes_outputs_or_loss(settings):
-    from translator.models import sequence_loss
+    from translator.models.seq2seq import sequence_loss
 
     model = build(**settings)
     source = np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype="int32")
@@ -211,7 +211,7 @@ def test_padding_never_changes_outputs_or_loss(settings):
 def test_fusing_for_inference_keeps_every_decoding_number(settings):
     """`Seq2Seq.fuse_for_inference` (the encoder's input table, the decoder's fused step
     kernels) changes how decoding computes, not what: the same cache, logits and translations."""
-    from translator.search import GreedyTranslator, beam_search
+    from translator.decoding.search import GreedyTranslator, beam_search
 
     model = build(**settings)
     source = np.array([[5, 6, 7, 8], [9, 10, 0, 0], [4, 0, 0, 0]], dtype="int32")
@@ -235,7 +235,7 @@ def test_fusing_for_inference_keeps_every_decoding_number(settings):
 def test_save_then_load_gives_identical_logits_and_the_file_alone_decodes(tmp_path):
     import keras
 
-    from translator.search import GreedyTranslator
+    from translator.decoding.search import GreedyTranslator
 
     model = build(attention="bahdanau", bidirectional=True, encoder_layers=2, decoder_layers=2, cell="gru")
     source = np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype="int32")
@@ -244,7 +244,7 @@ def test_save_then_load_gives_identical_logits_and_the_file_alone_decodes(tmp_pa
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_array_equal(np.asarray(loaded((source, target))), np.asarray(model((source, target))))
     assert GreedyTranslator(loaded)(source) == GreedyTranslator(model)(source)
-    code = ("import keras, numpy as np, translator.models; from translator.search import GreedyTranslator; "
+    code = ("import keras, numpy as np, translator.models.seq2seq; from translator.decoding.search import GreedyTranslator; "
             f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True); "
             "print(GreedyTranslator(m)(np.array([[5, 6, 7, 8], [9, 10, 0, 0]], dtype='int32')))")
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -257,7 +257,7 @@ def test_every_cell_stacked_and_bidirectional_trains_a_step(cell, shape):
     import keras
     import tensorflow as tf
 
-    from translator.models import sequence_loss
+    from translator.models.seq2seq import sequence_loss
 
     settings = {"encoder_layers": 2, "decoder_layers": 2} if shape == "stacked" else {"bidirectional": True}
     model = build(cell=cell, attention="luong_general", **settings)
@@ -367,7 +367,7 @@ MIRRORED = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from translator.training import Trainer
+from translator.training.trainer import Trainer
 Trainer(sys.argv[1], sys.argv[2]).train()
 """
 
@@ -435,8 +435,8 @@ def test_train_set_records_the_overridden_config_in_the_run(tmp_path):
 def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
     import keras
 
-    from translator.runs import RunError
-    from translator.training import Trainer
+    from translator.models.runs import RunError
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "swap", {"train": reversal_pairs(300, 7), "validation": reversal_pairs(20, 8)})
     training = {"epochs": 1, "bleu_every": 0, "batch_tokens": 512}
@@ -465,7 +465,7 @@ def test_a_decoder_trains_on_a_frozen_encoder_taken_from_another_run(tmp_path):
 
 
 def test_a_time_budget_stops_training_mid_epoch_and_keeps_the_model(tmp_path):
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     data = make_task(tmp_path, "budget", {"train": reversal_pairs(600, 9), "validation": reversal_pairs(20, 10)})
     config = write_config(tmp_path, data, training={"epochs": 5, "bleu_every": 0, "batch_tokens": 256,

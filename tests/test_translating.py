@@ -7,13 +7,13 @@ import sys
 import pytest
 from conftest import make_task, reversal_pairs, write_config
 
-from translator.corpora import read_prepared_split
+from translator.data.corpora import read_prepared_split
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small reversal run (and a weaker one, trained for one epoch) with model.keras."""
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     directory = tmp_path_factory.mktemp("translating")
     data = make_task(directory, "reverse", {"train": reversal_pairs(3000, 11), "validation": reversal_pairs(100, 12),
@@ -99,7 +99,7 @@ def test_the_cli_handles_long_lines_bad_bytes_and_empty_lines(trained):
 
 
 def test_evaluate_writes_json_markdown_and_html_reports_with_signatures(trained):
-    from translator.evaluation import evaluate
+    from translator.decoding.evaluation import evaluate
 
     _, runs = trained
     report = evaluate(runs["good"], "test", beam_size=3)
@@ -118,7 +118,7 @@ def test_evaluate_writes_json_markdown_and_html_reports_with_signatures(trained)
 
 
 def test_compare_runs_paired_bootstrap(trained):
-    from translator.evaluation import compare, evaluate
+    from translator.decoding.evaluation import compare, evaluate
 
     _, runs = trained
     for run in runs.values():
@@ -134,8 +134,8 @@ def test_the_results_table_scores_trained_runs_and_names_the_command_for_the_res
     import yaml
     from conftest import write_config
 
-    from translator.results import ResultsError, table, write_readme
-    from translator.training import Trainer
+    from translator.studies.results import ResultsError, table, write_readme
+    from translator.training.trainer import Trainer
 
     data, runs = trained
     directory = runs["good"].parent

@@ -43,7 +43,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def command_data(args) -> int:
-    from translator.corpora import Cleaning, prepare_corpus, resolve_corpus
+    from translator.data.corpora import Cleaning, prepare_corpus, resolve_corpus
 
     if _recipe_from_own_data(args):
         print(f"wrote {args.corpus} (corpus recipe) and tokenizers/{Path(args.corpus).stem}.yaml (unless it "
@@ -83,8 +83,8 @@ def command_data(args) -> int:
 def _recipe_from_own_data(args) -> bool:
     """`translator data --from-files/--from-tsv/--from-dataset ... --name NAME`: writes the recipe
     corpora/NAME.yaml (its path into ``args.corpus``); False for a corpus named as usual."""
-    from translator import own_data
-    from translator.corpora import CorpusError
+    from translator.data import own_data
+    from translator.data.corpora import CorpusError
 
     forms = [form for form in ("from_files", "from_tsv", "from_dataset") if getattr(args, form)]
     if len(forms) > 1 or bool(forms) == bool(args.corpus):
@@ -142,7 +142,7 @@ def _add_data_parser(commands) -> None:
     data.set_defaults(handler=command_data)
 
 def command_tokenizers(args) -> int:
-    from translator.tokenizers import train_tokenizers
+    from translator.data.tokenizers import train_tokenizers
 
     card = train_tokenizers(args.corpus, args.work_dir, args.recipe)
     settings = card["settings"]
@@ -171,10 +171,10 @@ def _add_tokenizers_parser(commands) -> None:
 def command_train(args) -> int:
     overrides = (args.set or []) + ([f"training.init_from={args.init_from}"] if args.init_from else [])
     if args.workers is not None:  # N local processes, each running this command as one worker
-        from translator.distributed import launch_training
+        from translator.training.distributed import launch_training
 
         return launch_training(args.config, args.run, args.seed, args.workers, overrides)
-    from translator.training import Trainer
+    from translator.training.trainer import Trainer
 
     Trainer(args.config, args.run, seed=args.seed, overrides=overrides).train()
     return 0
@@ -222,8 +222,8 @@ def command_translate(args) -> int:
     import warnings
 
     _import_tensorflow_without_dataframes_or_plots()
-    from translator.runs import check_run_kind, read_run_config
-    from translator.translator import MOSTLY_UNKNOWN, ExportedTranslator, Translator
+    from translator.decoding.translator import MOSTLY_UNKNOWN, ExportedTranslator, Translator
+    from translator.models.runs import check_run_kind, read_run_config
 
     for run in args.run:
         check_run_kind(run, read_run_config(run), "seq2seq")
@@ -307,7 +307,7 @@ def _add_translate_parser(commands) -> None:
     translate.set_defaults(handler=command_translate)
 
 def command_sample(args) -> int:
-    from translator.language_models import LanguageModel
+    from translator.models.language_models import LanguageModel
 
     model = LanguageModel.load(args.run)
     text = model.sample(args.prime.encode().decode("unicode_escape") if args.escapes else args.prime,
@@ -331,7 +331,7 @@ def _add_sample_parser(commands) -> None:
     sample.set_defaults(handler=command_sample)
 
 def command_classify(args) -> int:
-    from translator.classifiers import Classifier
+    from translator.models.classifiers import Classifier
 
     model = Classifier.load(args.run)
     lines = [raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r") for raw in sys.stdin.buffer]
@@ -353,7 +353,7 @@ def _add_classify_parser(commands) -> None:
     classify.set_defaults(handler=command_classify)
 
 def command_evaluate(args) -> int:
-    from translator.evaluation import evaluate
+    from translator.decoding.evaluation import evaluate
 
     report = evaluate(args.run if len(args.run) > 1 else args.run[0], args.split, beam_size=args.beam_size,
                       length_penalty=args.length_penalty, batch_size=args.batch_size, out=args.out,

@@ -32,7 +32,7 @@ def add_shortlist_option(parser: argparse.ArgumentParser) -> None:
 
 
 def command_bench(args) -> int:
-    from translator import bench
+    from translator.studies import bench
 
     print(f"translator bench: {args.seconds:.0f} s per training measurement, each phase in its own process")
     results = bench.run(args.seconds, args.output_dir, args.run, args.recipe_run)
@@ -58,7 +58,7 @@ def add_bench_parser(commands) -> None:
 
 
 def command_export(args) -> int:
-    from translator.export import export
+    from translator.service.export import export
 
     runs = args.run if len(args.run) > 1 else args.run[0]
     result = export(runs, args.out, precision=args.precision, beam_sizes=args.beam_sizes, shortlist=args.shortlist)
@@ -90,7 +90,7 @@ def add_export_parser(commands) -> None:
     export.set_defaults(handler=command_export)
 
 def command_shortlist(args) -> int:
-    from translator.shortlists import build_for_run
+    from translator.decoding.shortlists import build_for_run
 
     path, shortlist = build_for_run(args.run, args.per_source, args.frequent)
     print(f"wrote {path}: {shortlist.frequent.size:,} frequent target pieces and up to {args.per_source} per source "
@@ -100,7 +100,7 @@ def command_shortlist(args) -> int:
 
 
 def add_shortlist_parser(commands) -> None:
-    from translator.shortlists import FREQUENT, PER_SOURCE
+    from translator.decoding.shortlists import FREQUENT, PER_SOURCE
 
     shortlist = commands.add_parser(
         "shortlist", help="build a run's lexical shortlist, which decoding with --shortlist scores instead of "
@@ -116,16 +116,16 @@ def add_shortlist_parser(commands) -> None:
 
 
 def command_serve(args) -> int:
-    from translator.serving import serve
+    from translator.service.serving import serve
 
     serve(args)
     return 0
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `translator serve` (its service's settings, `translator.serving.DEFAULTS`)."""
+    """The options of `translator serve` (its service's settings, `translator.service.serving.DEFAULTS`)."""
     from translator import checks
-    from translator.serving import DEFAULTS
+    from translator.service.serving import DEFAULTS
 
     positive, non_negative, seconds = checks.POSITIVE_INT, checks.NON_NEGATIVE_INT, checks.NON_NEGATIVE_NUMBER
     source = parser.add_mutually_exclusive_group(required=True)
@@ -170,7 +170,7 @@ def add_serve_parser(commands) -> None:
     serve.set_defaults(handler=command_serve)
 
 def command_serve_bench(args) -> int:
-    from translator.serve_bench import markdown, run
+    from translator.studies.serve_bench import markdown, run
 
     results = run(args.run, args.split, args.clients, args.sentences_per_request, args.beam_size, args.output_dir,
                   passes=args.passes, scores=not args.no_scores)
@@ -198,7 +198,7 @@ def add_serve_bench_parser(commands) -> None:
     serve_bench.set_defaults(handler=command_serve_bench)
 
 def command_scale_bench(args) -> int:
-    from translator.scale_bench import ALLOWED_GROWTH, markdown, run
+    from translator.studies.scale_bench import ALLOWED_GROWTH, markdown, run
 
     results = run(args.sizes, args.steps, args.output_dir, args.scratch, args.data_dir, args.keep)
     print()
@@ -228,7 +228,7 @@ def add_scale_bench_parser(commands) -> None:
 
 
 def command_results(args) -> int:
-    from translator.results import table, write_readme
+    from translator.studies.results import table, write_readme
 
     text = table(args.manifest, args.runs_dir, args.split, train=args.train)
     print(text, end="")
@@ -252,7 +252,7 @@ def add_results_parser(commands) -> None:
     results.set_defaults(handler=command_results)
 
 def command_experiments(args) -> int:
-    from translator.experiments import run
+    from translator.studies.experiments import run
 
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs}: expected a number of worker processes, 1 or more")
@@ -283,7 +283,7 @@ def add_experiments_parser(commands) -> None:
     experiments.set_defaults(handler=command_experiments)
 
 def command_compare(args) -> int:
-    from translator.evaluation import compare
+    from translator.decoding.evaluation import compare
 
     result = compare(args.run_a, args.run_b, args.split, args.samples)
     print(f"paired bootstrap resampling, {result['samples']} samples, {result['split']} split "
@@ -313,7 +313,7 @@ def add_compare_parser(commands) -> None:
     compare.set_defaults(handler=command_compare)
 
 def command_average(args) -> int:
-    from translator.averaging import average
+    from translator.models.averaging import average
 
     average(args.run, last=args.last, best=args.best, out=args.out)
     return 0

@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from translator.classifiers import Classifier, classification_loss
-from translator.language_models import LanguageModel
-from translator.models import Seq2Seq, computing_in, sequence_loss
-from translator.search import beam_search, greedy_search
+from translator.decoding.search import beam_search, greedy_search
+from translator.models.classifiers import Classifier, classification_loss
+from translator.models.language_models import LanguageModel
+from translator.models.seq2seq import Seq2Seq, computing_in, sequence_loss
 from translator.special_ids import EOS_ID, PAD_ID, SOS_ID
 
 HERE = Path(__file__).resolve().parent
