@@ -192,7 +192,9 @@ def test_pairs_in_memory_are_the_one_window_case_of_streamed_pairs():
 
 def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again(reversal, tmp_path, monkeypatch):
     """The first pass over a streamed corpus (batches per window) is kept beside the prepared
-    files: a resumed run (a new task, same data and settings) tokenizes nothing to count."""
+    files: a resumed run (a new task, same data and settings) tokenizes nothing to count, and
+    an epoch tokenizes each pair once (a first pass and the first epoch after it: twice, as
+    counting a window's batches needs its pieces and holding them all is what streaming avoids)."""
     from translator.data.tokenizers import Tokenizer
 
     directory, data = reversal
@@ -206,7 +208,10 @@ def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again
     resumed = translation_task(tmp_path, data, "resumed", stream=True, stream_window=211)
     assert sum(calls) == 2 * 40  # the validation pairs only
     assert resumed.train_batches.counts() == first.train_batches.counts()
-    assert [len(b[0]) for b in resumed.train_batches.epoch(1)] == [len(b[0]) for b in first.train_batches.epoch(1)]
+    calls.clear()
+    epoch = list(resumed.train_batches.epoch(1))
+    assert sum(calls) == 2 * 1500  # an epoch tokenizes every pair once, window by window
+    assert [len(b[0]) for b in epoch] == [len(b[0]) for b in first.train_batches.epoch(1)]
     calls.clear()
     translation_task(tmp_path, data, "other-window", stream=True, stream_window=307)  # other windows: counted anew
     assert sum(calls) == 2 * 1500 + 2 * 40
@@ -214,12 +219,12 @@ def test_a_second_streamed_task_reads_the_first_pass_instead_of_tokenizing_again
 
 def test_data_stream_auto_keeps_small_corpora_in_memory(reversal, tmp_path, monkeypatch):
     from translator.data.batching import StreamingBatches, TranslationBatches
-    from translator.training import translation_task
+    from translator.training import translation_task as task_module
 
     _, data = reversal
     assert isinstance(translation_task(tmp_path, data, "auto").train_batches, TranslationBatches)
     assert isinstance(translation_task(tmp_path, data, "off", stream=False).train_batches, TranslationBatches)
-    monkeypatch.setattr(translation_task, "STREAM_PAIRS", 1000)
+    monkeypatch.setattr(task_module, "STREAM_PAIRS", 1000)
     assert isinstance(translation_task(tmp_path, data, "large", stream_window=400).train_batches, StreamingBatches)
 
 

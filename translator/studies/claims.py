@@ -11,7 +11,7 @@ from pathlib import Path
 from translator.files import atomic_write_text
 from translator.models.runs import RunBusy
 
-RECIPES = Path(__file__).resolve().parent.parent / "configs" / "experiments"
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 
 
 class ExperimentError(ValueError):
